@@ -1,0 +1,20 @@
+"""Typed settings, one dataclass per concern, with LLaMA-Factory's key names."""
+
+from lmforge.config.data import DataArguments
+from lmforge.config.finetuning import FinetuningArguments
+from lmforge.config.generating import GeneratingArguments
+from lmforge.config.model import ModelArguments
+from lmforge.config.parser import Config, build_config, load_config, parse_cli
+from lmforge.config.serving import ServingArguments
+
+__all__ = [
+    "Config",
+    "DataArguments",
+    "FinetuningArguments",
+    "GeneratingArguments",
+    "ModelArguments",
+    "ServingArguments",
+    "build_config",
+    "load_config",
+    "parse_cli",
+]
