@@ -1,0 +1,1 @@
+"""Tokenizer and model loading, adapters, and the memory-saving loss."""
