@@ -126,15 +126,19 @@ def _load(command: Command) -> Callable[[list[str]], int]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
-            return _not_implemented(command.name)
+            return _not_implemented(command)
         raise
     func = getattr(module, func_name, None)
-    return func if func is not None else _not_implemented(command.name)
+    return func if func is not None else _not_implemented(command)
 
 
-def _not_implemented(name: str) -> Callable[[list[str]], int]:
-    def handler(_argv: list[str]) -> int:
-        print(f"lmforge {name}: not implemented yet", file=sys.stderr)
+def _not_implemented(command: Command) -> Callable[[list[str]], int]:
+    def handler(argv: list[str]) -> int:
+        if command.takes_config:  # config mistakes are still worth reporting
+            from lmforge.config import load_config
+
+            load_config(argv)
+        print(f"lmforge {command.name}: not implemented yet", file=sys.stderr)
         return 2
 
     return handler
