@@ -1,0 +1,120 @@
+"""Tiny random-weight models of real architectures, saved with a real tokenizer.
+
+Training, export and serving tests need a model that has the real layer layout and the real
+vocabulary but runs in milliseconds. Each one is built once with a fixed seed into
+``<cache>/tiny/<arch>/`` (atomically) and rebuilt when ``TINY_VERSION`` or its recipe changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.assets.registry import unknown_name_error
+from lmforge.assets.store import MARKER, file_lock, get_asset, install_folder
+from lmforge.config.environment import cache_dir
+
+TINY_VERSION = 1
+SEED = 1234
+TINY_SIZES: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": True,
+}
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """A config class from transformers, the asset whose tokenizer it uses, and per-arch settings."""
+
+    config_class: str
+    tokenizer: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    end_of_turn: tuple[str, ...] = ()  # tokens that also stop generation (the template's turn end)
+
+
+TINY_ARCHES: dict[str, TinyRecipe] = {
+    "qwen2": TinyRecipe("Qwen2Config", "qwen2_5", end_of_turn=("<|im_end|>", "<|endoftext|>")),
+    "qwen3": TinyRecipe(
+        "Qwen3Config", "qwen3", {"head_dim": 16}, end_of_turn=("<|im_end|>", "<|endoftext|>")
+    ),
+    "llama": TinyRecipe("LlamaConfig", "smollm2", end_of_turn=("<|im_end|>",)),
+    "llama3": TinyRecipe("LlamaConfig", "llama3", end_of_turn=("<|end_of_text|>", "<|eot_id|>")),
+}
+
+
+def _recipe(arch: str) -> TinyRecipe:
+    if arch not in TINY_ARCHES:
+        raise unknown_name_error("tiny model architecture", arch, list(TINY_ARCHES))
+    return TINY_ARCHES[arch]
+
+
+def _fingerprint(arch: str) -> str:
+    recipe = _recipe(arch)
+    data = {"version": TINY_VERSION, "seed": SEED, "sizes": TINY_SIZES, "recipe": asdict(recipe)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tiny_model_path(arch: str, root: Path | None = None) -> Path:
+    _recipe(arch)
+    return (root or cache_dir()) / "tiny" / arch
+
+
+def tiny_is_current(arch: str, root: Path | None = None) -> bool:
+    try:
+        marker = json.loads((tiny_model_path(arch, root) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return marker.get("fingerprint") == _fingerprint(arch)
+
+
+def _build(arch: str, folder: Path) -> None:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    recipe = _recipe(arch)
+    tokenizer = AutoTokenizer.from_pretrained(str(get_asset(recipe.tokenizer)))
+    vocab_size = -(-len(tokenizer) // 64) * 64  # round up, as real checkpoints pad their embeddings
+    eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in recipe.end_of_turn]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
+        eos_ids.insert(0, tokenizer.eos_token_id)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    config_class = getattr(transformers, recipe.config_class)
+    config = config_class(
+        vocab_size=vocab_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_ids[0],
+        pad_token_id=pad_id,
+        **TINY_SIZES,
+        **recipe.extra,
+    )
+    torch.manual_seed(SEED)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_ids if len(eos_ids) > 1 else eos_ids[0],
+        pad_token_id=pad_id,
+    )
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+
+
+def tiny_model(arch: str, root: Path | None = None) -> Path:
+    """A folder with a tiny random-weight ``arch`` model and its real tokenizer, built once."""
+    final = tiny_model_path(arch, root)
+    if tiny_is_current(arch, root):
+        return final
+    root = root or cache_dir()
+    with file_lock(root / "locks" / f"tiny-{arch}.lock"):
+        if tiny_is_current(arch, root):
+            return final
+        marker = {"arch": arch, "version": TINY_VERSION, "fingerprint": _fingerprint(arch)}
+        return install_folder(final, lambda tmp: _build(arch, tmp), marker)

@@ -1,0 +1,49 @@
+"""Shared pytest fixtures: offline real assets, tiny models and the shared demo data.
+
+Assets come from `lmforge assets fetch` (run by `make test` before pytest); a fixture fetches
+what is missing on first use, so a single test file also runs on its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Set before transformers is imported anywhere: tests never reach the Hugging Face hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def asset() -> Callable[[str], Path]:
+    """Factory: ``asset("qwen2_5")`` -> folder that ``AutoTokenizer.from_pretrained`` loads."""
+    from lmforge.assets import get_asset
+
+    return get_asset
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Callable[[str], Path]:
+    """Factory: ``tiny_model("llama")`` -> folder with a tiny random-weight model and its real tokenizer.
+
+    Arches: ``llama`` (SmolLM2 tokenizer, 49k vocab: the fast default), ``qwen2`` (Qwen2.5
+    tokenizer), ``qwen3``, ``llama3``.
+    """
+    from lmforge.assets import tiny_model as build
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """LLaMA-Factory's demo datasets with their dataset_info.json (``<repo>/../shared/data``)."""
+    path = (REPO_ROOT.parent / "shared" / "data").resolve()
+    if not path.is_dir():
+        pytest.skip(f"shared demo data not found at {path} (CI clones the repository beside shared/)")
+    return path
