@@ -47,3 +47,16 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared demo data not found at {path} (CI clones the repository beside shared/)")
     return path
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., object]:
+    """Factory: ``with api_server(cfg_dict, env={...}, python=...) as server:`` runs ``lmforge api``
+    as a real process on 127.0.0.1 (a free port); ``server.url`` is its ``/v1`` base URL."""
+    from serve_process import ApiServer  # tests/serve_process.py (tests/ is on sys.path)
+
+    def start(settings: dict[str, object], env: dict[str, str] | None = None, python: str | None = None, **kw):
+        folder = tmp_path_factory.mktemp("api")
+        return ApiServer(settings, folder, env=env or {}, python=python, **kw)
+
+    return start

@@ -1,3 +1,4 @@
 from lmforge.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # vllm's engine starts subprocesses that re-import the main module
+    raise SystemExit(main())

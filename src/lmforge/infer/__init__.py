@@ -1,0 +1,1 @@
+"""Inference engines behind one interface (``Engine``), and the terminal chat."""

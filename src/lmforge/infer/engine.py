@@ -1,0 +1,113 @@
+"""The interface every inference backend implements, and the choice between them.
+
+The server and the terminal chat only talk to an :class:`Engine`: they hand it prompt token
+ids (already built by the chat template) and sampling options, and read text deltas back.
+That keeps the template path identical for every backend and lets the vllm engine stay an
+optional import.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.config import Config
+
+FinishReason = Literal["stop", "length"]
+
+
+class EngineOverloaded(LmforgeError):
+    """Every generation slot and queue place is taken; the caller should retry later (HTTP 429)."""
+
+
+class EngineUnavailable(LmforgeError):
+    """The engine is shutting down or failed (HTTP 503)."""
+
+
+@dataclass
+class SamplingOptions:
+    """What one request asks of the sampler. ``temperature`` 0 means greedy decoding."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    seed: int | None = None
+    n: int = 1
+    skip_special_tokens: bool = True
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass
+class GenerationChunk:
+    """New output of choice ``index``: text and tokens since the last chunk.
+
+    ``finish_reason`` is set on the last chunk of a choice; ``num_tokens`` counts every token
+    generated for it so far (the one that ended it included).
+    """
+
+    index: int
+    text: str
+    num_tokens: int
+    finish_reason: FinishReason | None = None
+
+
+class Engine(abc.ABC):
+    """A loaded model that turns prompt ids into streamed text."""
+
+    #: the tokenizer the chat template encodes with
+    tokenizer: Any
+    #: the longest prompt + completion the engine accepts, in tokens
+    context_length: int
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Called once the event loop runs (engines that need it start workers here)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop accepting work and free resources."""
+
+    @abc.abstractmethod
+    def generate(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
+        """Stream chunks for ``options.n`` choices. Closing the iterator cancels the work.
+
+        Raises :class:`EngineOverloaded` (before the first chunk) when it cannot take the request.
+        """
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``/health`` (running and waiting requests, tokens generated)."""
+        return {}
+
+
+def default_stop_token_ids(tokenizer: Any, model_config: Any = None) -> list[int]:
+    """The EOS ids of the tokenizer and of the model's generation config."""
+    ids: list[int] = []
+    for source in (getattr(model_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if source is None:
+            continue
+        for i in source if isinstance(source, list | tuple) else [source]:
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+    return ids
+
+
+def create_engine(config: Config) -> Engine:
+    """Build the backend the config names (``infer_backend``)."""
+    backend = config.serving.infer_backend
+    if backend == "vllm":
+        from lmforge.infer.vllm_engine import VllmEngine
+
+        return VllmEngine.from_config(config)
+    from lmforge.infer.hf_engine import HuggingFaceEngine
+
+    return HuggingFaceEngine.from_config(config)

@@ -1,0 +1,79 @@
+"""Conversation -> prompt ids, through the same ``Template.encode`` that training uses.
+
+The server and the terminal chat both build prompts here, so a served model sees exactly
+the format it was fine-tuned on; only the generation prompt is added at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmforge.config import Config
+    from lmforge.conversation import Conversation
+    from lmforge.templates.spec import ParsedResponse, Template
+
+
+class PromptBuilder:
+    """The chat template of a served model, with the config's system prompt and thinking switch."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        template: Template,
+        *,
+        default_system: str | None = None,
+        enable_thinking: bool = True,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.template = template
+        self.default_system = default_system
+        self.enable_thinking = enable_thinking
+
+    @classmethod
+    def from_config(cls, config: Config, tokenizer: Any) -> PromptBuilder:
+        from lmforge.templates import resolve_template
+
+        thinking = config.data.enable_thinking
+        return cls(
+            tokenizer,
+            resolve_template(config.data.template, tokenizer),
+            default_system=config.generating.default_system,
+            enable_thinking=True if thinking is None else bool(thinking),
+        )
+
+    def encode(self, conv: Conversation, *, enable_thinking: bool | None = None) -> list[int]:
+        """Prompt ids ending with the assistant's generation prompt."""
+        if conv.system is None and self.default_system is not None:
+            conv = dataclasses.replace(conv, system=self.default_system)
+        thinking = self.enable_thinking if enable_thinking is None else enable_thinking
+        encoded = self.template.encode(
+            self.tokenizer, conv, add_generation_prompt=True, enable_thinking=thinking
+        )
+        return list(encoded.input_ids)
+
+    @property
+    def stop_words(self) -> list[str]:
+        return list(self.template.stop_words)
+
+    def stop_token_ids(self) -> list[int]:
+        """Stop words that are single tokens of this vocabulary (matched as ids, never shown)."""
+        ids = []
+        for word in self.template.stop_words:
+            token_id = self.tokenizer.convert_tokens_to_ids(word)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.append(token_id)
+        return ids
+
+    def stop_strings(self) -> list[str]:
+        """Stop words that are not single tokens: matched in the decoded text instead."""
+        single = set(self.stop_token_ids())
+        return [w for w in self.template.stop_words if self.tokenizer.convert_tokens_to_ids(w) not in single]
+
+    def parse(self, text: str) -> ParsedResponse:
+        return self.template.parse_response(text)
+
+    @property
+    def has_thinking(self) -> bool:
+        return getattr(self.template, "thinking", "none") != "none"

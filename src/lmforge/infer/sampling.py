@@ -1,0 +1,53 @@
+"""Choose the next token for one sequence, with that sequence's own sampling settings.
+
+Requests batched together may ask for different temperatures, top-p, top-k, penalties and
+seeds, so selection runs per row, using transformers' logits processors for the maths.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+if TYPE_CHECKING:
+    from lmforge.infer.engine import SamplingOptions
+
+
+class TokenSampler:
+    """Greedy or seeded random sampling for one sequence."""
+
+    def __init__(self, options: SamplingOptions, seed_offset: int = 0) -> None:
+        self.greedy = options.greedy
+        self.processors = LogitsProcessorList()
+        if options.repetition_penalty != 1.0:
+            self.processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty))
+        self.generator: torch.Generator | None = None
+        if not self.greedy:
+            self.processors.append(TemperatureLogitsWarper(options.temperature))
+            if options.top_k and options.top_k > 0:
+                self.processors.append(TopKLogitsWarper(options.top_k))
+            if 0 < options.top_p < 1:
+                self.processors.append(TopPLogitsWarper(options.top_p))
+            self.generator = torch.Generator()
+            if options.seed is not None:
+                self.generator.manual_seed(options.seed + seed_offset)
+            else:
+                self.generator.seed()
+
+    def choose(self, logits: torch.Tensor, ids_so_far: torch.Tensor) -> int:
+        """``logits``: ``[vocab]`` for the next position; ``ids_so_far``: ``[1, length]`` prompt + output."""
+        scores = logits.float().unsqueeze(0)
+        if self.processors:
+            scores = self.processors(ids_so_far, scores)
+        if self.greedy:
+            return int(scores.argmax(-1))
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))

@@ -1,0 +1,84 @@
+"""``lmforge api cfg.yaml [key=value ...]``: load the model once and serve it over HTTP.
+
+The address comes from ``API_HOST`` (127.0.0.1 by default, so nothing outside this machine
+can reach it; set ``API_HOST=0.0.0.0`` to accept other machines, ideally with ``API_KEY``)
+and ``API_PORT``. The line ``lmforge api: serving MODEL at http://HOST:PORT/v1`` is printed
+once the socket accepts connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from lmforge.config import Config, load_config
+from lmforge.config.environment import server_environment
+from lmforge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def served_model_name(config: Config, env_name: str | None) -> str:
+    """``API_MODEL_NAME``, else the model folder's name (plus the last adapter's, when one is applied)."""
+    if env_name:
+        return env_name
+    base = Path(str(config.model.model_name_or_path)).name or str(config.model.model_name_or_path)
+    adapters = config.model.adapter_name_or_path or []
+    return f"{base}+{Path(adapters[-1]).name}" if adapters else base
+
+
+def build_app(config: Config):
+    from lmforge.infer.engine import create_engine
+    from lmforge.infer.prompting import PromptBuilder
+    from lmforge.serve.app import create_app
+    from lmforge.serve.media import MediaPolicy
+    from lmforge.serve.service import ChatService
+
+    env = server_environment()
+    engine = create_engine(config)
+    media_dir = Path(config.data.media_dir).expanduser() if config.data.media_dir else None
+    if media_dir is not None and not media_dir.is_dir():
+        raise ConfigError(f"config key 'media_dir' is {str(media_dir)!r}, which is not a folder")
+    service = ChatService(
+        engine,
+        PromptBuilder.from_config(config, engine.tokenizer),
+        model_name=served_model_name(config, env.model_name),
+        defaults=config.generating,
+        media=MediaPolicy(media_dir=media_dir, allow_remote=config.serving.allow_remote_media),
+    )
+    return create_app(service, api_key=env.api_key), service, env
+
+
+def main(argv: list[str]) -> int:
+    import uvicorn
+
+    config = load_config(argv)
+    app, service, env = build_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=env.host, port=env.port, log_level="warning", access_log=False, lifespan="on"
+        )
+    )
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            host = f"[{env.host}]" if ":" in env.host else env.host
+            print(f"lmforge api: serving {service.model_name} at http://{host}:{env.port}/v1", flush=True)
+            if env.host in ("0.0.0.0", "::") and not env.api_key:
+                logger.warning(
+                    "listening on all interfaces without API_KEY: anyone who reaches this port can use it"
+                )
+        await task
+
+    asyncio.run(serve())
+    if not server.started:
+        print(
+            f"lmforge api: could not listen on {env.host}:{env.port} (see the error above)", file=sys.stderr
+        )
+        return 1
+    return 0
