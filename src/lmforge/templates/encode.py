@@ -1,0 +1,81 @@
+"""Turn rendered conversations into ids and labels with one batched fast-tokenizer call.
+
+Each conversation is tokenized as one whole string, exactly as ``apply_chat_template``
+does (``add_special_tokens=False``; special tokens written in the text are recognised, so
+a template's own BOS is the only BOS). The trained character spans are then mapped to
+tokens with the fast tokenizer's char-to-token alignment, so no segment boundary can
+change how the text is split. A token that straddles a boundary counts as trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmforge.errors import ConfigError
+from lmforge.templates.render import Rendered
+from lmforge.templates.spec import EncodedSample
+
+IGNORE_INDEX = -100
+
+
+def encode_rendered(
+    tokenizer: Any,
+    rendered: list[Rendered],
+    *,
+    train_on_prompt: bool = False,
+    mask_history: bool = False,
+) -> list[EncodedSample]:
+    if train_on_prompt and mask_history:
+        raise ConfigError("train_on_prompt and mask_history cannot both be true: set one of them to false")
+    if not rendered:
+        return []
+    batch = tokenizer([r.text for r in rendered], add_special_tokens=False)
+    all_ids: list[list[int]] = batch["input_ids"]
+    encodings = getattr(batch, "encodings", None) if getattr(tokenizer, "is_fast", False) else None
+    if encodings is None:
+        return [_encode_pieces(tokenizer, r, train_on_prompt, mask_history) for r in rendered]
+    samples = []
+    for r, ids, enc in zip(rendered, all_ids, encodings, strict=True):
+        ids = list(ids)
+        if train_on_prompt:
+            samples.append(EncodedSample(ids, list(ids)))
+            continue
+        labels = [IGNORE_INDEX] * len(ids)
+        last = r.last_turn
+        for start, end, turn in r.spans:
+            if mask_history and turn != last:
+                continue
+            first, stop = _token_range(enc, start, end)
+            labels[first:stop] = ids[first:stop]
+        samples.append(EncodedSample(ids, labels))
+    return samples
+
+
+def _token_range(enc: Any, start: int, end: int) -> tuple[int, int]:
+    """Tokens overlapping characters [start, end); empty when none does (e.g. stripped spaces)."""
+    first = None
+    for pos in range(start, end):
+        first = enc.char_to_token(pos)
+        if first is not None:
+            break
+    if first is None:
+        return 0, 0
+    for pos in range(end - 1, start - 1, -1):
+        last = enc.char_to_token(pos)
+        if last is not None:
+            return first, last + 1
+    return 0, 0  # pragma: no cover - first was found, so some char maps
+
+
+def _encode_pieces(tokenizer: Any, r: Rendered, train_on_prompt: bool, mask_history: bool) -> EncodedSample:
+    """Fallback for slow tokenizers: tokenize piece by piece (exact where pieces end at special tokens)."""
+    ids: list[int] = []
+    labels: list[int] = []
+    last = r.last_turn
+    texts = [text for text, _ in r.pieces]
+    piece_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    for (_, turn), part in zip(r.pieces, piece_ids, strict=True):
+        trained = train_on_prompt or (turn is not None and (not mask_history or turn == last))
+        ids.extend(part)
+        labels.extend(part if trained else [IGNORE_INDEX] * len(part))
+    return EncodedSample(ids, labels)

@@ -1,0 +1,314 @@
+"""Every chat template lmforge knows, as data. Names follow LLaMA-Factory's.
+
+Add a family by adding one entry below; docs/templates.md lists which entries are proven
+token for token against the family's official chat template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from lmforge.templates.spec import Template
+
+QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+QWEN_OMNI_SYSTEM = (
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
+    "auditory and visual inputs, as well as generating text and speech."
+)
+ALPACA_SYSTEM = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+)
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+LLAMA3_DATE_HEADER = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+
+# ChatML, the shape Qwen, Yi and many others share.
+_CHATML = Template(
+    name="chatml",
+    families="ChatML models (SmolLM2, OpenHermes, ...)",
+    system="<|im_start|>system\n{content}<|im_end|>\n",
+    user="<|im_start|>user\n{content}<|im_end|>\n",
+    assistant_header="<|im_start|>assistant\n",
+    assistant_end="<|im_end|>",
+    assistant_after="\n",
+    tool="<|im_start|>tool\n{content}<|im_end|>\n",
+    stop_words=("<|im_end|>",),
+)
+
+_QWEN = replace(
+    _CHATML,
+    name="qwen",
+    families="Qwen1.5, Qwen2, Qwen2.5 (chat/instruct, coder, math)",
+    default_system=QWEN_SYSTEM,
+    tool_format="qwen",
+    tool_group_start="<|im_start|>user",
+    tool="\n<tool_response>\n{content}\n</tool_response>",
+    tool_group_end="<|im_end|>\n",
+)
+
+_QWEN3 = replace(
+    _QWEN,
+    name="qwen3",
+    families="Qwen3 (hybrid thinking), QwQ",
+    default_system="",
+    thinking="qwen3",
+    no_thinking_prefix="<think>\n\n</think>\n\n",
+)
+
+_LLAMA3 = Template(
+    name="llama3",
+    families="Llama 3, 3.1, 3.3 (instruct)",
+    prefix="<|begin_of_text|>",
+    system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
+    user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>",
+    assistant_header="<|start_header_id|>assistant<|end_header_id|>\n\n",
+    assistant_end="<|eot_id|>",
+    tool="<|start_header_id|>ipython<|end_header_id|>\n\n{content}<|eot_id|>",
+    tool_format="llama3",
+    tools_in="first_user",
+    strip_content=True,
+    stop_words=("<|eot_id|>", "<|eom_id|>"),
+)
+
+TEMPLATES: dict[str, Template] = {
+    t.name: t
+    for t in (
+        # ---- base models ----
+        Template(
+            name="empty",
+            families="base models, plain continuation (no role markers)",
+            prefix="{bos}",
+            assistant_end="{eos}",
+        ),
+        Template(
+            name="default",
+            families="base models, a neutral Human/Assistant format",
+            prefix="{bos}",
+            system="System: {content}\n",
+            user="Human: {content}\n",
+            assistant_header="Assistant: ",
+            assistant_end="{eos}",
+            assistant_after="\n",
+            tool="Tool: {content}\n",
+            stop_words=("\nHuman:",),
+        ),
+        Template(
+            name="alpaca",
+            families="base models, Stanford Alpaca instruction format",
+            prefix="{bos}",
+            default_system=ALPACA_SYSTEM,
+            user="### Instruction:\n{content}\n\n",
+            assistant_header="### Response:\n",
+            assistant_end="{eos}",
+            assistant_after="\n\n",
+            stop_words=("### Instruction:",),
+        ),
+        Template(
+            name="vicuna",
+            families="Vicuna v1.1+, base models",
+            prefix="{bos}",
+            default_system=VICUNA_SYSTEM,
+            system="{content} ",
+            user="USER: {content} ",
+            assistant_header="ASSISTANT:",
+            assistant=" {content}",
+            assistant_end="{eos}",
+            stop_words=("USER:",),
+        ),
+        # ---- Qwen ----
+        _CHATML,
+        _QWEN,
+        replace(
+            _QWEN,
+            name="qwen2_vl",
+            families="Qwen2-VL, Qwen2.5-VL",
+            default_system="You are a helpful assistant.",
+            image_token="<|vision_start|><|image_pad|><|vision_end|>",
+            video_token="<|vision_start|><|video_pad|><|vision_end|>",
+        ),
+        replace(
+            _QWEN,
+            name="qwen2_audio",
+            families="Qwen2-Audio",
+            default_system="You are a helpful assistant.",
+            audio_token="<|audio_bos|><|AUDIO|><|audio_eos|>",
+        ),
+        replace(
+            _QWEN,
+            name="qwen2_omni",
+            families="Qwen2.5-Omni",
+            default_system=QWEN_OMNI_SYSTEM,
+            image_token="<|vision_bos|><|IMAGE|><|vision_eos|>",
+            video_token="<|vision_bos|><|VIDEO|><|vision_eos|>",
+            audio_token="<|audio_bos|><|AUDIO|><|audio_eos|>",
+        ),
+        _QWEN3,
+        replace(
+            _QWEN3,
+            name="qwen3_nothink",
+            families="Qwen3 Instruct-2507 (no thinking), Qwen3 with thinking off",
+            thinking="none",
+            no_thinking_prefix="",
+        ),
+        replace(_CHATML, name="yi", families="Yi, Yi-1.5 (chat)"),
+        # ---- Llama ----
+        Template(
+            name="llama2",
+            families="Llama 2 (chat)",
+            system_style="first_user",
+            system_user_join="<<SYS>>\n{system}\n<</SYS>>\n\n{content}",
+            user="{bos}[INST] {content} [/INST]",
+            assistant=" {content} ",
+            assistant_end="{eos}",
+            strip_content=True,
+            stop_words=("</s>",),
+        ),
+        _LLAMA3,
+        replace(
+            _LLAMA3,
+            name="llama3_2",
+            families="Llama 3.1, 3.2 (text), with the official date header in the system block",
+            system="<|start_header_id|>system<|end_header_id|>\n\n{tools_header}" + LLAMA3_DATE_HEADER
+            + "{content}<|eot_id|>",
+            system_always=True,
+            system_tools_header="Environment: ipython\n",
+        ),
+        replace(
+            _LLAMA3,
+            name="mllama",
+            families="Llama 3.2 Vision",
+            image_token="<|image|>",
+        ),
+        Template(
+            name="llama4",
+            families="Llama 4 (Scout, Maverick)",
+            prefix="<|begin_of_text|>",
+            system="<|header_start|>system<|header_end|>\n\n{tools_header}{content}<|eot|>",
+            system_tools_header="Environment: ipython\n",
+            user="<|header_start|>user<|header_end|>\n\n{content}<|eot|>",
+            assistant_header="<|header_start|>assistant<|header_end|>\n\n",
+            assistant_end="<|eot|>",
+            tool="<|header_start|>ipython<|header_end|>\n\n{content}<|eot|>",
+            tool_format="llama4",
+            tools_in="first_user",
+            image_token="<|image|>",
+            stop_words=("<|eot|>", "<|eom|>"),
+        ),
+        # ---- DeepSeek ----
+        Template(
+            name="deepseek",
+            families="DeepSeek LLM, DeepSeek-V2 (chat)",
+            prefix="{bos}",
+            system="{content}\n\n",
+            user="User: {content}\n\n",
+            assistant_header="Assistant:",
+            assistant=" {content}",
+            assistant_end="{eos}",
+            stop_words=("User:",),
+        ),
+        Template(
+            name="deepseek3",
+            families="DeepSeek-V3, V3.1 (non-thinking)",
+            prefix="{bos}",
+            system="{content}",
+            user="<｜User｜>{content}",
+            assistant_header="<｜Assistant｜>",
+            assistant_header_after_tool="",
+            assistant_end="<｜end▁of▁sentence｜>",
+            tool_group_start="<｜tool▁outputs▁begin｜>",
+            tool="<｜tool▁output▁begin｜>{content}<｜tool▁output▁end｜>",
+            tool_group_end="<｜tool▁outputs▁end｜>",
+            tool_format="deepseek",
+            stop_words=("<｜end▁of▁sentence｜>",),
+        ),
+        # ---- GLM ----
+        Template(
+            name="chatglm3",
+            families="ChatGLM3",
+            prefix="[gMASK]sop",
+            system="<|system|>\n {content}",
+            user="<|user|>\n {content}",
+            assistant_header="<|assistant|>",
+            assistant="\n {content}",
+            conversation_end="{eos}",
+            tool="<|observation|>\n {content}",
+            stop_words=("<|user|>", "<|observation|>"),
+        ),
+        Template(
+            name="glm4",
+            families="GLM-4 (9B chat), GLM-4-0414",
+            prefix="[gMASK]<sop>",
+            system="<|system|>\n{content}",
+            user="<|user|>\n{content}",
+            assistant_header="<|assistant|>",
+            assistant="\n{content}",
+            assistant_tool_call="{content}",
+            conversation_end="{eos}",
+            tool="<|observation|>\n{content}",
+            tool_format="glm4",
+            stop_words=("<|user|>", "<|observation|>"),
+        ),
+        # ---- others ----
+        Template(
+            name="mistral",
+            families="Mistral 7B Instruct v0.1-v0.3, Mixtral, Mistral Nemo/Small (instruct)",
+            prefix="{bos}",
+            system_style="first_user",
+            user="[INST] {content}[/INST]",
+            assistant=" {content}",
+            assistant_end="{eos}",
+            tool="[TOOL_RESULTS] {content}[/TOOL_RESULTS]",
+            tool_format="mistral",
+            tools_in="before_first_user",
+            strip_content=True,
+            stop_words=("</s>",),
+        ),
+        Template(
+            name="gemma",
+            families="Gemma (instruct)",
+            prefix="{bos}",
+            system_style="none",
+            user="<start_of_turn>user\n{content}<end_of_turn>\n",
+            assistant_header="<start_of_turn>model\n",
+            assistant_end="<end_of_turn>",
+            assistant_after="\n",
+            strip_content=True,
+            stop_words=("<end_of_turn>",),
+        ),
+        Template(
+            name="phi4",
+            families="Phi-4",
+            system="<|im_start|>system<|im_sep|>{content}<|im_end|>",
+            user="<|im_start|>user<|im_sep|>{content}<|im_end|>",
+            assistant_header="<|im_start|>assistant<|im_sep|>",
+            assistant_end="<|im_end|>",
+            stop_words=("<|im_end|>",),
+        ),
+        Template(
+            name="zephyr",
+            families="Zephyr",
+            system="<|system|>\n{content}{eos}\n",
+            user="<|user|>\n{content}{eos}\n",
+            assistant_header="<|assistant|>\n",
+            assistant_end="{eos}",
+            assistant_after="\n",
+            stop_words=("</s>",),
+        ),
+    )
+}
+
+# Entries that differ from another only in name or media tokens.
+TEMPLATES["gemma2"] = replace(TEMPLATES["gemma"], name="gemma2", families="Gemma 2 (instruct)")
+TEMPLATES["gemma3"] = replace(
+    TEMPLATES["gemma"], name="gemma3", families="Gemma 3 (instruct, text and vision)",
+    image_token="<start_of_image>",
+)
+TEMPLATES["deepseekr1"] = replace(
+    TEMPLATES["deepseek3"],
+    name="deepseekr1",
+    families="DeepSeek-R1, R1 distills (Qwen/Llama based)",
+    thinking="deepseekr1",
+    no_thinking_prefix="<think>\n\n</think>\n\n",
+)

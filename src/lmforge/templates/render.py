@@ -1,0 +1,171 @@
+"""Render a Conversation through a Template into text with its trained character spans.
+
+The output is one string per conversation plus the character spans the model is trained
+on (each assistant reply and the end-of-turn text it must emit), tagged with the assistant
+turn they belong to. Tokenizing the whole string at once (see :mod:`.encode`) gives the
+same ids as ``tokenizer.apply_chat_template``; the spans become labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmforge.conversation import Conversation, Message
+from lmforge.errors import DataError
+from lmforge.templates.reasoning import assistant_body
+from lmforge.templates.spec import Template
+from lmforge.templates.tools import get_tool_format
+
+
+@dataclass
+class Rendered:
+    """A conversation's text, and (start, end, assistant_turn) spans of the trained parts."""
+
+    text: str
+    spans: list[tuple[int, int, int]] = field(default_factory=list)
+    pieces: list[tuple[str, int | None]] = field(default_factory=list)
+
+    @property
+    def last_turn(self) -> int:
+        return max((t for _, _, t in self.spans), default=-1)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.pieces: list[tuple[str, int | None]] = []
+        self.spans: list[tuple[int, int, int]] = []
+        self.length = 0
+
+    def add(self, text: str, turn: int | None = None) -> None:
+        if not text:
+            return
+        if turn is not None:
+            self.spans.append((self.length, self.length + len(text), turn))
+        self.pieces.append((text, turn))
+        self.length += len(text)
+
+    def build(self) -> Rendered:
+        return Rendered("".join(p for p, _ in self.pieces), self.spans, self.pieces)
+
+
+def special_strings(tokenizer: Any) -> dict[str, str]:
+    """The tokenizer's BOS/EOS strings ('' where it has none)."""
+    if tokenizer is None:
+        return {"bos": "", "eos": ""}
+    return {"bos": str(getattr(tokenizer, "bos_token", None) or ""),
+            "eos": str(getattr(tokenizer, "eos_token", None) or "")}
+
+
+def fill(slot: str, specials: dict[str, str], content: str = "", **extra: str) -> str:
+    """Put ``content`` into a slot string. Content is inserted last, so braces in it stay intact."""
+    text = slot.replace("{bos}", specials["bos"]).replace("{eos}", specials["eos"])
+    for key, value in extra.items():
+        text = text.replace("{" + key + "}", value)
+    return content.join(text.split("{content}"))
+
+
+def render(
+    template: Template,
+    conv: Conversation,
+    tokenizer: Any,
+    *,
+    add_generation_prompt: bool = False,
+    enable_thinking: bool = True,
+) -> Rendered:
+    """Render one conversation. Raises DataError for a conversation the format cannot express."""
+    t = template
+    sp = special_strings(tokenizer)
+    tool_fmt = get_tool_format(t.tool_format)
+    out = _Builder()
+    messages = conv.messages
+
+    def clean(text: str) -> str:
+        return text.strip() if t.strip_content else text
+
+    # System text: explicit (even ""), else the template's default, else none.
+    has_system = conv.system is not None or bool(t.default_system)
+    system_text = clean(conv.system if conv.system is not None else t.default_system)
+    definitions = tool_fmt.definitions(conv.tools) if conv.tools else ""
+    if definitions and t.tools_in == "system":
+        join = t.system_with_tools if has_system else t.system_tools_only
+        system_text = fill(join, sp, system_text, tools=definitions)
+        has_system = True
+
+    out.add(fill(t.prefix, sp))
+    merge_system = t.system_style in ("first_user", "none")
+    if t.system_style == "block" and (has_system or t.system_always):
+        tools_header = t.system_tools_header if conv.tools else ""
+        out.add(fill(t.system, sp, system_text, tools_header=tools_header))
+
+    first_user_done = False
+    turn = 0
+    last_query = _last_query_index(messages)
+    for i, msg in enumerate(messages):
+        prev = messages[i - 1].role if i else None
+        nxt = messages[i + 1].role if i + 1 < len(messages) else None
+        if msg.role == "user":
+            text = clean(msg.content)
+            if not first_user_done:
+                if definitions and t.tools_in == "first_user":
+                    text = definitions + text
+                if merge_system and has_system:
+                    text = fill(t.system_user_join, sp, text, system=system_text)
+                if definitions and t.tools_in == "before_first_user":
+                    out.add(definitions)
+                first_user_done = True
+            out.add(fill(t.user, sp, _media(t, text)))
+        elif msg.role == "tool":
+            if prev != "tool":
+                out.add(fill(t.tool_group_start, sp))
+            out.add(fill(t.tool, sp, tool_fmt.result(msg.content)))
+            if nxt != "tool":
+                out.add(fill(t.tool_group_end, sp))
+        elif msg.role == "assistant":
+            header = t.assistant_header
+            if prev == "tool" and t.assistant_header_after_tool is not None:
+                header = t.assistant_header_after_tool
+            out.add(fill(header, sp))
+            thinking, body = assistant_body(
+                t, msg, index=i, last_query=last_query, is_last=nxt is None, clean=clean
+            )
+            slot = t.assistant
+            if msg.tool_calls:
+                body = tool_fmt.calls(body, msg.tool_calls)
+                slot = t.assistant_tool_call if t.assistant_tool_call is not None else t.assistant
+            out.add(fill(slot, sp, thinking + body) + fill(t.assistant_end, sp), turn)
+            out.add(fill(t.assistant_after, sp))
+            if nxt is None and not add_generation_prompt:
+                out.add(fill(t.conversation_end, sp), turn)
+            turn += 1
+        else:  # pragma: no cover - Conversation validates roles
+            raise DataError(f"message {i}: unknown role {msg.role!r}")
+
+    if add_generation_prompt:
+        out.spans.clear()  # a prompt trains nothing; the reply the model writes comes after it
+        header = t.assistant_header
+        if messages and messages[-1].role == "tool" and t.assistant_header_after_tool is not None:
+            header = t.assistant_header_after_tool
+        out.add(fill(header, sp))
+        if not enable_thinking:
+            out.add(fill(t.no_thinking_prefix, sp))
+    return out.build()
+
+
+def _media(t: Template, text: str) -> str:
+    """Swap dataset media placeholders (<image>, <video>, <audio>) for the family's own tokens."""
+    for placeholder, token in (("<image>", t.image_token), ("<video>", t.video_token), ("<audio>", t.audio_token)):
+        if token and placeholder in text:
+            text = text.replace(placeholder, token)
+    return text
+
+
+def _last_query_index(messages: list[Message]) -> int:
+    """Index of the last real user query (Qwen3 keeps thinking only after it)."""
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if m.role == "user" and not (
+            m.content.startswith("<tool_response>") and m.content.endswith("</tool_response>")
+        ):
+            return i
+    return len(messages) - 1

@@ -1,0 +1,271 @@
+"""Proof: lmforge templates give the same token ids as each family's official chat template.
+
+For every (template, case) pair, the conversation is rendered by lmforge and by
+``tokenizer.apply_chat_template`` with the official jinja template of a real tokenizer,
+once as a generation prompt (up to the last user/tool turn) and once whole. The ids must be
+identical; the few documented departures (see docs/templates.md) are spelled out below.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lmforge.conversation import Conversation
+from lmforge.templates import get_template
+
+DATE = "26 Jul 2024"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "城市 / city"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def _tool_conv(system: bool) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "What's the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": '{"temperature": 21, "sky": "clear"}'},
+        {"role": "assistant", "content": "It is 21 °C and clear in Paris."},
+    ]
+    if system:
+        messages.insert(0, {"role": "system", "content": "You are a weather bot."})
+    return {"messages": messages, "tools": [WEATHER_TOOL]}
+
+
+CASES: dict[str, dict[str, Any]] = {
+    "single": {"messages": [{"role": "user", "content": "Hi there!"}, {"role": "assistant", "content": "Hello! How can I help?"}]},
+    "system": {
+        "messages": [
+            {"role": "system", "content": "You are a terse assistant."},
+            {"role": "user", "content": "Name a prime number."},
+            {"role": "assistant", "content": "7"},
+        ]
+    },
+    "three_turns": {
+        "messages": [
+            {"role": "user", "content": "Count to two."},
+            {"role": "assistant", "content": "1, 2."},
+            {"role": "user", "content": "Now three."},
+            {"role": "assistant", "content": "1, 2, 3."},
+            {"role": "user", "content": "And backwards?"},
+            {"role": "assistant", "content": "3, 2, 1."},
+        ]
+    },
+    "chinese": {
+        "messages": [
+            {"role": "system", "content": "你是一个乐于助人的助手。"},
+            {"role": "user", "content": "北京是哪个国家的首都？"},
+            {"role": "assistant", "content": "北京是中国的首都。"},
+            {"role": "user", "content": "上海呢？"},
+            {"role": "assistant", "content": "上海不是首都，它是中国最大的城市之一。"},
+        ]
+    },
+    "tools": _tool_conv(system=False),
+    "tools_system": _tool_conv(system=True),
+    "thinking": {
+        "messages": [
+            {"role": "user", "content": "What is 2+3?"},
+            {"role": "assistant", "content": "5", "reasoning_content": "2 plus 3 is 5."},
+            {"role": "user", "content": "And 4*5?"},
+            {"role": "assistant", "content": "20", "reasoning_content": "4 times 5 is 20."},
+        ]
+    },
+    "thinking_inline": {
+        "messages": [
+            {"role": "system", "content": "Think first."},
+            {"role": "user", "content": "What is 2+3?"},
+            {"role": "assistant", "content": "<think>\n2 plus 3 is 5.\n</think>\n\n5"},
+            {"role": "user", "content": "And 4*5?"},
+            {"role": "assistant", "content": "<think>\n4 times 5 is 20.\n</think>\n\n20"},
+        ]
+    },
+    "thinking_tools": {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "reasoning_content": "I should call the tool.",
+                "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+            },
+            {"role": "tool", "content": '{"temperature": 21}'},
+            {"role": "assistant", "content": "21 °C.", "reasoning_content": "The tool says 21."},
+        ],
+        "tools": [WEATHER_TOOL],
+    },
+}
+BASIC = ("single", "system", "three_turns", "chinese")
+TOOLS = ("tools", "tools_system")
+THINKING = ("thinking", "thinking_inline", "thinking_tools")
+
+# template -> (asset holding the official chat template, cases, extra apply_chat_template kwargs)
+PROOFS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "qwen": ("qwen2_5", BASIC + TOOLS),
+    "qwen3": ("qwen3", BASIC + TOOLS + THINKING),
+    "llama3": ("llama3", BASIC),
+    "llama3_2": ("llama3_2", BASIC + TOOLS),
+    "deepseek": ("deepseek_llm", BASIC),
+    "deepseek3": ("deepseek_v3", BASIC),
+    "deepseekr1": ("deepseek_r1", BASIC + TOOLS + ("thinking", "thinking_inline")),
+    "chatglm3": ("chatglm3", BASIC),
+}
+
+
+@functools.cache
+def _tokenizer(asset_name: str, chat_template: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    from lmforge.assets import get_asset
+
+    tok = AutoTokenizer.from_pretrained(get_asset(asset_name))
+    if chat_template is not None:
+        tok = copy.copy(tok)
+        tok.chat_template = chat_template
+    return tok
+
+
+def _official_messages(template: str, conv: dict[str, Any]) -> dict[str, Any]:
+    """The same conversation in the shape the official template expects."""
+    conv = copy.deepcopy(conv)
+    for m in conv["messages"]:
+        if template in ("deepseek3", "deepseekr1") and m.get("tool_calls"):
+            # DeepSeek's templates concatenate arguments as a string and test `content is none`.
+            for c in m["tool_calls"]:
+                c["function"]["arguments"] = json.dumps(c["function"]["arguments"], ensure_ascii=False)
+            m["content"] = None if template == "deepseek3" else m["content"]
+    return conv
+
+
+def _official_ids(tok: Any, conv: dict[str, Any], add_generation_prompt: bool, **kwargs: Any) -> list[int]:
+    return tok.apply_chat_template(
+        conv["messages"],
+        tools=conv.get("tools"),
+        add_generation_prompt=add_generation_prompt,
+        tokenize=True,
+        return_dict=False,
+        date_string=DATE,
+        **kwargs,
+    )
+
+
+def _prompt_part(conv: dict[str, Any]) -> dict[str, Any]:
+    """The conversation up to (not including) its final assistant turn."""
+    out = copy.deepcopy(conv)
+    while out["messages"] and out["messages"][-1]["role"] == "assistant":
+        out["messages"].pop()
+    return out
+
+
+# DeepSeek-R1's official template cuts the thinking out of the final turn as well; we keep
+# it there so that it is trained (test_deepseekr1_trains_final_thinking).
+DEPARTURES = {("deepseekr1", "thinking", "full"), ("deepseekr1", "thinking_inline", "full")}
+PARAMS = [
+    pytest.param(name, asset_name, case, part, id=f"{name}-{case}-{part}")
+    for name, (asset_name, cases) in PROOFS.items()
+    for case in cases
+    for part in ("prompt", "full")
+    if (name, case, part) not in DEPARTURES
+]
+
+
+@pytest.mark.parametrize(("name", "asset_name", "case", "part"), PARAMS)
+def test_same_ids_as_official_template(name: str, asset_name: str, case: str, part: str) -> None:
+    tok = _tokenizer(asset_name)
+    template = get_template(name)
+    conv = CASES[case] if part == "full" else _prompt_part(CASES[case])
+    official_conv = _official_messages(name, conv)
+    gen = part == "prompt"
+    ours = template.encode(tok, Conversation.from_openai(conv), add_generation_prompt=gen)
+    official = _official_ids(tok, official_conv, gen)
+    expected = official
+    if part == "full" and name == "llama3":
+        # Meta-Llama-3-8B-Instruct's template appends the assistant header unconditionally.
+        header = tok(template.assistant_header, add_special_tokens=False)["input_ids"]
+        assert official[-len(header):] == header
+        expected = official[: -len(header)]
+    if part == "full" and name == "chatglm3":
+        # ChatGLM3 ends a training sample with EOS (its fine-tuning code does); the chat template has none.
+        expected = official + [tok.eos_token_id]
+    assert ours.input_ids == expected, (
+        f"\nours:     {tok.decode(ours.input_ids)!r}\nofficial: {tok.decode(expected)!r}"
+    )
+    assert len(ours.labels) == len(ours.input_ids)
+    if gen:
+        assert all(label == -100 for label in ours.labels)
+
+
+@pytest.mark.parametrize("enable_thinking", [True, False], ids=["thinking_on", "thinking_off"])
+def test_qwen3_enable_thinking_prompt(enable_thinking: bool) -> None:
+    tok = _tokenizer("qwen3")
+    conv = _prompt_part(CASES["three_turns"])
+    ours = get_template("qwen3").encode(
+        tok, Conversation.from_openai(conv), add_generation_prompt=True, enable_thinking=enable_thinking
+    )
+    assert ours.input_ids == _official_ids(tok, conv, True, enable_thinking=enable_thinking)
+
+
+def test_deepseekr1_trains_final_thinking() -> None:
+    tok = _tokenizer("deepseek_r1")
+    conv = CASES["thinking"]
+    template = get_template("deepseekr1")
+    ours = template.encode(tok, Conversation.from_openai(conv))
+    prompt = _official_ids(tok, _official_messages("deepseekr1", _prompt_part(conv)), True)
+    reply = tok("<think>\n4 times 5 is 20.\n</think>\n\n20<｜end▁of▁sentence｜>", add_special_tokens=False)["input_ids"]
+    assert ours.input_ids == prompt + reply
+    assert ours.labels[len(prompt):] == reply
+
+
+def _wheel_template(module: str, attribute: str) -> str:
+    import importlib
+
+    mod = importlib.import_module(module)
+    if attribute == "chat_template":
+        return mod.chat_template
+    return getattr(mod, attribute).default_chat_template.fget(None)  # type: ignore[union-attr]
+
+
+LLAMA4_CASES = BASIC + TOOLS
+
+
+@pytest.mark.parametrize("part", ["prompt", "full"])
+@pytest.mark.parametrize("case", LLAMA4_CASES)
+def test_llama4_matches_transformers_template(case: str, part: str) -> None:
+    """Llama 4's official template ships in transformers; rendered with the Llama 3 vocabulary."""
+    official_template = _wheel_template("transformers.models.llama4.processing_llama4", "chat_template")
+    tok = _tokenizer("llama3_2", official_template)
+    conv = CASES[case] if part == "full" else _prompt_part(CASES[case])
+    gen = part == "prompt"
+    template = get_template("llama4")
+    ours_text = template.render_text(tok, Conversation.from_openai(conv), add_generation_prompt=gen)
+    official_text = tok.apply_chat_template(conv["messages"], tools=conv.get("tools"), tokenize=False,
+                                            add_generation_prompt=gen)
+    assert ours_text == official_text
+    ours = template.encode(tok, Conversation.from_openai(conv), add_generation_prompt=gen)
+    assert ours.input_ids == _official_ids(tok, conv, gen)
+
+
+def test_assets_are_the_official_templates() -> None:
+    """Guard: the proofs above must run against the families' own templates, not ours."""
+    from lmforge.assets import get_asset
+
+    for asset_name in {a for a, _ in PROOFS.values()}:
+        config = json.loads((Path(get_asset(asset_name)) / "tokenizer_config.json").read_text())
+        assert "{%" in (config.get("chat_template") or ""), asset_name
