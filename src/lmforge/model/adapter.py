@@ -1,0 +1,184 @@
+"""Decide which weights train: LoRA/DoRA/rsLoRA through PEFT, freeze (the last N layers), or full.
+
+LLaMA-Factory's keys keep their meaning: ``lora_target: all`` means every linear layer but the
+output head, ``lora_alpha`` defaults to twice the rank, ``adapter_name_or_path`` continues
+training the last adapter (after merging the earlier ones) unless ``create_new_adapter`` asks for
+a fresh one on top of them all. Trainable weights are kept in float32 (unless ``pure_bf16``) so
+optimizer updates do not vanish in half precision.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from lmforge.config.finetuning import FinetuningArguments
+from lmforge.config.model import ModelArguments
+from lmforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_LAYER_PATTERN = re.compile(r"\.(?:layers|h|blocks|block)\.(\d+)\.")
+
+
+def prepare_trainable(
+    model: nn.Module,
+    model_args: ModelArguments,
+    finetuning_args: FinetuningArguments,
+    *,
+    gradient_checkpointing: bool = False,
+) -> nn.Module:
+    """Return the model to train, with exactly the parameters the config asks for set trainable."""
+    kind = finetuning_args.finetuning_type
+    if kind != "lora" and model_args.adapter_name_or_path:
+        raise ConfigError(
+            "config key 'adapter_name_or_path' needs finetuning_type: lora (it continues a LoRA adapter)"
+        )
+    if getattr(model, "is_quantized", False) or getattr(model, "quantization_method", None):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if kind == "full":
+        model.requires_grad_(True)
+    elif kind == "freeze":
+        _freeze_all_but(model, finetuning_args)
+    else:
+        model = _apply_lora(model, model_args, finetuning_args)
+    if not finetuning_args.pure_bf16:
+        for param in model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+    if gradient_checkpointing and kind != "full" and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input
+    trainable, total = count_parameters(model)
+    logger.info(
+        "%s: %s trainable parameters of %s (%.4f%%)",
+        kind,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )
+    if trainable == 0:
+        raise ConfigError(f"finetuning_type {kind}: no parameter is trainable with these settings")
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def _freeze_all_but(model: nn.Module, args: FinetuningArguments) -> None:
+    names = [name for name, _ in model.named_parameters()]
+    layer_ids = sorted({int(m.group(1)) for name in names if (m := _LAYER_PATTERN.search(name))})
+    if not layer_ids:
+        raise ConfigError(
+            "finetuning_type freeze: this model has no numbered layers to unfreeze; use lora or full"
+        )
+    count = args.freeze_trainable_layers
+    if count == 0 or abs(count) > len(layer_ids):
+        raise ConfigError(
+            f"config key 'freeze_trainable_layers' must be between -{len(layer_ids)} and {len(layer_ids)} and not 0 "
+            f"(positive: the last N layers, negative: the first N), got {count}"
+        )
+    chosen = set(layer_ids[-count:] if count > 0 else layer_ids[:-count])
+    modules = [m for m in args.freeze_trainable_modules if m != "all"]
+    if modules:
+        known = _layer_module_names(names)
+        missing = [m for m in modules if m not in known]
+        if missing:
+            raise ConfigError(
+                f"config key 'freeze_trainable_modules': {', '.join(missing)} not found in the layers; "
+                f"choose from: all, {', '.join(sorted(known))}"
+            )
+    extras = list(args.freeze_extra_modules or [])
+    if extras:
+        outside = {part for name in names if not _LAYER_PATTERN.search(name) for part in name.split(".")[:-1]}
+        missing = [m for m in extras if m not in outside]
+        if missing:
+            raise ConfigError(
+                f"config key 'freeze_extra_modules': {', '.join(missing)} not found outside the layers; "
+                f"choose from: {', '.join(sorted(outside))}"
+            )
+    for name, param in model.named_parameters():
+        match = _LAYER_PATTERN.search(name)
+        if match:
+            in_layer = int(match.group(1)) in chosen
+            module_ok = not modules or any(f".{m}." in name[match.end() - 1 :] for m in modules)
+            param.requires_grad_(in_layer and module_ok)
+        else:
+            param.requires_grad_(any(f".{m}." in f".{name}" for m in extras))
+
+
+def _layer_module_names(names: list[str]) -> set[str]:
+    """Sub-module names directly inside a layer (self_attn, mlp, input_layernorm, ...)."""
+    found = set()
+    for name in names:
+        match = _LAYER_PATTERN.search(name)
+        if match:
+            rest = name[match.end() :].split(".")
+            if len(rest) > 1:
+                found.add(rest[0])
+    return found
+
+
+def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningArguments) -> nn.Module:
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    adapters = list(model_args.adapter_name_or_path or [])
+    for adapter in adapters:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise ConfigError(
+                f"adapter_name_or_path {adapter!r} is not a PEFT adapter folder (no adapter_config.json)"
+            )
+    to_merge = adapters if args.create_new_adapter else adapters[:-1]
+    for adapter in to_merge:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        logger.info("merged adapter %s into the base", adapter)
+    if adapters and not args.create_new_adapter:
+        logger.info("continuing to train adapter %s", adapters[-1])
+        return PeftModel.from_pretrained(model, adapters[-1], is_trainable=True)
+
+    targets = list(args.lora_target)
+    target_modules: str | list[str] = "all-linear" if targets == ["all"] else targets
+    if "all" in targets and len(targets) > 1:
+        raise ConfigError("config key 'lora_target': use either 'all' or module names, not both")
+    if target_modules != "all-linear":
+        linear = _linear_module_names(model)
+        missing = [t for t in targets if t not in linear]
+        if missing:
+            raise ConfigError(
+                f"config key 'lora_target': {', '.join(missing)} not found among the model's linear layers; "
+                f"choose from: all, {', '.join(sorted(linear))}"
+            )
+    lora_config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha if args.lora_alpha is not None else 2 * args.lora_rank,
+        lora_dropout=args.lora_dropout,
+        target_modules=target_modules,
+        modules_to_save=list(args.additional_target) if args.additional_target else None,
+        use_rslora=args.use_rslora,
+        use_dora=args.use_dora,
+    )
+    try:
+        return get_peft_model(model, lora_config)
+    except ValueError as exc:
+        raise ConfigError(f"LoRA set-up failed: {str(exc).splitlines()[0]}") from None
+
+
+def _linear_module_names(model: nn.Module) -> set[str]:
+    from torch import nn
+
+    return {
+        name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)
+    }

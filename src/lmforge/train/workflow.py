@@ -1,0 +1,281 @@
+"""One training run, from a ``Config`` to the files in ``output_dir`` (stages sft and pt).
+
+The order matters for the user: the output folder is checked before anything slow happens,
+then the tokenizer, template and data are prepared (so data errors appear before the model
+loads), then the model, adapters and loss; transformers' Trainer runs the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lmforge.config import Config
+from lmforge.data.collator import TrainingCollator
+from lmforge.data.packing import pack_dataset
+from lmforge.errors import ConfigError
+from lmforge.train.callbacks import JsonlLog, ProgressBar, SignalStop, Throughput
+from lmforge.train.outputs import move_contents, plot_losses, resolve_resume, write_json
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase, Seq2SeqTrainingArguments, TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+FINAL_STAGING = ".staging-final"
+
+
+@dataclass
+class PreparedData:
+    """Encoded datasets (``input_ids``/``labels``) as ``lmforge.data.load_sft_datasets`` returns them."""
+
+    train: Dataset
+    eval: Dataset | None = None
+    report: Any = None
+
+
+@dataclass
+class TrainingOutcome:
+    output_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    interrupted_by: int | None = None  # the signal that stopped training early
+    checkpoint: str | None = None  # where it was saved then
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.interrupted_by if self.interrupted_by else 0
+
+
+def run_training(
+    config: Config,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    data: PreparedData | None = None,
+) -> TrainingOutcome:
+    """Train as ``config`` says; ``data`` replaces dataset loading (tests, notebooks)."""
+    args = training_arguments(config)
+    output_dir = Path(args.output_dir)
+    resume = resolve_resume(
+        args.output_dir,
+        config.training_kwargs.get("resume_from_checkpoint"),
+        overwrite=config.finetuning.overwrite_output_dir,
+    )
+    from lmforge.model.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(config.model)
+    template = _set_chat_template(config, tokenizer)
+    with args.main_process_first(desc="preparing the datasets"):
+        data = data or _load_data(config, tokenizer, template)
+    train_set, eval_set = _arrange(config, args, data)
+
+    from transformers import set_seed
+
+    set_seed(args.seed)  # adapter initialisation is random: same seed, same run
+    model = _load_model(config, args)
+    collator = TrainingCollator(
+        pad_token_id=tokenizer.pad_token_id,
+        pad_to_multiple_of=8 if torch.cuda.is_available() and not packing_enabled(config) else None,
+        flatten=packing_enabled(config)
+        and getattr(model.config, "_attn_implementation", "") == "flash_attention_2",
+    )
+    from lmforge.train.trainer import LmforgeTrainer
+
+    throughput = Throughput()
+    stopper = SignalStop()
+    trainer = LmforgeTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[JsonlLog(args.output_dir, throughput), stopper, *callbacks],
+        throughput=throughput,
+    )
+    _use_our_progress_bar(trainer, throughput)
+
+    stopper.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        stopper.uninstall()
+    if stopper.stopped_at is not None:
+        checkpoint = str(output_dir / f"checkpoint-{stopper.stopped_at}")
+        name = signal.Signals(stopper.received or signal.SIGTERM).name
+        logger.warning(
+            "stopped by %s; checkpoint saved in %s (run again to resume from it)", name, checkpoint
+        )
+        return TrainingOutcome(output_dir, interrupted_by=stopper.received, checkpoint=checkpoint)
+
+    metrics = dict(result.metrics)
+    tokens = trainer.global_count(throughput.tokens)
+    samples = trainer.global_count(throughput.samples)
+    runtime = metrics.get("train_runtime") or 0.0
+    metrics.update(
+        trained_tokens=tokens,
+        trained_samples=samples,
+        trained_tokens_per_second=round(tokens / runtime, 3) if runtime else None,
+        trained_samples_per_second=round(samples / runtime, 3) if runtime else None,
+        **peak_memory(),
+    )
+    if eval_set is not None and args.do_eval:
+        metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    _save_outputs(trainer, config, output_dir, metrics)
+    return TrainingOutcome(output_dir, metrics=metrics)
+
+
+def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
+    """transformers' arguments with lmforge's fixed choices on top."""
+    if not config.training_kwargs.get("output_dir"):
+        raise ConfigError(
+            "config key 'output_dir' is required: the folder for checkpoints and the trained model"
+        )
+    args = config.training_arguments()
+    args.remove_unused_columns = False  # our collator picks the columns it needs
+    args.label_names = ["labels"]
+    if "ddp_find_unused_parameters" not in config.training_kwargs:
+        args.ddp_find_unused_parameters = False
+    if "train_sampling_strategy" not in config.training_kwargs:
+        if config.finetuning.disable_shuffling:
+            args.train_sampling_strategy = "sequential"
+        elif not packing_enabled(config):
+            args.train_sampling_strategy = "group_by_length"  # little padding without packing
+    if "dataloader_pin_memory" not in config.training_kwargs and not torch.cuda.is_available():
+        args.dataloader_pin_memory = False
+    if config.finetuning.compute_accuracy:
+        raise ConfigError(
+            "config key 'compute_accuracy' is not supported yet; remove it (eval_loss is reported)"
+        )
+    return args
+
+
+def packing_enabled(config: Config) -> bool:
+    """``packing`` as set; unset means on for pre-training (stage pt) and off for sft, as in LLaMA-Factory."""
+    if config.data.neat_packing:
+        return True
+    if config.data.packing is None:
+        return config.finetuning.stage == "pt"
+    return config.data.packing
+
+
+def training_dtype(config: Config, args: Seq2SeqTrainingArguments) -> torch.dtype:
+    if args.bf16 or (config.finetuning.pure_bf16 and torch.cuda.is_available()):
+        return torch.bfloat16
+    if args.fp16:
+        return torch.float16
+    return torch.float32
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (and of the GPU, when used), in MiB."""
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    out = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)}
+    if torch.cuda.is_available():
+        out["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["peak_gpu_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+    return out
+
+
+def _set_chat_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> Any:
+    """Resolve the template and write its jinja form into the tokenizer (saved with every checkpoint)."""
+    from lmforge.templates import resolve_template
+
+    template = resolve_template(config.data.template, tokenizer)
+    tokenizer.chat_template = template.jinja_chat_template()
+    return template
+
+
+def _load_data(config: Config, tokenizer: PreTrainedTokenizerBase, template: Any) -> PreparedData:
+    from lmforge.data import load_sft_datasets
+
+    bundle = load_sft_datasets(config, tokenizer, template, config.finetuning.stage)
+    return PreparedData(train=bundle.train, eval=bundle.eval, report=bundle.report)
+
+
+def _arrange(
+    config: Config, args: Seq2SeqTrainingArguments, data: PreparedData
+) -> tuple[Dataset, Dataset | None]:
+    """Pack, or add the length column the length-grouped sampler reads."""
+    if data.train is None or len(data.train) == 0:
+        raise ConfigError("no training samples: check dataset, max_samples and cutoff_len")
+    sets = [data.train, data.eval]
+    if packing_enabled(config):
+        sets = [pack_dataset(s, config.data.cutoff_len)[0] if s is not None else None for s in sets]
+    elif args.train_sampling_strategy == "group_by_length":
+        column = args.length_column_name
+        sets[0] = sets[0].map(
+            lambda batch: {column: [len(ids) for ids in batch["input_ids"]]}, batched=True, desc="lengths"
+        )
+    return sets[0], sets[1]
+
+
+def _load_model(config: Config, args: Seq2SeqTrainingArguments) -> torch.nn.Module:
+    from lmforge.model.adapter import prepare_trainable
+    from lmforge.model.loader import load_model
+    from lmforge.model.loss import enable_chunked_loss
+
+    model = load_model(config.model, config.finetuning, trainable=True, dtype=training_dtype(config, args))
+    model.config.use_cache = (
+        False  # a cache in training turns off the packed-sequence masks, and wastes memory
+    )
+    if args.gradient_checkpointing and not args.gradient_checkpointing_kwargs:
+        args.gradient_checkpointing_kwargs = {"use_reentrant": config.model.use_reentrant_gc}
+    model = prepare_trainable(
+        model, config.model, config.finetuning, gradient_checkpointing=bool(args.gradient_checkpointing)
+    )
+    if _chunked_loss_allowed(args):
+        enable_chunked_loss(model)
+    return model
+
+
+def _chunked_loss_allowed(args: Seq2SeqTrainingArguments) -> bool:
+    """Off where parameters are sharded (DeepSpeed ZeRO-3, FSDP) or eval needs logits."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled() or args.fsdp:
+        logger.info("chunked cross-entropy off: parameters are sharded (ZeRO-3/FSDP)")
+        return False
+    return not args.predict_with_generate
+
+
+def _use_our_progress_bar(trainer: Any, throughput: Throughput) -> None:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(ProgressBar(throughput))
+
+
+def _save_outputs(trainer: Any, config: Config, output_dir: Path, metrics: dict[str, Any]) -> None:
+    """Model (or adapter), tokenizer, state, results and plots, each written under a temporary name first."""
+    staging = output_dir / FINAL_STAGING
+    trainer.save_model(str(staging))  # every process joins (DeepSpeed/FSDP gather); the main one writes
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return
+    trainer.state.save_to_json(str(staging / "trainer_state.json"))
+    move_contents(staging, output_dir)
+    results = {"train": {k: v for k, v in metrics.items() if not k.startswith("eval_")}}
+    write_json(output_dir / "train_results.json", results["train"])
+    eval_metrics = {k: v for k, v in metrics.items() if k.startswith("eval_")}
+    if eval_metrics:
+        write_json(output_dir / "eval_results.json", eval_metrics)
+    write_json(output_dir / "all_results.json", metrics)
+    if config.finetuning.plot_loss:
+        plot_losses(trainer.state.log_history, output_dir)
+    logger.info(
+        "trained %s tokens (%.1f tokens/s); the %s is in %s",
+        metrics.get("trained_tokens"),
+        metrics.get("trained_tokens_per_second") or 0.0,
+        "adapter" if config.finetuning.finetuning_type == "lora" else "model",
+        output_dir,
+    )
