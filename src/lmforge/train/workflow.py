@@ -139,6 +139,9 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
         raise ConfigError(
             "config key 'output_dir' is required: the folder for checkpoints and the trained model"
         )
+    if not torch.cuda.is_available() and "use_cpu" not in config.training_kwargs:
+        # accelerate sets up torchrun's processes (gloo) on a CPU only when told it runs on the CPU
+        config.training_kwargs["use_cpu"] = True
     args = config.training_arguments()
     args.remove_unused_columns = False  # our collator picks the columns it needs
     args.label_names = ["labels"]
