@@ -1,0 +1,266 @@
+"""``lmforge data preview cfg.yaml [--n 3]`` and ``lmforge data stats cfg.yaml``.
+
+``preview`` shows the first samples of each dataset exactly as the model will see them
+(the template applied, truncated to ``cutoff_len``), with the trained tokens highlighted:
+green on a terminal, between ``[[`` and ``]]`` otherwise. ``stats`` encodes the datasets
+(through the same cache as training) and prints their sizes, length distribution,
+truncation, drops and the share of tokens that are trained on.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+import numpy as np
+
+from lmforge.errors import ConfigError
+
+USAGE = """\
+Usage:
+  lmforge data preview cfg.yaml [key=value ...] [--n 3]   first samples as the model sees them
+  lmforge data stats cfg.yaml [key=value ...]             sizes, lengths, truncation, drops
+
+The config is a training config: dataset, dataset_dir, template, cutoff_len, stage, ... apply."""
+
+GREEN, RESET = "\033[32m", "\033[0m"
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in ("preview", "stats"):
+        raise ConfigError(
+            f"unknown data command '{command}'; use `lmforge data preview` or `lmforge data stats`"
+        )
+    if any(a in ("-h", "--help") for a in rest):
+        print(USAGE)
+        return 0
+    n, rest = _take_n(rest)
+    from lmforge.config import load_config
+
+    config = load_config(rest)
+    tokenizer = _tokenizer(config)
+    template = _template(config, tokenizer)
+    if command == "preview":
+        preview(config, tokenizer, template, n, sys.stdout)
+    else:
+        stats(config, tokenizer, template, sys.stdout)
+    return 0
+
+
+def _take_n(argv: list[str]) -> tuple[int, list[str]]:
+    """Pull ``--n N`` / ``--n=N`` out of the arguments (the rest is a config and its overrides)."""
+    n, rest, i = 3, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        value = None
+        if arg == "--n":
+            if i + 1 >= len(argv):
+                raise ConfigError("--n needs a number of samples, e.g. --n 3")
+            value, i = argv[i + 1], i + 2
+        elif arg.startswith("--n="):
+            value, i = arg[4:], i + 1
+        else:
+            rest.append(arg)
+            i += 1
+            continue
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"--n must be a positive whole number, got {value!r}")
+        n = int(value)
+    return n, rest
+
+
+def _tokenizer(config: Any) -> Any:
+    from lmforge.model.loader import load_tokenizer
+
+    return load_tokenizer(config.model)
+
+
+def _template(config: Any, tokenizer: Any) -> Any:
+    if config.finetuning.stage == "pt" and not config.data.template:
+        return None
+    from lmforge.templates import resolve_template
+
+    return resolve_template(config.data.template, tokenizer)
+
+
+def _all_specs(config: Any) -> list[tuple[str, Any]]:
+    from lmforge.data.registry import resolve_datasets
+
+    data = config.data
+    specs = [("train", s) for s in resolve_datasets(data.dataset, data.dataset_dir, data.media_dir)]
+    specs += [("eval", s) for s in resolve_datasets(data.eval_dataset, data.dataset_dir, data.media_dir)]
+    if not specs:
+        raise ConfigError(
+            "config key 'dataset' is required: dataset names from dataset_info.json, or file paths"
+        )
+    return specs
+
+
+# ---------------------------------------------------------------- preview
+
+
+def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> None:
+    """Print the first ``n`` samples of every dataset with their trained tokens marked."""
+    from lmforge.data.encode import encode_chunk
+    from lmforge.data.formats import check_columns, detect_format, make_converter
+    from lmforge.data.loader import _hub_kwargs, encode_settings
+    from lmforge.data.readers import read_records
+
+    stage = config.finetuning.stage
+    settings = encode_settings(config.data, stage)
+    colour = out.isatty()
+    for split, spec in _all_specs(config):
+        records = read_records(spec, **_hub_kwargs(config))
+        spec = detect_format(spec, records.column_names, records.rows(range(1))[0])
+        check_columns(spec, records.column_names)
+        indices = range(min(n, len(records)))
+        chunk = encode_chunk(
+            records.rows(indices),
+            indices,
+            convert=make_converter(spec),
+            template=template,
+            tokenizer=tokenizer,
+            settings=settings,
+            locate=records.locate,
+            dataset=spec.name,
+        )
+        out.write(f"=== {split} dataset '{spec.name}' ({spec.formatting}, {len(records)} records)\n")
+        start = 0
+        for number, length in enumerate(chunk.lengths.tolist()):
+            ids = chunk.ids[start : start + length].tolist()
+            labels = chunk.labels[start : start + length].tolist()
+            start += length
+            trained = sum(1 for label in labels if label != -100)
+            out.write(f"--- sample {number}: {length} tokens, {trained} trained\n")
+            out.write(highlight(tokenizer, ids, labels, colour) + "\n")
+        for reason, count in chunk.dropped.items():
+            out.write(
+                f"--- dropped {count} of the first {len(indices)} records: {reason} "
+                f"(first: {chunk.first_dropped[reason]})\n"
+            )
+        out.write("\n")
+
+
+def highlight(tokenizer: Any, ids: list[int], labels: list[int], colour: bool) -> str:
+    """Decode ``ids`` with trained runs marked (ANSI green, or ``[[...]]``)."""
+    pieces = []
+    start = 0
+    while start < len(ids):
+        trained = labels[start] != -100
+        stop = start
+        while stop < len(ids) and (labels[stop] != -100) == trained:
+            stop += 1
+        text = tokenizer.decode(ids[start:stop], skip_special_tokens=False)
+        if trained:
+            text = f"{GREEN}{text}{RESET}" if colour else f"[[{text}]]"
+        pieces.append(text)
+        start = stop
+    return "".join(pieces)
+
+
+# ---------------------------------------------------------------- stats
+
+
+def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
+    """Encode every dataset (cached) and print its numbers."""
+    import pyarrow.compute as pc
+
+    from lmforge.data.loader import _hub_kwargs, encode_dataset, encode_settings, training_seed
+
+    stage = config.finetuning.stage
+    settings = encode_settings(config.data, stage)
+    seed = training_seed(config)
+    header = (
+        f"{'dataset':<28} {'split':<5} {'records':>8} {'samples':>8} {'min':>6} {'median':>7} {'p95':>7} "
+        f"{'max':>7} {'truncated':>9} {'dropped':>8} {'trained':>8}"
+    )
+    out.write(f"stage {stage}, cutoff_len {settings.cutoff_len}\n{header}\n")
+    all_lengths = []
+    drops: list[str] = []
+    totals = {"records": 0, "samples": 0, "truncated": 0, "dropped": 0, "tokens": 0, "trained": 0}
+    for split, spec in _all_specs(config):
+        dataset, report = encode_dataset(
+            spec, tokenizer, template, settings, config.data, seed, split, _hub_kwargs(config)
+        )
+        lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
+        all_lengths.append(lengths)
+        out.write(
+            _row(
+                report.name,
+                split,
+                report.records,
+                report.samples,
+                lengths,
+                report.truncated,
+                report.dropped_total,
+                report.trained_tokens,
+                report.tokens,
+            )
+            + "\n"
+        )
+        for reason, count in report.dropped.items():
+            drops.append(
+                f"  {report.name}: {count} {reason} (first: {report.first_dropped.get(reason, '?')})"
+            )
+        totals["records"] += report.records
+        totals["samples"] += report.samples
+        totals["truncated"] += report.truncated
+        totals["dropped"] += report.dropped_total
+        totals["tokens"] += report.tokens
+        totals["trained"] += report.trained_tokens
+    if len(all_lengths) > 1:
+        out.write(
+            _row(
+                "(all)",
+                "",
+                totals["records"],
+                totals["samples"],
+                np.concatenate(all_lengths),
+                totals["truncated"],
+                totals["dropped"],
+                totals["trained"],
+                totals["tokens"],
+            )
+            + "\n"
+        )
+    out.write(
+        f"tokens: {totals['tokens']}, trained on: {totals['trained']} "
+        f"({_share(totals['trained'], totals['tokens'])})\n"
+    )
+    if drops:
+        out.write("dropped records, by reason:\n" + "\n".join(drops) + "\n")
+
+
+def _row(
+    name: str,
+    split: str,
+    records: int,
+    samples: int,
+    lengths: np.ndarray,
+    truncated: int,
+    dropped: int,
+    trained: int,
+    tokens: int,
+) -> str:
+    if len(lengths):
+        lo, med, p95, hi = (
+            int(lengths.min()),
+            float(np.median(lengths)),
+            float(np.percentile(lengths, 95)),
+            int(lengths.max()),
+        )
+    else:
+        lo = hi = 0
+        med = p95 = 0.0
+    return (
+        f"{name[:28]:<28} {split:<5} {records:>8} {samples:>8} {lo:>6} {med:>7.0f} {p95:>7.0f} {hi:>7} "
+        f"{truncated:>9} {dropped:>8} {_share(trained, tokens):>8}"
+    )
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"

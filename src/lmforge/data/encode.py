@@ -1,0 +1,170 @@
+"""Rows -> Conversations -> ids and labels, a chunk at a time, into flat arrays.
+
+One chunk is converted, checked for its stage, encoded with one ``Template.encode_batch``
+call (one fast-tokenizer call over the chunk) and truncated to ``cutoff_len``. The result is
+kept as flat int32 arrays plus lengths, which become an arrow list column without a
+Python-level copy per token. Records that cannot be trained on are counted by reason, or
+stop the run under ``strict``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lmforge.data.checks import pt_text, sft_view
+from lmforge.data.formats import BadRecord, Converter
+from lmforge.data.truncation import IGNORE_INDEX, split_text, truncate
+from lmforge.errors import DataError
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything besides the data, tokenizer and template that changes the encoded result."""
+
+    stage: str = "sft"
+    cutoff_len: int = 2048
+    train_on_prompt: bool = False
+    mask_history: bool = False
+    enable_thinking: bool = True
+    strict: bool = False
+
+
+@dataclass
+class ChunkOutput:
+    """Encoded samples of one chunk as flat arrays, and what was dropped on the way."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    lengths: np.ndarray
+    truncated: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    first_dropped: dict[str, str] = field(default_factory=dict)
+
+
+def _flatten(lists: list[list[int]], total: int) -> np.ndarray:
+    return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=total)
+
+
+def _pack(ids: list[list[int]], labels: list[list[int]], out: ChunkOutput) -> ChunkOutput:
+    lengths = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
+    total = int(lengths.sum())
+    out.ids = _flatten(ids, total)
+    out.labels = _flatten(labels, total)
+    out.lengths = lengths
+    return out
+
+
+def encode_chunk(
+    rows: list[dict[str, Any]],
+    indices: list[int] | range,
+    *,
+    convert: Converter,
+    template: Any,
+    tokenizer: Any,
+    settings: EncodeSettings,
+    locate: Callable[[int], str],
+    dataset: str,
+) -> ChunkOutput:
+    """Encode one chunk of rows; ``indices`` are their record indices (for drop messages)."""
+    out = ChunkOutput(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
+    kept: list[Any] = []
+    kept_index: list[int] = []
+    sft = settings.stage == "sft"
+    for index, row in zip(indices, rows, strict=True):
+        try:
+            conv = convert(row)
+            kept.append(sft_view(conv) if sft else pt_text(conv))
+            kept_index.append(index)
+        except BadRecord as bad:
+            _drop(out, bad.reason, bad.detail, index, locate, dataset, settings.strict)
+    if not kept:
+        return out
+    if sft:
+        encoded = template.encode_batch(
+            tokenizer,
+            kept,
+            train_on_prompt=settings.train_on_prompt,
+            mask_history=settings.mask_history,
+            enable_thinking=settings.enable_thinking,
+        )
+        all_ids: list[list[int]] = []
+        all_labels: list[list[int]] = []
+        cutoff = settings.cutoff_len
+        for sample, index in zip(encoded, kept_index, strict=True):
+            ids, labels = sample.input_ids, sample.labels
+            if len(ids) > cutoff:
+                fitted = truncate(ids, labels, cutoff)
+                if fitted is None:
+                    _drop(
+                        out,
+                        "nothing to train on",
+                        f"no trained token within cutoff_len {cutoff}",
+                        index,
+                        locate,
+                        dataset,
+                        settings.strict,
+                    )
+                    continue
+                ids, labels = fitted
+                out.truncated += 1
+            elif not _trains(labels):
+                _drop(
+                    out,
+                    "nothing to train on",
+                    "no token of the sample is trained",
+                    index,
+                    locate,
+                    dataset,
+                    settings.strict,
+                )
+                continue
+            all_ids.append(ids)
+            all_labels.append(labels)
+        return _pack(all_ids, all_labels, out)
+    return _pack_pretraining(kept, tokenizer, settings, out)
+
+
+def _trains(labels: list[int]) -> bool:
+    return any(label != IGNORE_INDEX for label in labels[1:])
+
+
+def _pack_pretraining(
+    texts: list[str], tokenizer: Any, settings: EncodeSettings, out: ChunkOutput
+) -> ChunkOutput:
+    """Pre-training: each text with the tokenizer's own special tokens plus EOS, every token trained."""
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    windows: list[list[int]] = []
+    for ids in encoded:
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids = [*ids, eos]
+        parts = split_text(ids, settings.cutoff_len)
+        if len(parts) > 1:
+            out.truncated += 1
+        windows.extend(parts)
+    return _pack(windows, windows, out)
+
+
+def _drop(
+    out: ChunkOutput,
+    reason: str,
+    detail: str,
+    index: int,
+    locate: Callable[[int], str],
+    dataset: str,
+    strict: bool,
+) -> None:
+    if strict:
+        raise DataError(
+            f"dataset '{dataset}': {locate(index)}: {reason} ({detail}); fix the record, or set strict: false "
+            "to drop such records and count them"
+        )
+    out.dropped[reason] += 1
+    if reason not in out.first_dropped:
+        out.first_dropped[reason] = f"{locate(index)}: {detail}" if detail else locate(index)
