@@ -144,9 +144,9 @@ def _pack_pretraining(
     for ids in encoded:
         if eos is not None and (not ids or ids[-1] != eos):
             ids = [*ids, eos]
-        parts = split_text(ids, settings.cutoff_len)
-        if len(parts) > 1:
+        if len(ids) > settings.cutoff_len:
             out.truncated += 1
+        parts = split_text(ids, settings.cutoff_len)
         windows.extend(parts)
     return _pack(windows, windows, out)
 

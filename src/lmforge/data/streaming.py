@@ -9,6 +9,7 @@ stream ends; ``strict`` still stops at the first bad record.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,6 +85,13 @@ def encoded_stream(
         )
 
 
+_STREAMS: dict[str, dict[str, Any]] = {}
+
+
+def _stream_by_key(key: str) -> Iterator[dict[str, list[int]]]:
+    yield from encoded_stream(**_STREAMS[key])
+
+
 def load_streaming(
     config: Any,
     tokenizer: Any,
@@ -113,19 +121,19 @@ def load_streaming(
             )
         part = DatasetReport(name=spec.name, split=split)
         report.datasets.append(part)
-        return datasets.IterableDataset.from_generator(
-            encoded_stream,
-            gen_kwargs={
-                "spec": spec,
-                "tokenizer": tokenizer,
-                "template": template,
-                "settings": settings,
-                "batch_size": max(1, data.preprocessing_batch_size),
-                "max_samples": data.max_samples,
-                "report": part,
-                "hub": hub,
-            },
-        )
+        key = uuid.uuid4().hex
+        _STREAMS[key] = {
+            "spec": spec,
+            "tokenizer": tokenizer,
+            "template": template,
+            "settings": settings,
+            "batch_size": max(1, data.preprocessing_batch_size),
+            "max_samples": data.max_samples,
+            "report": part,
+            "hub": hub,
+        }
+        # Only the key goes through datasets (which hashes its arguments: hashing a tokenizer takes seconds).
+        return datasets.IterableDataset.from_generator(_stream_by_key, gen_kwargs={"key": key})
 
     train_parts = [build(spec, "train") for spec in train_specs]
     eval_parts = [build(spec, "eval") for spec in eval_specs]
