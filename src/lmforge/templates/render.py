@@ -41,7 +41,10 @@ class _Builder:
         if not text:
             return
         if turn is not None:
-            self.spans.append((self.length, self.length + len(text), turn))
+            if self.spans and self.spans[-1][1] == self.length and self.spans[-1][2] == turn:
+                self.spans[-1] = (self.spans[-1][0], self.length + len(text), turn)
+            else:
+                self.spans.append((self.length, self.length + len(text), turn))
         self.pieces.append((text, turn))
         self.length += len(text)
 
