@@ -255,3 +255,100 @@ def test_media_placeholders_become_family_tokens() -> None:
     conv = Conversation(messages=[Message("user", "<image>What is this?"), Message("assistant", "A cat.")], images=["x.png"])
     text = get_template("qwen2_vl").render_text(tok, conv)
     assert "<|vision_start|><|image_pad|><|vision_end|>What is this?" in text
+
+
+# ---- lmforge template list / render ----
+
+
+def _cli(argv: list[str]) -> int:
+    from lmforge.cli import main
+
+    return main(argv)
+
+
+def test_cli_list_names_every_template(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(["template", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ALL_NAMES:
+        assert f"\n{name} " in out
+    assert "official" in out and "documented" in out
+
+
+@pytest.fixture
+def conv_file(tmp_path: Any) -> Any:
+    import json
+
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps({
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "content": "21C"},
+            {"role": "assistant", "content": "It is 21 °C."},
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+    }, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_cli_render_json_matches_encode(conv_file: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from lmforge.assets import get_asset
+
+    folder = str(get_asset("qwen2_5"))
+    assert _cli(["template", "render", "--template", "qwen", "--tokenizer", folder, "--input", str(conv_file),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    conv = Conversation.from_openai(json.loads(conv_file.read_text(encoding="utf-8")))
+    sample = get_template("qwen").encode(tokenizer("qwen2_5"), conv)
+    assert (out["input_ids"], out["labels"]) == (sample.input_ids, sample.labels)
+    assert out["text"].endswith("<|im_start|>assistant\nIt is 21 °C.<|im_end|>\n")
+
+
+def test_cli_render_marks_trained_parts(conv_file: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmforge.assets import get_asset
+
+    folder = str(get_asset("qwen2_5"))
+    assert _cli(["template", "render", "--template", "qwen", "--tokenizer", folder, "--input", str(conv_file)]) == 0
+    out = capsys.readouterr().out
+    assert "[[It is 21 °C.<|im_end|>]]" in out
+    assert '[[<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>]]' in out
+    assert "[[<|im_start|>user" not in out
+
+    assert _cli(["template", "render", "--template", "qwen", "--tokenizer", folder, "--input", str(conv_file),
+                 "--add-generation-prompt"]) == 0
+    assert "[[" not in capsys.readouterr().out.split("\n[qwen:")[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--template", "qwen9"], "did you mean"),
+        (["--input", "missing.json"], "no such file"),
+        (["--tokenizer", "/no/such/folder"], "not a folder"),
+    ],
+    ids=["bad-template", "missing-input", "bad-tokenizer"],
+)
+def test_cli_render_errors_are_one_line_exit_2(
+    conv_file: Any, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from lmforge.assets import get_asset
+
+    base = {"--template": "qwen", "--tokenizer": str(get_asset("qwen2_5")), "--input": str(conv_file)}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    argv = ["template", "render"] + [x for kv in base.items() for x in kv]
+    assert _cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_cli_render_bad_json_names_the_file(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmforge.assets import get_asset
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"messages": [{"role": "robot", "content": "x"}]}', encoding="utf-8")
+    argv = ["template", "render", "--template", "qwen", "--tokenizer", str(get_asset("qwen2_5")), "--input", str(bad)]
+    assert _cli(argv) == 2
+    assert "bad.json: message 0: unknown role 'robot'" in capsys.readouterr().err

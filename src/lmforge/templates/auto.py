@@ -135,7 +135,17 @@ def _locate_reply(
     text = content.strip()
     at = full.find(text, start) if text else -1
     if at < 0:
-        return (start, prefix_end) if prefix_end > start else (-1, -1)
+        if prefix_end > start:
+            return start, prefix_end
+        if text:
+            return -1, -1
+        # No text (a turn with only tool calls): the reply runs to the first special token.
+        hits = [(full.find(tok, start), tok) for tok in specials]
+        hits = [(pos, tok) for pos, tok in hits if pos >= start]
+        if not hits:
+            return -1, -1
+        pos, tok = min(hits)
+        return start, pos + len(tok)
     end = at + len(text)
     for token in specials:
         if full.startswith(token, end):

@@ -312,3 +312,17 @@ TEMPLATES["deepseekr1"] = replace(
     thinking="deepseekr1",
     no_thinking_prefix="<think>\n\n</think>\n\n",
 )
+
+# Templates proven token for token against an official chat template, and where it comes from
+# (tests/test_templates_official.py). The others follow their family's documented format.
+PROVEN_AGAINST: dict[str, str] = {
+    "qwen": "Qwen2.5-Instruct tokenizer_config.json",
+    "qwen3": "Qwen3 tokenizer_config.json",
+    "llama3": "Meta-Llama-3-8B-Instruct tokenizer_config.json",
+    "llama3_2": "Llama 3.2 tokenizer_config.json",
+    "llama4": "transformers' Llama4Processor chat_template",
+    "deepseek": "DeepSeek LLM tokenizer_config.json",
+    "deepseek3": "DeepSeek-V3 tokenizer_config.json",
+    "deepseekr1": "DeepSeek-R1 tokenizer_config.json",
+    "chatglm3": "ChatGLM3 tokenizer_config.json",
+}
