@@ -207,3 +207,81 @@ def test_list_and_path_commands(asset, capsys):
     marker = json.loads((path / store_module.MARKER).read_text())
     assert marker["sha256"] == lookup("qwen2_5").sha256
     assert os.path.isdir(path)
+
+
+@pytest.mark.parametrize(
+    ("arch", "model_type", "eos_tokens"),
+    [
+        ("llama", "llama", ["<|im_end|>"]),
+        ("qwen2", "qwen2", ["<|im_end|>", "<|endoftext|>"]),
+        ("qwen3", "qwen3", ["<|im_end|>", "<|endoftext|>"]),
+        ("llama3", "llama", ["<|end_of_text|>", "<|eot_id|>"]),
+    ],
+)
+def test_tiny_model_loads_and_runs_a_forward_pass(tiny_model, arch, model_type, eos_tokens):
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    path = tiny_model(arch)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    config = model.config
+    assert config.model_type == model_type and model.dtype == torch.float32
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (64, 2, 4)
+    assert config.num_key_value_heads == 2 and config.vocab_size >= len(tokenizer)
+    assert tokenizer.chat_template
+    generation = GenerationConfig.from_pretrained(path)
+    eos = generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
+    assert eos == tokenizer.convert_tokens_to_ids(eos_tokens)
+    assert generation.pad_token_id is not None
+    batch = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hello"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model(**batch, labels=batch["input_ids"])
+    assert out.logits.shape == (1, batch["input_ids"].shape[1], config.vocab_size)
+    assert torch.isfinite(out.loss) and out.loss.item() > 0
+
+
+def test_tiny_model_is_deterministic_and_rebuilds_on_version_change(tiny_model, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from lmforge.assets import tiny as tiny_module
+
+    cached = load_file(str(tiny_model("llama") / "model.safetensors"))
+    rebuilt_path = tiny_module.tiny_model("llama", root=tmp_path)
+    rebuilt = load_file(str(rebuilt_path / "model.safetensors"))
+    assert cached.keys() == rebuilt.keys()
+    assert all(bool((cached[key] == rebuilt[key]).all()) for key in cached)  # the fixed seed holds
+    assert tiny_module.tiny_is_current("llama", root=tmp_path)
+    monkeypatch.setattr(tiny_module, "TINY_VERSION", tiny_module.TINY_VERSION + 1)
+    assert not tiny_module.tiny_is_current("llama", root=tmp_path)  # a new version rebuilds
+
+
+def test_unknown_tiny_arch_suggests_the_close_one(tiny_model):
+    with pytest.raises(LmforgeError, match=r"did you mean 'llama3'"):
+        tiny_model("lama3")
+
+
+def test_smollm2_answers_paris(asset):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = asset("smollm2")
+    assert (path / "model.safetensors").is_file() and not list(path.glob("*.gguf"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.dtype == torch.float32 and tokenizer.eos_token == "<|im_end|>"
+    batch = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        output = model.generate(**batch, max_new_tokens=10, do_sample=False)
+    answer = tokenizer.decode(output[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in answer

@@ -161,6 +161,7 @@ def gguf_to_safetensors(folder: Path, args: dict[str, Any]) -> None:
     )
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_name)
     gguf_path.unlink()
+    tokenizer.model_max_length = model.config.max_position_embeddings  # GGUF leaves it unbounded
     model.config.quantization_config = None
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None

@@ -185,6 +185,7 @@ def install_folder(final: Path, build: Callable[[Path], None], marker: dict[str,
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any other download
     try:
         build(tmp)
         (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
