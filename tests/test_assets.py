@@ -285,3 +285,14 @@ def test_smollm2_answers_paris(asset):
         output = model.generate(**batch, max_new_tokens=10, do_sample=False)
     answer = tokenizer.decode(output[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_fetch_command_checks_every_name_before_fetching(asset, tiny_model, capsys):
+    asset("qwen2_5")
+    tiny_model("llama")
+    assert assets_main(["fetch", "qwen2_5", "tiny:lama"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "did you mean 'llama'" in captured.err
+    assert assets_main(["fetch", "qwen2_5", "tiny:llama"]) == 0
+    out = capsys.readouterr().out
+    assert "qwen2_5        cached" in out and "tiny:llama     ready" in out

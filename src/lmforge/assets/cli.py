@@ -20,9 +20,27 @@ are built from them. Tests use them offline through the fixtures in tests/confte
 """
 
 
+def _epilog() -> str:
+    from lmforge.assets.tiny import TINY_ARCHES
+
+    lines = ["assets:"]
+    lines += [f"  {spec.name:<13} {spec.description}" for spec in registry().values()]
+    lines += ["", "tiny models (`lmforge assets path tiny:ARCH`): " + ", ".join(TINY_ARCHES), ""]
+    lines += [
+        "examples:",
+        "  lmforge assets fetch                 # everything the tests need",
+        "  lmforge assets fetch gemma3          # one asset by name",
+        "  lmforge assets path qwen2_5          # its folder, for AutoTokenizer.from_pretrained",
+    ]
+    return "\n".join(lines)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lmforge assets", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="lmforge assets",
+        description=DESCRIPTION,
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     fetch = commands.add_parser(
@@ -31,7 +49,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Fetch the named assets; with no names, every default asset (all but gemma3) "
         "and the tiny models. Already cached assets are left alone.",
     )
-    fetch.add_argument("names", nargs="*", metavar="NAME", help="asset names (see `lmforge assets list`)")
+    fetch.add_argument(
+        "names", nargs="*", metavar="NAME", help="asset names or tiny:ARCH (see `lmforge assets list`)"
+    )
     fetch.add_argument("--no-tiny", action="store_true", help="do not build the tiny random-weight models")
     commands.add_parser(
         "list",
@@ -54,25 +74,31 @@ def _size(path: Path) -> str:
     return f"{total / 1e6:.1f} MB"
 
 
+def _tiny_arch(name: str) -> str:
+    from lmforge.assets.tiny import TINY_ARCHES
+
+    arch = name.removeprefix("tiny:")
+    if arch not in TINY_ARCHES:
+        raise unknown_name_error("tiny model", arch, list(TINY_ARCHES))
+    return arch
+
+
 def _fetch(names: list[str], with_tiny: bool) -> int:
     from lmforge.assets.tiny import TINY_ARCHES, tiny_model
 
-    specs = [lookup(name) for name in names] if names else [lookup(name) for name in default_names()]
+    if not names:
+        names = default_names() + ([f"tiny:{arch}" for arch in TINY_ARCHES] if with_tiny else [])
+    # resolve every name first, so a typo stops the command before anything is downloaded
+    jobs = [(name, _tiny_arch(name) if name.startswith("tiny:") else lookup(name)) for name in names]
     started = time.monotonic()
-    for spec in specs:
-        was_cached = is_cached(spec)
+    for name, target in jobs:
         t0 = time.monotonic()
-        path = ensure_asset(spec)
-        note = "cached" if was_cached else f"fetched in {time.monotonic() - t0:.1f} s"
-        print(f"{spec.name:<14} {note:<20} {path}", flush=True)
-    if with_tiny and not names:
-        for arch in TINY_ARCHES:
-            t0 = time.monotonic()
-            path = tiny_model(arch)
-            print(
-                f"tiny:{arch:<9} {'ready in ' + format(time.monotonic() - t0, '.1f') + ' s':<20} {path}",
-                flush=True,
-            )
+        if isinstance(target, str):
+            path, note = tiny_model(target), "ready"
+        else:
+            note = "cached" if is_cached(target) else "fetched"
+            path = ensure_asset(target)
+        print(f"{name:<14} {note} in {time.monotonic() - t0:5.1f} s  {path}", flush=True)
     print(f"done in {time.monotonic() - started:.1f} s (cache: {cache_dir()})")
     return 0
 
@@ -114,15 +140,9 @@ def _list() -> int:
 
 
 def _path(name: str) -> int:
-    from lmforge.assets.tiny import TINY_ARCHES, tiny_model
+    from lmforge.assets.tiny import tiny_model
 
-    if name.startswith("tiny:"):
-        arch = name.removeprefix("tiny:")
-        if arch not in TINY_ARCHES:
-            raise unknown_name_error("tiny model", arch, list(TINY_ARCHES))
-        print(tiny_model(arch))
-        return 0
-    print(ensure_asset(lookup(name)))
+    print(tiny_model(_tiny_arch(name)) if name.startswith("tiny:") else ensure_asset(lookup(name)))
     return 0
 
 
