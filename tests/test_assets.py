@@ -137,6 +137,18 @@ def test_local_asset_installs_once_and_reuses_the_download(tmp_path, monkeypatch
     assert not [p for p in (root / "assets").iterdir() if p.name.startswith(".")]  # no temp leftovers
 
 
+def test_leftovers_of_a_killed_fetch_are_cleared(tmp_path):
+    payload = b"hello\nworld\n"
+    spec = _local_spec(tmp_path, hashlib.sha256(payload).hexdigest())
+    root = tmp_path / "cache"
+    half = root / "assets" / ".tmp-fake_local-killed"
+    half.mkdir(parents=True)
+    (half / "vocab.txt").write_bytes(b"hel")  # what a killed run left half-written
+    path = store_module.ensure_asset(spec, root)
+    assert (path / "vocab.txt").read_bytes() == payload
+    assert [p.name for p in (root / "assets").iterdir()] == ["fake_local"]
+
+
 def test_sha256_mismatch_names_package_and_both_hashes(tmp_path):
     wrong = "0" * 64
     spec = _local_spec(tmp_path, wrong)

