@@ -35,6 +35,10 @@ class FinetuningArguments:
     disable_shuffling: bool = False
     plot_loss: bool = False
     include_effective_tokens_per_second: bool = False
+    chunked_loss: bool = field(
+        default=True,
+        metadata={"help": "Cross-entropy in chunks, without the full [tokens, vocab] logits, where it is exact."},
+    )
     # output handling that transformers 5 dropped from TrainingArguments
     overwrite_output_dir: bool = False
     logging_dir: str | None = None

@@ -80,7 +80,7 @@ def run_training(
     from transformers import set_seed
 
     set_seed(args.seed)  # adapter initialisation is random: same seed, same run
-    model = _load_model(config, args)
+    model, chunked = _load_model(config, args)
     collator = TrainingCollator(
         pad_token_id=tokenizer.pad_token_id,
         pad_to_multiple_of=8 if torch.cuda.is_available() and not packing_enabled(config) else None,
@@ -125,6 +125,9 @@ def run_training(
         trained_samples=samples,
         trained_tokens_per_second=round(tokens / runtime, 3) if runtime else None,
         trained_samples_per_second=round(samples / runtime, 3) if runtime else None,
+        global_step=result.global_step,
+        packing=packing_enabled(config),
+        chunked_loss=chunked,
         **peak_memory(),
     )
     if eval_set is not None and args.do_eval:
@@ -221,7 +224,7 @@ def _arrange(
     return sets[0], sets[1]
 
 
-def _load_model(config: Config, args: Seq2SeqTrainingArguments) -> torch.nn.Module:
+def _load_model(config: Config, args: Seq2SeqTrainingArguments) -> tuple[torch.nn.Module, bool]:
     from lmforge.model.adapter import prepare_trainable
     from lmforge.model.loader import load_model
     from lmforge.model.loss import enable_chunked_loss
@@ -235,9 +238,11 @@ def _load_model(config: Config, args: Seq2SeqTrainingArguments) -> torch.nn.Modu
     model = prepare_trainable(
         model, config.model, config.finetuning, gradient_checkpointing=bool(args.gradient_checkpointing)
     )
-    if _chunked_loss_allowed(args):
-        enable_chunked_loss(model)
-    return model
+    chunked = bool(
+        config.finetuning.chunked_loss and _chunked_loss_allowed(args) and enable_chunked_loss(model)
+    )
+    logger.info("loss: %s cross-entropy", "chunked" if chunked else "plain")
+    return model, chunked
 
 
 def _chunked_loss_allowed(args: Seq2SeqTrainingArguments) -> bool:
