@@ -112,6 +112,33 @@ CASES: dict[str, dict[str, Any]] = {
         "tools": [WEATHER_TOOL],
     },
 }
+# Media: lmforge data carries "<image>"/"<audio>" placeholders; official templates take content parts.
+CASES["image"] = {
+    "messages": [
+        {"role": "user", "content": "<image>What is in this picture?"},
+        {"role": "assistant", "content": "A cat on a sofa."},
+        {"role": "user", "content": "<image>And here?"},
+        {"role": "assistant", "content": "A dog."},
+    ]
+}
+CASES["audio"] = {
+    "messages": [
+        {"role": "user", "content": "<audio>What's that sound?"},
+        {"role": "assistant", "content": "Glass breaking."},
+        {"role": "user", "content": "<audio>How about this one?"},
+        {"role": "assistant", "content": "Someone clearing their throat."},
+    ]
+}
+
+
+def _media_parts(content: Any) -> Any:
+    for kind in ("image", "audio"):
+        tag = f"<{kind}>"
+        if isinstance(content, str) and content.startswith(tag):
+            return [{"type": kind, kind: "file.bin"}, {"type": "text", "text": content[len(tag):]}]
+    return content
+
+
 BASIC = ("single", "system", "three_turns", "chinese")
 TOOLS = ("tools", "tools_system")
 THINKING = ("thinking", "thinking_inline", "thinking_tools")
@@ -126,6 +153,7 @@ PROOFS: dict[str, tuple[str, tuple[str, ...]]] = {
     "deepseek3": ("deepseek_v3", BASIC),
     "deepseekr1": ("deepseek_r1", BASIC + TOOLS + ("thinking", "thinking_inline")),
     "chatglm3": ("chatglm3", BASIC),
+    "gemma3": ("gemma3", BASIC + ("image",)),
 }
 
 
@@ -146,6 +174,7 @@ def _official_messages(template: str, conv: dict[str, Any]) -> dict[str, Any]:
     """The same conversation in the shape the official template expects."""
     conv = copy.deepcopy(conv)
     for m in conv["messages"]:
+        m["content"] = _media_parts(m["content"])
         if template in ("deepseek3", "deepseekr1") and m.get("tool_calls"):
             # DeepSeek's templates concatenate arguments as a string and test `content is none`.
             for c in m["tool_calls"]:
@@ -262,6 +291,17 @@ def test_llama4_matches_transformers_template(case: str, part: str) -> None:
     assert ours.input_ids == _official_ids(tok, conv, gen)
 
 
+@pytest.mark.parametrize("part", ["prompt", "full"])
+@pytest.mark.parametrize("case", BASIC + ("audio",))
+def test_qwen2_audio_matches_transformers_template(case: str, part: str) -> None:
+    official_template = _wheel_template("transformers.models.qwen2_audio.processing_qwen2_audio", "Qwen2AudioProcessor")
+    tok = _tokenizer("qwen2_5", official_template)
+    conv = CASES[case] if part == "full" else _prompt_part(CASES[case])
+    gen = part == "prompt"
+    ours = get_template("qwen2_audio").encode(tok, Conversation.from_openai(conv), add_generation_prompt=gen)
+    assert ours.input_ids == _official_ids(tok, _official_messages("qwen2_audio", conv), gen)
+
+
 def test_assets_are_the_official_templates() -> None:
     """Guard: the proofs above must run against the families' own templates, not ours."""
     from lmforge.assets import get_asset
@@ -269,3 +309,82 @@ def test_assets_are_the_official_templates() -> None:
     for asset_name in {a for a, _ in PROOFS.values()}:
         config = json.loads((Path(get_asset(asset_name)) / "tokenizer_config.json").read_text())
         assert "{%" in (config.get("chat_template") or ""), asset_name
+
+
+# ---- Mistral: the official reference is mistral-common's tokenizer (no jinja template ships) ----
+# mistral-common is not a dependency, so its token ids for these conversations are stored in
+# tests/test_templates_mistral_common.json; regenerate with
+#   LMFORGE_REGEN_MISTRAL=1 PYTHONPATH=<dir with mistral_common installed> pytest tests/test_templates_official.py -k mistral
+MISTRAL_REFERENCE = Path(__file__).with_name("test_templates_mistral_common.json")
+MISTRAL_TOOL_ID = "abc123XYZ"
+
+
+def _mistral_cases() -> dict[str, dict[str, Any]]:
+    cases = {name: copy.deepcopy(CASES[name]) for name in BASIC + TOOLS}
+    for name in TOOLS:
+        for m in cases[name]["messages"]:
+            for c in m.get("tool_calls", []):
+                c["id"] = MISTRAL_TOOL_ID
+            if m["role"] == "tool":
+                m["tool_call_id"] = MISTRAL_TOOL_ID
+    return cases
+
+
+def _mistral_common_ids(conv: dict[str, Any], generation: bool) -> list[int]:  # pragma: no cover - regen only
+    import mistral_common
+    from mistral_common.protocol.instruct.messages import AssistantMessage, ToolMessage, UserMessage
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest, InstructRequest
+    from mistral_common.protocol.instruct.tool_calls import Function, FunctionCall, Tool, ToolCall
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    model = Path(mistral_common.__file__).parent / "data" / "mistral_instruct_tokenizer_240323.model.v3"
+    tokenizer = MistralTokenizer.from_file(str(model))
+    system = None
+    messages: list[Any] = []
+    for m in conv["messages"]:
+        if m["role"] == "system":
+            system = m["content"]
+        elif m["role"] == "user":
+            messages.append(UserMessage(content=m["content"]))
+        elif m["role"] == "tool":
+            messages.append(ToolMessage(content=m["content"], tool_call_id=m.get("tool_call_id")))
+        else:
+            calls = [
+                ToolCall(id=c["id"], function=FunctionCall(name=c["function"]["name"],
+                                                           arguments=json.dumps(c["function"]["arguments"])))
+                for c in m.get("tool_calls", [])
+            ]
+            messages.append(AssistantMessage(content=m["content"] or None, tool_calls=calls or None))
+    tools = [Tool(function=Function(**t["function"])) for t in conv.get("tools", [])] or None
+    if generation:
+        from mistral_common.protocol.instruct.messages import SystemMessage
+
+        request = ChatCompletionRequest(messages=([SystemMessage(content=system)] if system else []) + messages,
+                                        tools=tools)
+        return tokenizer.encode_chat_completion(request).tokens
+    instruct = InstructRequest(messages=messages, system_prompt=system, available_tools=tools)
+    return tokenizer.instruct_tokenizer.encode_instruct(instruct).tokens
+
+
+def _mistral_reference() -> dict[str, list[int]]:
+    import os
+
+    if os.environ.get("LMFORGE_REGEN_MISTRAL"):  # pragma: no cover - regen only
+        ref = {
+            f"{name}-{part}": _mistral_common_ids(conv if part == "full" else _prompt_part(conv), part == "prompt")
+            for name, conv in _mistral_cases().items()
+            for part in ("prompt", "full")
+        }
+        MISTRAL_REFERENCE.write_text(json.dumps(ref) + "\n", encoding="utf-8")
+    return json.loads(MISTRAL_REFERENCE.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("part", ["prompt", "full"])
+@pytest.mark.parametrize("case", BASIC + TOOLS)
+def test_mistral_matches_mistral_common(case: str, part: str) -> None:
+    conv = _mistral_cases()[case]
+    conv = conv if part == "full" else _prompt_part(conv)
+    tok = _tokenizer("mistral_v3")
+    ours = get_template("mistral").encode(tok, Conversation.from_openai(conv), add_generation_prompt=part == "prompt")
+    expected = _mistral_reference()[f"{case}-{part}"]
+    assert ours.input_ids == expected, f"\nours:      {tok.decode(ours.input_ids)!r}\nreference: {tok.decode(expected)!r}"

@@ -96,12 +96,17 @@ def render(
         has_system = True
 
     out.add(fill(t.prefix, sp))
-    merge_system = t.system_style in ("first_user", "none")
+    merge_system = t.system_style in ("first_user", "last_user", "none")
     if t.system_style == "block" and (has_system or t.system_always):
         tools_header = t.system_tools_header if conv.tools else ""
         out.add(fill(t.system, sp, system_text, tools_header=tools_header))
 
-    first_user_done = False
+    user_indices = [i for i, m in enumerate(messages) if m.role == "user"]
+    first_user = user_indices[0] if user_indices else -1
+    last_user = user_indices[-1] if user_indices else -1
+    system_at = last_user if t.system_style == "last_user" else first_user
+    tools_at = last_user if t.tools_in == "before_last_user" else first_user
+    media_count = {"image": 0, "video": 0, "audio": 0}
     turn = 0
     last_query = _last_query_index(messages)
     for i, msg in enumerate(messages):
@@ -109,19 +114,17 @@ def render(
         nxt = messages[i + 1].role if i + 1 < len(messages) else None
         if msg.role == "user":
             text = clean(msg.content)
-            if not first_user_done:
-                if definitions and t.tools_in == "first_user":
-                    text = definitions + text
-                if merge_system and has_system:
-                    text = fill(t.system_user_join, sp, text, system=system_text)
-                if definitions and t.tools_in == "before_first_user":
-                    out.add(definitions)
-                first_user_done = True
-            out.add(fill(t.user, sp, _media(t, text)))
+            if i == first_user and definitions and t.tools_in == "first_user":
+                text = definitions + text
+            if i == system_at and merge_system and has_system:
+                text = fill(t.system_user_join, sp, text, system=system_text)
+            if i == tools_at and definitions and t.tools_in in ("before_first_user", "before_last_user"):
+                out.add(definitions)
+            out.add(fill(t.user, sp, _media(t, text, media_count)))
         elif msg.role == "tool":
             if prev != "tool":
                 out.add(fill(t.tool_group_start, sp))
-            out.add(fill(t.tool, sp, tool_fmt.result(msg.content)))
+            out.add(fill(t.tool, sp, tool_fmt.result(msg)))
             if nxt != "tool":
                 out.add(fill(t.tool_group_end, sp))
         elif msg.role == "assistant":
@@ -155,11 +158,20 @@ def render(
     return out.build()
 
 
-def _media(t: Template, text: str) -> str:
-    """Swap dataset media placeholders (<image>, <video>, <audio>) for the family's own tokens."""
-    for placeholder, token in (("<image>", t.image_token), ("<video>", t.video_token), ("<audio>", t.audio_token)):
-        if token and placeholder in text:
-            text = text.replace(placeholder, token)
+def _media(t: Template, text: str, count: dict[str, int]) -> str:
+    """Swap dataset media placeholders (<image>, <video>, <audio>) for the family's own tokens.
+
+    ``{index}`` in a media token is the 1-based number of that medium in the conversation
+    (Qwen2-Audio writes "Audio 1: ...")."""
+    for kind, token in (("image", t.image_token), ("video", t.video_token), ("audio", t.audio_token)):
+        placeholder = f"<{kind}>"
+        if not token or placeholder not in text:
+            continue
+        parts = text.split(placeholder)
+        for k in range(1, len(parts)):
+            count[kind] += 1
+            parts[k] = token.replace("{index}", str(count[kind])) + parts[k]
+        text = "".join(parts)
     return text
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from lmforge.conversation import Conversation, ToolCall
 
-SystemStyle = Literal["block", "first_user", "none"]
+SystemStyle = Literal["block", "first_user", "last_user", "none"]
 ThinkingStyle = Literal["none", "qwen3", "deepseekr1"]
 
 
@@ -52,9 +52,10 @@ class Template:
     name: str
     families: str = ""
     prefix: str = ""
-    # The system prompt. "block": its own block rendered with ``system``; "first_user": merged
-    # into the first user message with ``system_user_join``; "none": the family has no system
-    # role, and merging follows system_user_join as well.
+    # The system prompt. "block": its own block rendered with ``system``; "first_user" /
+    # "last_user": merged into that user message with ``system_user_join`` (Mistral's own
+    # tokenizer uses the last); "none": the family has no system role, so it merges into the
+    # first user message as well.
     system: str = "{content}"
     system_style: SystemStyle = "block"
     system_user_join: str = "{system}\n\n{content}"
@@ -82,8 +83,8 @@ class Template:
     tool_format: str = "default"
     # Where tool definitions go: into the system text ("system"), into the first user message's
     # text ("first_user", Llama 3.1+) or as their own text before the first user slot
-    # ("before_first_user", Mistral).
-    tools_in: Literal["system", "first_user", "before_first_user"] = "system"
+    # ("before_first_user"), or before the last user slot ("before_last_user", Mistral).
+    tools_in: Literal["system", "first_user", "before_first_user", "before_last_user"] = "system"
     # How definitions join a system prompt; the second form is used when there is no system text.
     system_with_tools: str = "{content}\n\n{tools}"
     system_tools_only: str = "{tools}"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lmforge.conversation import ToolCall
+from lmforge.conversation import Message, ToolCall
 from lmforge.errors import DataError
 
 
@@ -27,7 +27,7 @@ class ToolFormat:
     name: str
     definitions: Callable[[list[dict[str, Any]]], str]
     calls: Callable[[str, list[ToolCall]], str]
-    result: Callable[[str], str]
+    result: Callable[[Message], str]
     parse: Callable[[str], tuple[str, list[ToolCall]]]
 
 
@@ -129,9 +129,9 @@ def _llama3_calls(content: str, calls: list[ToolCall]) -> str:
     return _llama3_call(calls[0])  # the official template drops any text beside the call
 
 
-def _llama3_result(content: str) -> str:
+def _llama3_result(msg: Message) -> str:
     # The official template JSON-encodes tool results (a string becomes a quoted string).
-    return tojson(content)
+    return tojson(msg.content)
 
 
 def _json_parse(text: str) -> tuple[str, list[ToolCall]]:
@@ -215,8 +215,14 @@ def _mistral_calls(content: str, calls: list[ToolCall]) -> str:
     return (content + " " if content else "") + "[TOOL_CALLS] " + tojson(payload)
 
 
-def _mistral_result(content: str) -> str:
-    return content
+def _mistral_result(msg: Message) -> str:
+    # mistral-common sends {"content": <JSON value or text>, "call_id": <id>}.
+    try:
+        value: Any = json.loads(msg.content)
+    except json.JSONDecodeError:
+        value = msg.content
+    payload = {"content": value, **({"call_id": msg.tool_call_id} if msg.tool_call_id else {})}
+    return tojson(payload)
 
 
 def _mistral_parse(text: str) -> tuple[str, list[ToolCall]]:
@@ -271,8 +277,8 @@ def _deepseek_parse(text: str) -> tuple[str, list[ToolCall]]:
     return (head.strip(), calls) if calls else (text, [])
 
 
-def _identity(content: str) -> str:
-    return content
+def _identity(msg: Message) -> str:
+    return msg.content
 
 
 TOOL_FORMATS: dict[str, ToolFormat] = {
