@@ -229,7 +229,7 @@ def run_chunks(
             dataset=spec.name,
         )
 
-    workers = min(num_workers or 1, len(chunks))
+    workers = min(num_workers or 1, len(chunks), os.cpu_count() or 1)
     if workers <= 1:
         return [work(chunk) for chunk in chunks]
     from lmforge.data.parallel import map_in_processes
@@ -304,8 +304,3 @@ def load_saved_bundle(path: Path) -> DatasetBundle:
         ) from None
     report = DataReport.from_dict(cache.read_report(path))
     return DatasetBundle(saved.get("train"), saved.get("validation"), report)
-
-
-def describe_workers() -> int:
-    """A sensible ``preprocessing_num_workers`` for this machine (used by the bench)."""
-    return max(1, (os.cpu_count() or 1))
