@@ -1,0 +1,56 @@
+"""Template.jinja_chat_template(): transformers rendering our jinja gives exactly our text."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+import pytest
+
+from lmforge.conversation import Conversation
+from lmforge.templates import get_template, list_templates
+from test_templates_official import BASIC, CASES, THINKING, TOOLS, _prompt_part
+
+
+@functools.cache
+def _tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    from lmforge.assets import get_asset
+
+    return AutoTokenizer.from_pretrained(get_asset("llama3_2"))  # a vocabulary with both BOS and EOS
+
+
+def _cases(name: str) -> tuple[str, ...]:
+    template = get_template(name)
+    cases = BASIC + TOOLS
+    if template.thinking != "none":
+        cases += THINKING
+    return cases
+
+
+PARAMS = [
+    pytest.param(t.name, case, part, id=f"{t.name}-{case}-{part}")
+    for t in list_templates()
+    for case in _cases(t.name)
+    for part in ("prompt", "full", "prompt_nothink")
+    if not (part == "prompt_nothink" and not get_template(t.name).no_thinking_prefix)
+]
+
+
+@pytest.mark.parametrize(("name", "case", "part"), PARAMS)
+def test_jinja_renders_like_the_template(name: str, case: str, part: str) -> None:
+    template = get_template(name)
+    tok = copy.copy(_tokenizer())
+    conv = CASES[case] if part == "full" else _prompt_part(CASES[case])
+    gen = part != "full"
+    thinking = part != "prompt_nothink"
+    ours = template.render_text(tok, Conversation.from_openai(conv), add_generation_prompt=gen,
+                                enable_thinking=thinking)
+    extra = {} if thinking else {"enable_thinking": False}
+    theirs = tok.apply_chat_template(
+        Conversation.from_openai(conv).to_openai()["messages"], tools=conv.get("tools"),
+        chat_template=template.jinja_chat_template(), tokenize=False, add_generation_prompt=gen, **extra,
+    )
+    assert theirs == ours
