@@ -275,3 +275,15 @@ def test_cli_preview_and_stats(asset, tmp_path: Path, capsys, data_cache) -> Non
     assert rows["tiny_alpaca"][1:4] == ["train", "4", "4"]
     assert rows["tiny_sharegpt_bad"][1:4] == ["train", "6", "2"] and rows["tiny_sharegpt_bad"][-2] == "4"
     assert "2 no assistant reply" in out and "trained on:" in out
+
+
+def test_a_tokenizer_change_after_loading_misses_the_cache(asset, qwen, data_cache) -> None:
+    from transformers import AutoTokenizer
+
+    _, template = qwen
+    tokenizer = AutoTokenizer.from_pretrained(asset("qwen2_5"))
+    config = build_config({"dataset_dir": str(FIXTURES), "template": "qwen", "dataset": "tiny_alpaca"})
+    assert load_sft_datasets(config, tokenizer, template).report.datasets[0].cached is False
+    assert load_sft_datasets(config, tokenizer, template).report.datasets[0].cached is True
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|lmforge_test|>"]})
+    assert load_sft_datasets(config, tokenizer, template).report.datasets[0].cached is False

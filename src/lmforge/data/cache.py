@@ -50,10 +50,25 @@ def file_digest(path: Path) -> str:
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A hash of the tokenizer: its files when it was loaded from a folder, plus what was changed since."""
-    cached = getattr(tokenizer, "_lmforge_fingerprint", None)
-    if cached:
-        return cached
+    """A hash of the tokenizer: its files (or serialised form), plus what can change after loading."""
+    base = getattr(tokenizer, "_lmforge_base_fingerprint", None)
+    if not base:
+        base = _tokenizer_base(tokenizer)
+        with suppress(AttributeError):  # a tokenizer that refuses attributes is hashed again next time
+            tokenizer._lmforge_base_fingerprint = base
+    extras = {
+        "base": base,
+        "len": len(tokenizer),
+        "special": [str(t) for t in getattr(tokenizer, "all_special_tokens", [])],
+        "added": sorted(str(t) for t in getattr(tokenizer, "added_tokens_encoder", {})),
+        "bos": getattr(tokenizer, "bos_token", None),
+        "eos": getattr(tokenizer, "eos_token", None),
+        "chat_template": getattr(tokenizer, "chat_template", None),
+    }
+    return hashlib.sha256(json.dumps(extras, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _tokenizer_base(tokenizer: Any) -> str:
     h = hashlib.sha256()
     h.update(type(tokenizer).__name__.encode())
     folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
@@ -68,19 +83,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         h.update(tokenizer.backend_tokenizer.to_str().encode())
     else:
         h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    extras = {
-        "len": len(tokenizer),
-        "special": [str(t) for t in getattr(tokenizer, "all_special_tokens", [])],
-        "added": sorted(str(t) for t in getattr(tokenizer, "added_tokens_encoder", {})),
-        "bos": getattr(tokenizer, "bos_token", None),
-        "eos": getattr(tokenizer, "eos_token", None),
-        "chat_template": getattr(tokenizer, "chat_template", None),
-    }
-    h.update(json.dumps(extras, sort_keys=True, default=str).encode())
-    digest = h.hexdigest()
-    with suppress(AttributeError):  # a tokenizer that refuses attributes is hashed again next time
-        tokenizer._lmforge_fingerprint = digest
-    return digest
+    return h.hexdigest()
 
 
 @cache
