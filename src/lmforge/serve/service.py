@@ -56,6 +56,9 @@ class ChoiceText:
         self.tokens = chunk.num_tokens
         if self.hold:
             return None
+        start = self.raw.lstrip()
+        if start and "<think>".startswith(start):  # maybe the opening of a thinking block: wait
+            return None
         content, reasoning, _ = self._parsed()
         return self._delta(content, reasoning)
 
