@@ -142,6 +142,10 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
         raise ConfigError(
             "config key 'output_dir' is required: the folder for checkpoints and the trained model"
         )
+    if config.model.quantization_bit is not None and not torch.cuda.is_available():
+        raise ConfigError(
+            "config key 'quantization_bit' (QLoRA) needs a CUDA GPU with bitsandbytes; remove it to train on the CPU"
+        )
     if not torch.cuda.is_available() and "use_cpu" not in config.training_kwargs:
         # accelerate sets up torchrun's processes (gloo) on a CPU only when told it runs on the CPU
         config.training_kwargs["use_cpu"] = True

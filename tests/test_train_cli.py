@@ -1,0 +1,137 @@
+"""`lmforge train cfg.yaml` end to end: YAML, dataset files, template, packing, evaluation, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_dataset(folder: Path, count: int = 32) -> None:
+    """An alpaca-format dataset of our own with its dataset_info.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"instruction": f"Add {i} and {i % 5}.", "input": "", "output": f"{i} plus {i % 5} is {i + i % 5}."}
+        for i in range(count)
+    ]
+    (folder / "sums.json").write_text(json.dumps(rows), encoding="utf-8")
+    (folder / "dataset_info.json").write_text(
+        json.dumps({"sums": {"file_name": "sums.json"}}), encoding="utf-8"
+    )
+
+
+def lmforge(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    command = [sys.executable, "-m", "lmforge", *args]
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+
+
+def base_config(model: str, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "model_name_or_path": model,
+        "stage": "sft",
+        "finetuning_type": "lora",
+        "lora_rank": 4,
+        "dataset": "sums",
+        "dataset_dir": str(tmp_path / "data"),
+        "template": "chatml",
+        "cutoff_len": 64,
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1.0e-3,
+        "max_steps": 3,
+        "logging_steps": 1,
+        "save_steps": 100,
+        "report_to": "none",
+        "seed": 5,
+    }
+    config.update(overrides)
+    return config
+
+
+def test_train_from_yaml_with_packing_and_evaluation(tiny_model: Any, tmp_path: Path) -> None:
+    write_dataset(tmp_path / "data")
+    config = base_config(
+        str(tiny_model("llama")),
+        tmp_path,
+        packing=True,
+        val_size=0.25,
+        eval_strategy="steps",
+        eval_steps=2,
+        plot_loss=True,
+    )
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    done = lmforge(["train", "cfg.yaml"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "out"
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["packing"] is True and results["chunked_loss"] is True
+    assert results["trained_samples"] > results["global_step"] * 4, "packed rows hold several samples"
+    assert "eval_loss" in results
+    assert (out / "adapter_model.safetensors").is_file() and (out / "training_loss.png").is_file()
+    log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert any("eval_loss" in r for r in log)
+
+
+def test_config_errors_stop_with_one_line_and_exit_2(
+    tiny_model: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lmforge.cli import main
+
+    write_dataset(tmp_path / "data")
+    model = str(tiny_model("llama"))
+    cases = {
+        "quantization": ({"quantization_bit": 4}, "needs a CUDA GPU"),
+        "no_output_dir": ({"output_dir": None}, "'output_dir' is required"),
+        "adapter": (
+            {"finetuning_type": "full", "adapter_name_or_path": str(tmp_path)},
+            "needs finetuning_type: lora",
+        ),
+        "target": ({"lora_target": "qproj"}, "'lora_target': qproj not found"),
+    }
+    for name, (overrides, message) in cases.items():
+        config = base_config(model, tmp_path / name, **overrides)
+        config = {k: v for k, v in config.items() if v is not None} | {"dataset_dir": str(tmp_path / "data")}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        assert main(["train", str(path)]) == 2, name
+        errors = [
+            line for line in capsys.readouterr().err.splitlines() if line.startswith("lmforge train: error")
+        ]
+        assert len(errors) == 1 and message in errors[0], (name, errors)
+
+
+@pytest.mark.slow
+def test_tutorial_config_runs_with_only_the_model_changed(
+    tiny_model: Any, shared_data: Path, tmp_path: Path
+) -> None:
+    """The foundation issue's Qwen2.5-7B config (bf16, cosine, warmup_ratio...) on a CPU and a tiny Qwen2."""
+    (tmp_path / "data").symlink_to(
+        shared_data, target_is_directory=True
+    )  # LLaMA-Factory's data/ beside the run
+    tutorial = REPO_ROOT / "tests" / "configs" / "tutorial_qwen2_5_lora_sft.yaml"
+    done = lmforge(
+        [
+            "train",
+            str(tutorial),
+            f"model_name_or_path={tiny_model('qwen2')}",
+            "max_steps=2",
+            "max_samples=40",
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "bf16: true needs a GPU" in done.stderr
+    out = tmp_path / "saves" / "qwen2.5-7b" / "lora" / "sft"
+    assert (out / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "all_results.json").read_text())["global_step"] == 2
