@@ -45,8 +45,9 @@ def replicate(source: str, n: int) -> tuple[Path, str]:
     info = json.loads((SHARED_DATA / "dataset_info.json").read_text(encoding="utf-8"))
     entry = dict(info[source])
     name = f"{source}_x{n}"
-    OUT.mkdir(parents=True, exist_ok=True)
-    data_file = OUT / f"{name}.json"
+    folder = OUT / name  # one folder per size: runs of different sizes do not share a dataset_info.json
+    folder.mkdir(parents=True, exist_ok=True)
+    data_file = folder / f"{name}.json"
     if not data_file.exists():
         rows = json.loads((SHARED_DATA / entry["file_name"]).read_text(encoding="utf-8"))
         tmp = data_file.with_suffix(".tmp")
@@ -55,8 +56,12 @@ def replicate(source: str, n: int) -> tuple[Path, str]:
         )
         tmp.replace(data_file)
     entry["file_name"] = data_file.name
-    (OUT / "dataset_info.json").write_text(json.dumps({name: entry}, ensure_ascii=False), encoding="utf-8")
-    return OUT, name
+    info_file = folder / "dataset_info.json"
+    if not info_file.exists():
+        tmp = info_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({name: entry}, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(info_file)
+    return folder, name
 
 
 def main() -> int:
