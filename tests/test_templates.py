@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ from lmforge.conversation import Conversation, Message, ToolCall
 from lmforge.errors import ConfigError
 from lmforge.templates import get_template, list_templates, resolve_template
 from lmforge.templates.render import fill, render, special_strings
+from test_templates_official import _tokenizer
 
 # A vocabulary per template family, so every template is checked with a tokenizer that has its
 # special tokens; templates of families without an offline tokenizer use Qwen2.5's (their
@@ -24,13 +24,8 @@ FAMILY_ASSET = {
 }
 
 
-@functools.cache
 def tokenizer(asset_name: str) -> Any:
-    from transformers import AutoTokenizer
-
-    from lmforge.assets import get_asset
-
-    return AutoTokenizer.from_pretrained(get_asset(asset_name))
+    return _tokenizer(asset_name)  # one session-wide cache of loaded tokenizers, shared by the template tests
 
 
 def tok_for(name: str) -> Any:
@@ -352,3 +347,28 @@ def test_cli_render_bad_json_names_the_file(tmp_path: Any, capsys: pytest.Captur
     argv = ["template", "render", "--template", "qwen", "--tokenizer", str(get_asset("qwen2_5")), "--input", str(bad)]
     assert _cli(argv) == 2
     assert "bad.json: message 0: unknown role 'robot'" in capsys.readouterr().err
+
+
+def test_qwen3_thinking_off_puts_the_empty_block_in_the_prompt() -> None:
+    tok = tokenizer("qwen3")
+    conv = Conversation(messages=[Message("user", "a"), Message("assistant", "b")])
+    template = get_template("qwen3")
+    on = template.encode(tok, conv)
+    off = template.encode(tok, conv, enable_thinking=False)
+    assert on.input_ids == off.input_ids
+    assert [tok.decode(r) for r in trained_runs(on.labels)] == ["<think>\n\n</think>\n\nb<|im_end|>"]
+    assert [tok.decode(r) for r in trained_runs(off.labels)] == ["b<|im_end|>"]
+    prompt = template.encode(tok, Conversation(messages=conv.messages[:1]), add_generation_prompt=True,
+                             enable_thinking=False)
+    assert off.input_ids[: len(prompt.input_ids)] == prompt.input_ids
+
+
+def test_deepseekr1_thinking_off_matches_its_prompt() -> None:
+    tok = tokenizer("deepseek_r1")
+    template = get_template("deepseekr1")
+    conv = Conversation(messages=[Message("user", "a"), Message("assistant", "b")])
+    off = template.encode(tok, conv, enable_thinking=False)
+    prompt = template.encode(tok, Conversation(messages=conv.messages[:1]), add_generation_prompt=True,
+                             enable_thinking=False)
+    assert off.input_ids[: len(prompt.input_ids)] == prompt.input_ids
+    assert [tok.decode(r) for r in trained_runs(off.labels)] == ["b<｜end▁of▁sentence｜>"]

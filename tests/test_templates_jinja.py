@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import copy
-import functools
 from typing import Any
 
 import pytest
 
 from lmforge.conversation import Conversation
 from lmforge.templates import get_template, list_templates
-from test_templates_official import BASIC, CASES, THINKING, TOOLS, _prompt_part
+from test_templates_official import BASIC, CASES, THINKING, TOOLS, _prompt_part, _tokenizer
 
 
-@functools.cache
-def _tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
-    from lmforge.assets import get_asset
-
-    return AutoTokenizer.from_pretrained(get_asset("llama3_2"))  # a vocabulary with both BOS and EOS
+def _llama_tokenizer() -> Any:
+    return _tokenizer("llama3_2")  # a vocabulary with both BOS and EOS
 
 
 def _cases(name: str) -> tuple[str, ...]:
@@ -34,18 +28,18 @@ PARAMS = [
     pytest.param(t.name, case, part, id=f"{t.name}-{case}-{part}")
     for t in list_templates()
     for case in _cases(t.name)
-    for part in ("prompt", "full", "prompt_nothink")
-    if not (part == "prompt_nothink" and not get_template(t.name).no_thinking_prefix)
+    for part in ("prompt", "full", "prompt_nothink", "full_nothink")
+    if not (part.endswith("nothink") and not get_template(t.name).no_thinking_prefix)
 ]
 
 
 @pytest.mark.parametrize(("name", "case", "part"), PARAMS)
 def test_jinja_renders_like_the_template(name: str, case: str, part: str) -> None:
     template = get_template(name)
-    tok = copy.copy(_tokenizer())
-    conv = CASES[case] if part == "full" else _prompt_part(CASES[case])
-    gen = part != "full"
-    thinking = part != "prompt_nothink"
+    tok = copy.copy(_llama_tokenizer())
+    conv = CASES[case] if part.startswith("full") else _prompt_part(CASES[case])
+    gen = part.startswith("prompt")
+    thinking = not part.endswith("nothink")
     ours = template.render_text(tok, Conversation.from_openai(conv), add_generation_prompt=gen,
                                 enable_thinking=thinking)
     extra = {} if thinking else {"enable_thinking": False}

@@ -162,7 +162,9 @@ def _assistant_body(t: Template) -> str:
             "{%- if not loop.last -%}"
             "{%- if reasoning is none and '</think>' in content -%}"
             "{%- set content = content.split('</think>')[-1] -%}{%- endif -%}"
-            "{%- elif reasoning -%}{%- set think = " + _think("reasoning") + " -%}{%- endif -%}"
+            "{%- elif reasoning -%}{%- set think = " + _think("reasoning") + " -%}"
+            "{%- elif enable_thinking is defined and enable_thinking is false -%}"
+            "{%- set think = " + _lit(t.no_thinking_prefix) + " -%}{%- endif -%}"
         )
     strip = "{%- set content = content | trim -%}" if t.strip_content else ""
     return head + strip + "{%- set think = " + _think("reasoning") + " if reasoning else '' -%}"

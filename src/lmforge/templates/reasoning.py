@@ -41,6 +41,7 @@ def assistant_body(
     last_query: int,
     is_last: bool,
     clean: Callable[[str], str],
+    enable_thinking: bool = True,
 ) -> tuple[str, str]:
     """(thinking block, reply text) of one assistant turn, before any tool calls are appended."""
     content = msg.content
@@ -58,5 +59,7 @@ def assistant_body(
             if reasoning is None and THINK_CLOSE in content:
                 return "", content.split(THINK_CLOSE)[-1]
             return "", content
+        if not reasoning and not enable_thinking:
+            return template.no_thinking_prefix, content  # matches the thinking-off prompt
         return (think_block(reasoning) if reasoning else ""), content
     return (think_block(reasoning) if reasoning else ""), clean(content)

@@ -78,6 +78,7 @@ def render(
 ) -> Rendered:
     """Render one conversation. Raises DataError for a conversation the format cannot express."""
     t = template
+    enable_thinking = enable_thinking is not False  # None (unset) means the family's default: on
     sp = special_strings(tokenizer)
     tool_fmt = get_tool_format(t.tool_format)
     out = _Builder()
@@ -133,12 +134,17 @@ def render(
                 header = t.assistant_header_after_tool
             out.add(fill(header, sp))
             thinking, body = assistant_body(
-                t, msg, index=i, last_query=last_query, is_last=nxt is None, clean=clean
+                t, msg, index=i, last_query=last_query, is_last=nxt is None, clean=clean,
+                enable_thinking=enable_thinking,
             )
             slot = t.assistant
             if msg.tool_calls:
                 body = tool_fmt.calls(body, msg.tool_calls)
                 slot = t.assistant_tool_call if t.assistant_tool_call is not None else t.assistant
+            if not enable_thinking and thinking and thinking == t.no_thinking_prefix and slot.startswith("{content}"):
+                # Thinking switched off: the empty block belongs to the prompt, as at inference.
+                out.add(thinking)
+                thinking = ""
             out.add(fill(slot, sp, thinking + body) + fill(t.assistant_end, sp), turn)
             out.add(fill(t.assistant_after, sp))
             if nxt is None and not add_generation_prompt:
