@@ -54,15 +54,37 @@ def load_encoded(path: str | Path) -> tuple[list[list[int]], list[list[int]]]:
     return [ids[a:b].tolist() for a, b in bounds], [labels[a:b].tolist() for a, b in bounds]
 
 
-def compare_encoded(path_a: str | Path, path_b: str | Path, examples: int = 5) -> dict:
-    """Count samples whose input_ids or labels differ, with the first few indexes of each kind."""
+def _after_first(ids: np.ndarray, labels: np.ndarray, marker: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The part of a sample after the first occurrence of ``marker`` (the whole sample if absent)."""
+    m = len(marker)
+    for i in range(len(ids) - m + 1):
+        if ids[i : i + m].tolist() == list(marker):
+            return ids[i + m :], labels[i + m :]
+    return ids, labels
+
+
+def compare_encoded(
+    path_a: str | Path, path_b: str | Path, examples: int = 5, skip_through: Sequence[int] | None = None
+) -> dict:
+    """Count samples whose input_ids or labels differ, with the first few indexes of each kind.
+
+    ``skip_through`` (token ids, e.g. the end of the system turn) also counts the samples that still
+    differ after the first occurrence of that marker, which separates a different default system
+    prompt from differences in the conversation itself.
+    """
     ids_a, lab_a, off_a = load_arrays(path_a)
     ids_b, lab_b, off_b = load_arrays(path_b)
     n = min(len(off_a), len(off_b)) - 1
     ids_differ: list[int] = []
     labels_differ: list[int] = []
+    rest_differ: list[int] = []
     for i in range(n):
         a0, a1, b0, b1 = off_a[i], off_a[i + 1], off_b[i], off_b[i + 1]
+        if skip_through:
+            rest_a = _after_first(ids_a[a0:a1], lab_a[a0:a1], skip_through)
+            rest_b = _after_first(ids_b[b0:b1], lab_b[b0:b1], skip_through)
+            if not (np.array_equal(rest_a[0], rest_b[0]) and np.array_equal(rest_a[1], rest_b[1])):
+                rest_differ.append(i)
         same_ids = np.array_equal(ids_a[a0:a1], ids_b[b0:b1])
         if not same_ids:
             ids_differ.append(i)
@@ -75,4 +97,6 @@ def compare_encoded(path_a: str | Path, path_b: str | Path, examples: int = 5) -
         "only_labels_differ": len(labels_differ),
         "first_input_ids_differ": ids_differ[:examples],
         "first_labels_differ": labels_differ[:examples],
+        "differ_after_marker": len(rest_differ) if skip_through else None,
+        "first_differ_after_marker": rest_differ[:examples],
     }

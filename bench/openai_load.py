@@ -11,12 +11,91 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+LOGS = Path(__file__).resolve().parent / "out" / "servers"
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A server command (``lmforge api`` or ``llamafactory-cli api``) on a free 127.0.0.1 port.
+
+    Both read ``API_HOST``/``API_PORT``; the context waits until ``/v1/models`` answers and stops
+    the whole process group on exit. Its output goes to ``bench/out/servers/NAME.log``.
+    """
+
+    def __init__(
+        self,
+        cmd: list[str],
+        *,
+        name: str,
+        env: dict[str, str] | None = None,
+        env_extra: dict[str, str] | None = None,
+        startup_timeout_s: float = 600,
+    ):
+        self.cmd = cmd
+        self.name = name
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.env = dict(env if env is not None else os.environ)
+        self.env.update(env_extra or {})
+        self.env.update(API_HOST="127.0.0.1", API_PORT=str(self.port), HF_HUB_OFFLINE="1")
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = LOGS / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(
+                self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name} server did not answer within {self.startup_timeout_s:.0f} s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
 def _client(base_url: str):

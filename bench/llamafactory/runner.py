@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent
@@ -222,19 +220,22 @@ def train_config(*, packing: bool, max_steps: int | None, output_dir: Path) -> d
 
 
 def memory_config(*, steps: int, batch: int, cutoff: int, output_dir: Path) -> dict:
-    """A tiny random Qwen2 (151,936-token vocabulary), LoRA, batch x cutoff tokens of packed text per step."""
+    """A tiny random Qwen2 (151k vocabulary), LoRA, ``batch`` full rows of ``cutoff`` trained tokens a step.
+
+    Stage pt on c4_demo packs the text into rows of exactly ``cutoff`` tokens, every one trained:
+    the same shape as lmforge's case (bench/train.py --case qwen-vocab), 8 x 1024 labels a step.
+    """
     return {
         "model_name_or_path": str(tiny_model_dir(MEMORY_MODEL_ARCH)),
-        "stage": "sft",
+        "stage": "pt",
         "do_train": True,
         "finetuning_type": "lora",
         "lora_rank": 8,
         "lora_target": "all",
-        "dataset": "alpaca_en_demo",
+        "dataset": "c4_demo",
         "dataset_dir": str(SHARED_DATA),
         "template": "qwen",
         "cutoff_len": cutoff,
-        "packing": True,
         "overwrite_cache": True,
         "output_dir": str(output_dir),
         "overwrite_output_dir": True,
@@ -339,86 +340,26 @@ def memory(*, steps: int = 3, batch: int = 8, cutoff: int = 1024, timeout_s: flo
 # ---------------------------------------------------------------- (d) serving
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ApiServer:
-    """``llamafactory-cli api`` as a context manager: started on a free port, stopped on exit."""
-
-    def __init__(self, model_dir: Path, template: str, name: str, startup_timeout_s: float = 600):
-        self.model_dir = model_dir
-        self.template = template
-        self.name = name
-        self.startup_timeout_s = startup_timeout_s
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc: subprocess.Popen | None = None
-        self.log_path = WORK / f"api_{name}.log"
-
-    def __enter__(self) -> ApiServer:
-        ensure_venv()
-        cfg = _write_yaml(
-            WORK / f"api_{self.name}.yaml",
-            {
-                "model_name_or_path": str(self.model_dir),
-                "template": self.template,
-                "infer_backend": "huggingface",
-                "infer_dtype": "float32",
-            },
-        )
-        env = _env(API_HOST="127.0.0.1", API_PORT=str(self.port), CUDA_VISIBLE_DEVICES="")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [str(LLAMAFACTORY_CLI), "api", str(cfg)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self) -> None:
-        import httpx
-
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-                raise RuntimeError(f"llamafactory-cli api exited with {self.proc.returncode}:\n{tail}")
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"llamafactory-cli api did not answer within {self.startup_timeout_s:.0f} s")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-
-
 def serve(*, model: str, requests_1: int = 10, requests_8: int = 16, max_tokens: int = 32) -> dict:
     """Latency with one client and throughput with eight, against LLaMA-Factory's hf backend."""
-    from openai_load import measure_server
+    from openai_load import ServerProcess, measure_server
 
+    ensure_venv()
     if model == "tiny":
         model_dir, template = tiny_model_dir(MEMORY_MODEL_ARCH), "qwen"
     else:
         model_dir, template = asset_dir(TRAIN_MODEL), TRAIN_TEMPLATE
-    with ApiServer(model_dir, template, name=model) as server:
+    cfg = _write_yaml(
+        WORK / f"api_{model}.yaml",
+        {
+            "model_name_or_path": str(model_dir),
+            "template": template,
+            "infer_backend": "huggingface",
+            "infer_dtype": "float32",
+        },
+    )
+    cmd = [str(LLAMAFACTORY_CLI), "api", str(cfg)]
+    with ServerProcess(cmd, name=f"llamafactory_{model}", env=_env(CUDA_VISIBLE_DEVICES="")) as server:
         return measure_server(
             server.base_url, model=model, requests_1=requests_1, requests_8=requests_8, max_tokens=max_tokens
         )

@@ -1,0 +1,620 @@
+"""lmforge beside LLaMA-Factory 0.9.2 on the same work, same machine, one run: medians and ratios.
+
+Rows (``--only`` takes one or more, comma-separated):
+  startup     ``lmforge version`` vs ``llamafactory-cli version``: wall time, peak RSS
+  preprocess  alpaca_zh_demo x50,000, Qwen2.5 tokenizer, template qwen, cutoff 1024: samples/s, tokens/s,
+              the raw fast tokenizer's rate, and how many samples' input_ids/labels differ
+  train       SmolLM2-135M-Instruct LoRA r8 all linear, alpaca_en_demo[:100], batch 4, cutoff 512, fp32,
+              unpacked and packed: trained tokens/s, wall, loss, peak RSS
+  memory      tiny random Qwen2 (151k vocabulary), batch 8 x 1024, one step: peak RSS
+  serve       tiny Qwen2 and SmolLM2, 32 new tokens: p50/p95 latency (1 client), tokens/s (8 clients)
+
+Each pair runs back to back, the two tools alternating which goes first, ``--repeats`` times.
+Every run's figures are kept in bench/out/compare/<row>.json; the table between the markers in
+bench/RESULTS.md is rebuilt from them, so rows measured at different times keep their own date
+and load. ``--quick`` shrinks each row (fewer samples, capped steps) to check the plumbing; its
+figures are labelled quick and never replace a full measurement.
+
+    .venv/bin/python bench/compare.py [--only train,memory] [--repeats N] [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH / "llamafactory"))
+
+import runner as lf  # noqa: E402
+
+from common import (  # noqa: E402
+    LLAMAFACTORY_PYTHON,
+    LMFORGE_PYTHON,
+    OUT,
+    PREPROCESS_SAMPLES,
+    REPO,
+    load_average,
+    machine_description,
+    package_version,
+)
+from memory import run_measured  # noqa: E402
+
+RESULTS = BENCH / "RESULTS.md"
+STORE = OUT / "compare"
+BEGIN, END = "<!-- bench/compare.py: begin -->", "<!-- bench/compare.py: end -->"
+NOT_YET = "lmforge side not available yet"
+QWEN_END_OF_TURN = (151645, 198)  # "<|im_end|>\n": where the system turn ends
+
+
+class Unavailable(Exception):
+    """The lmforge side of a row has no script/command yet."""
+
+
+@dataclass
+class Metric:
+    """One line of the table: how to read it from a run's figures, and which way is better."""
+
+    label: str
+    key: str
+    unit: str
+    higher_is_better: bool
+    target: str = ""
+    target_ratio: float | None = (
+        None  # lmforge/LLaMA-Factory ratio to reach (>= if higher is better, else <=)
+    )
+
+
+# ---------------------------------------------------------------- running one side
+
+
+def _lmforge_json_script(args: list[str], what: str, timeout_s: float) -> dict:
+    """Run an lmforge bench script that prints one JSON object as its last line; add external peak RSS."""
+    script = BENCH / args[0]
+    if not script.exists():
+        raise Unavailable(f"bench/{args[0]} does not exist")
+    m = run_measured([str(LMFORGE_PYTHON), str(script), *args[1:]], timeout_s=timeout_s).check(what)
+    result = json.loads(m.stdout.strip().splitlines()[-1])
+    result["process_peak_rss_mib"] = m.peak_rss_mib
+    result["process_wall_s"] = m.wall_s
+    return result
+
+
+def lm_startup(opts) -> dict:
+    cmd = [str(REPO / ".venv" / "bin" / "lmforge"), "version"]
+    m = run_measured(cmd, timeout_s=120).check("lmforge version")
+    return {"wall_s": m.wall_s, "peak_rss_mib": m.peak_rss_mib}
+
+
+def lf_startup(opts) -> dict:
+    lf.ensure_venv()
+    m = run_measured([str(lf.LLAMAFACTORY_CLI), "version"], env=lf._env(), timeout_s=300).check(
+        "llamafactory-cli version"
+    )
+    return {"wall_s": m.wall_s, "peak_rss_mib": m.peak_rss_mib}
+
+
+def _parse_preprocess_table(stdout: str) -> dict:
+    """Figures from bench/preprocess.py's table: ``| run | seconds | samples/s | tokens/s | of raw |``."""
+    rows: dict[str, dict] = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not cells[1].replace(".", "", 1).isdigit():
+            continue
+        rows[cells[0]] = {
+            "seconds": float(cells[1]),
+            "samples_per_s": float(cells[2].replace(",", "")),
+            "tokens_per_s": float(cells[3].replace(",", "")),
+        }
+    if "raw fast tokenizer" not in rows:
+        raise RuntimeError(f"could not read bench/preprocess.py's table from:\n{stdout[-2000:]}")
+    result: dict[str, Any] = {"raw_samples_per_s": rows["raw fast tokenizer"]["samples_per_s"]}
+    result["raw_tokens_per_s"] = rows["raw fast tokenizer"]["tokens_per_s"]
+    for label, row in rows.items():
+        if label.startswith("cold, "):
+            workers = label.split()[1]
+            result[f"cold_{workers}w_samples_per_s"] = row["samples_per_s"]
+            result[f"cold_{workers}w_tokens_per_s"] = row["tokens_per_s"]
+        elif label == "cached rerun":
+            result["cached_s"] = row["seconds"]
+    return result
+
+
+def lm_preprocess(opts) -> dict:
+    script = BENCH / "preprocess.py"
+    if not script.exists():
+        raise Unavailable("bench/preprocess.py does not exist")
+    cmd = [str(LMFORGE_PYTHON), str(script), "--samples", str(opts.samples), "--repeats", "1"]
+    cmd += ["--workers", str(opts.workers)]
+    m = run_measured(cmd, timeout_s=3600).check("bench/preprocess.py")
+    result = _parse_preprocess_table(m.stdout)
+    result["process_peak_rss_mib"] = m.peak_rss_mib
+    return result
+
+
+def lf_preprocess(opts) -> dict:
+    result: dict[str, Any] = {}
+    for workers in sorted({1, opts.workers}):
+        r = lf.preprocess(samples=opts.samples, workers=workers)
+        result[f"cold_{workers}w_samples_per_s"] = r["samples_per_s"]
+        result[f"cold_{workers}w_tokens_per_s"] = r["tokens_per_s"]
+        result[f"cold_{workers}w_peak_rss_mib"] = r["peak_rss_mib"]
+    return result
+
+
+def _train_args(opts, packing: bool) -> list[str]:
+    args = ["train.py", "--case", "smollm2", "--json"]
+    if packing:
+        args.append("--packing")
+    if opts.max_steps:
+        args += ["--max-steps", str(opts.max_steps)]
+    return args
+
+
+def _lm_train(opts, packing: bool) -> dict:
+    r = _lmforge_json_script(_train_args(opts, packing), "bench/train.py", timeout_s=3600)
+    return {
+        "trained_tokens_per_s": r["trained_tokens_per_second"],
+        "wall_s": r["process_wall_s"],
+        "train_runtime_s": r["train_runtime_s"],
+        "train_loss": r["train_loss"],
+        "steps": r["steps"],
+        "peak_rss_mib": r["process_peak_rss_mib"],
+        "trained_tokens": r["trained_tokens"],
+    }
+
+
+def _lf_train(opts, packing: bool) -> dict:
+    r = lf.train(packing=packing, max_steps=opts.max_steps)
+    return {
+        "trained_tokens_per_s": r["trained_tokens_per_s"],
+        "wall_s": r["wall_s"],
+        "train_runtime_s": r["train_runtime_s"],
+        "train_loss": r["train_loss"],
+        "steps": r["steps"],
+        "peak_rss_mib": r["peak_rss_mib"],
+        "trained_tokens": r["trained_tokens"],
+    }
+
+
+def lm_memory(opts) -> dict:
+    r = _lmforge_json_script(["train.py", "--case", "qwen-vocab", "--json"], "bench/train.py", timeout_s=1800)
+    return {"peak_rss_mib": r["process_peak_rss_mib"], "wall_s": r["process_wall_s"], "steps": r["steps"]}
+
+
+def lf_memory(opts) -> dict:
+    r = lf.memory(steps=1, batch=opts.memory_batch, cutoff=1024)
+    return {"peak_rss_mib": r["peak_rss_mib"], "wall_s": r["wall_s"], "steps": r["steps"]}
+
+
+def _lm_serve(opts, model: str) -> dict:
+    from openai_load import ServerProcess, measure_server
+
+    if not (REPO / "src" / "lmforge" / "serve" / "cli.py").exists():
+        raise Unavailable("lmforge api does not exist")
+    from lmforge.assets import get_asset, tiny_model
+
+    if model == "tiny":
+        model_dir, template = tiny_model("qwen2"), "qwen"
+    else:
+        model_dir, template = get_asset("smollm2"), "chatml"
+    cmd = [
+        str(REPO / ".venv" / "bin" / "lmforge"), "api",
+        f"model_name_or_path={model_dir}", f"template={template}", "infer_backend=huggingface",
+        "infer_dtype=float32",
+    ]  # fmt: skip
+    with ServerProcess(cmd, name=f"lmforge_{model}", env_extra={"API_MODEL_NAME": model}) as server:
+        return measure_server(server.base_url, model=model, **_load_sizes(opts))
+
+
+def _lf_serve(opts, model: str) -> dict:
+    return lf.serve(model=model, **_load_sizes(opts))
+
+
+def _load_sizes(opts) -> dict:
+    return {"requests_1": opts.requests_1, "requests_8": opts.requests_8, "max_tokens": 32}
+
+
+# ---------------------------------------------------------------- the rows
+
+
+@dataclass
+class Row:
+    name: str
+    title: str
+    command: str
+    lmforge: Callable[[Any], dict]
+    llamafactory: Callable[[Any], dict]
+    metrics: list[Metric]
+
+
+def _rows() -> list[Row]:
+    train_metrics = [
+        Metric("trained tokens/s", "trained_tokens_per_s", "tok/s", True, ">= 2x", 2.0),
+        Metric("wall time", "wall_s", "s", False),
+        Metric("train loss (mean over the run)", "train_loss", "", False),
+        Metric("peak RSS", "peak_rss_mib", "MiB", False),
+    ]
+    serve_metrics = [
+        Metric("p50 latency, 1 client", "p50_latency_s", "s", False),
+        Metric("p95 latency, 1 client", "p95_latency_s", "s", False),
+        Metric("tokens/s, 8 clients", "tokens_per_s_8", "tok/s", True, ">= 3x", 3.0),
+    ]
+    return [
+        Row(
+            "startup",
+            "start-up: `version` command",
+            "lmforge version / llamafactory-cli version",
+            lm_startup,
+            lf_startup,
+            [
+                Metric("wall time", "wall_s", "s", False, "faster", 1.0),
+                Metric("peak RSS", "peak_rss_mib", "MiB", False),
+            ],
+        ),
+        Row(
+            "preprocess",
+            "preprocessing: alpaca_zh_demo x50,000, Qwen2.5 tokenizer, template qwen, cutoff 1024",
+            "bench/preprocess.py --repeats 1 / bench/llamafactory/driver.py preprocess (LLaMA-Factory's get_dataset)",
+            lm_preprocess,
+            lf_preprocess,
+            [
+                Metric("cold, 1 process: samples/s", "cold_1w_samples_per_s", "samples/s", True),
+                Metric("cold, 1 process: tokens/s", "cold_1w_tokens_per_s", "tok/s", True),
+                Metric("cold, 2 workers: samples/s", "cold_2w_samples_per_s", "samples/s", True),
+                Metric("cold, 2 workers: tokens/s", "cold_2w_tokens_per_s", "tok/s", True),
+                Metric("raw fast tokenizer (the limit): samples/s", "raw_samples_per_s", "samples/s", True),
+                Metric("cached rerun", "cached_s", "s", False, "< 1 s"),
+            ],
+        ),
+        Row(
+            "train_unpacked",
+            "training, unpacked: SmolLM2-135M-Instruct LoRA r8 all linear, alpaca_en_demo[:100], batch 4, cutoff 512, fp32",
+            "bench/train.py --case smollm2 --json / llamafactory-cli train (bench/out/llamafactory/train_unpacked.yaml)",
+            lambda o: _lm_train(o, False),
+            lambda o: _lf_train(o, False),
+            train_metrics,
+        ),
+        Row(
+            "train_packed",
+            "training, packed: as above with packing",
+            "bench/train.py --case smollm2 --packing --json / llamafactory-cli train (train_packed.yaml)",
+            lambda o: _lm_train(o, True),
+            lambda o: _lf_train(o, True),
+            train_metrics,
+        ),
+        Row(
+            "memory",
+            "memory: tiny random Qwen2 (151k vocabulary), LoRA, one step of batch 8 x 1024",
+            "bench/train.py --case qwen-vocab --json / llamafactory-cli train (memory.yaml, stage pt on c4_demo)",
+            lm_memory,
+            lf_memory,
+            [Metric("peak RSS", "peak_rss_mib", "MiB", False, "<= 0.5x", 0.5)],
+        ),
+        Row(
+            "serve_tiny",
+            "serving, tiny random Qwen2, 32 new tokens, huggingface backend",
+            "lmforge api / llamafactory-cli api, driven by bench/openai_load.py",
+            lambda o: _lm_serve(o, "tiny"),
+            lambda o: _lf_serve(o, "tiny"),
+            serve_metrics,
+        ),
+        Row(
+            "serve_smollm2",
+            "serving, SmolLM2-135M-Instruct, 32 new tokens, huggingface backend",
+            "lmforge api / llamafactory-cli api, driven by bench/openai_load.py",
+            lambda o: _lm_serve(o, "smollm2"),
+            lambda o: _lf_serve(o, "smollm2"),
+            serve_metrics,
+        ),
+    ]
+
+
+ALIASES = {"train": ["train_unpacked", "train_packed"], "serve": ["serve_tiny", "serve_smollm2"]}
+
+
+# ---------------------------------------------------------------- measuring and storing
+
+
+def _median(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+    return statistics.median(values) if values else None
+
+
+def measure_row(row: Row, opts) -> dict:
+    """Alternate the two tools ``repeats`` times; keep every run's figures."""
+    runs: dict[str, list[dict]] = {"lmforge": [], "llamafactory": []}
+    note: str | None = None
+    loads = [load_average()]
+    for i in range(opts.repeats):
+        order = ["lmforge", "llamafactory"] if i % 2 == 0 else ["llamafactory", "lmforge"]
+        for tool in order:
+            if tool == "lmforge" and note is not None:
+                continue
+            print(f"[{row.name}] run {i + 1}/{opts.repeats}: {tool} ...", flush=True)
+            started = time.perf_counter()
+            try:
+                figures = (row.lmforge if tool == "lmforge" else row.llamafactory)(opts)
+            except Unavailable as exc:
+                note = f"{NOT_YET} ({exc})"
+                print(f"[{row.name}] {note}", flush=True)
+                continue
+            figures["load_after"] = load_average()
+            runs[tool].append(figures)
+            print(
+                f"[{row.name}]   {tool} done in {time.perf_counter() - started:.0f} s: {_short(figures)}",
+                flush=True,
+            )
+            loads.append(figures["load_after"])
+    return {
+        "row": row.name,
+        "mode": opts.mode,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "repeats": opts.repeats,
+        "loads": loads,
+        "note": note,
+        "runs": runs,
+    }
+
+
+def _short(figures: dict) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(figures.items())[:8]
+    )
+
+
+def store(result: dict) -> None:
+    """Keep the result; quick runs go to their own file and never reach RESULTS.md."""
+    STORE.mkdir(parents=True, exist_ok=True)
+    suffix = ".quick.json" if result["mode"].startswith("quick") else ".json"
+    path = STORE / f"{result['row']}{suffix}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(path)
+
+
+def print_row(row: Row, result: dict) -> None:
+    lm, lf_runs = result["runs"]["lmforge"], result["runs"]["llamafactory"]
+    print(f"\n== {row.title} ({result['mode']}, {len(lf_runs)} LLaMA-Factory / {len(lm)} lmforge runs)")
+    for metric in row.metrics:
+        a, b = _median(lm, metric.key), _median(lf_runs, metric.key)
+        print(
+            f"  {metric.label:45s} lmforge {_fmt(a):>12s}  LLaMA-Factory {_fmt(b):>12s}  {_ratio(a, b, metric)}"
+        )
+    if result["note"]:
+        print(f"  {result['note']}")
+    if "diff" in result:
+        print(f"  encoding differences: {result['diff']}")
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _ratio(a: float | None, b: float | None, metric: Metric) -> str:
+    """lmforge relative to LLaMA-Factory, phrased so that > 1 is always "lmforge better"."""
+    if a is None or b is None or a == 0 or b == 0:
+        return "-"
+    if metric.higher_is_better:
+        return f"{a / b:.2f}x"
+    return f"{b / a:.2f}x"
+
+
+def _met(a: float | None, b: float | None, metric: Metric) -> str:
+    if metric.target_ratio is None or a is None or b is None or a == 0 or b == 0:
+        return metric.target
+    ratio = a / b
+    ok = ratio >= metric.target_ratio if metric.higher_is_better else ratio <= metric.target_ratio
+    if metric.target_ratio == 1.0 and not metric.higher_is_better:
+        ok = a < b
+    return f"{metric.target}: {'met' if ok else 'NOT met'}"
+
+
+# ---------------------------------------------------------------- preprocessing differences
+
+
+def preprocessing_diff(samples: int) -> dict:
+    """Encode the same records with both tools and count the samples that differ."""
+    from encoded_dump import compare_encoded
+
+    folder = OUT / "compare"
+    folder.mkdir(parents=True, exist_ok=True)
+    ours, theirs = folder / "lmforge_encoding.npz", folder / "llamafactory_encoding.npz"
+    dump_script = BENCH / "dump_lmforge_encoding.py"
+    run_measured(
+        [str(LMFORGE_PYTHON), str(dump_script), str(ours), "--samples", str(samples)], timeout_s=3600
+    ).check("lmforge encoding dump")
+    lf.preprocess(samples=samples, workers=1, dump=theirs)
+    report = compare_encoded(ours, theirs, skip_through=QWEN_END_OF_TURN)
+    report["first_difference"] = _first_difference(ours, theirs, report)
+    return report
+
+
+def _first_difference(ours: Path, theirs: Path, report: dict) -> str | None:
+    from encoded_dump import load_arrays
+
+    candidates = report["first_input_ids_differ"] or report["first_labels_differ"]
+    if not candidates:
+        return None
+    i = candidates[0]
+    ia, la, oa = load_arrays(ours)
+    ib, lb, ob = load_arrays(theirs)
+    a_ids, b_ids = ia[oa[i] : oa[i + 1]].tolist(), ib[ob[i] : ob[i + 1]].tolist()
+    a_lab, b_lab = la[oa[i] : oa[i + 1]].tolist(), lb[ob[i] : ob[i + 1]].tolist()
+    for pos, (x, y) in enumerate(zip(a_ids, b_ids, strict=False)):
+        if x != y:
+            return f"sample {i}: input_ids first differ at position {pos} (lmforge {x}, LLaMA-Factory {y})"
+    for pos, (x, y) in enumerate(zip(a_lab, b_lab, strict=False)):
+        if x != y:
+            return f"sample {i}: labels first differ at position {pos} (lmforge {x}, LLaMA-Factory {y})"
+    return f"sample {i}: lengths {len(a_ids)} (lmforge) and {len(b_ids)} (LLaMA-Factory)"
+
+
+# ---------------------------------------------------------------- RESULTS.md
+
+
+def render_table() -> str:
+    """The block of RESULTS.md owned by this script, rebuilt from every stored row."""
+    rows = {row.name: row for row in _rows()}
+    lines = [
+        "## Side by side with LLaMA-Factory 0.9.2 (`bench/compare.py`)",
+        "",
+        f"Machine: {machine_description()}. No GPU.",
+        f"Versions: lmforge {package_version(LMFORGE_PYTHON, 'lmforge')} (torch "
+        f"{package_version(LMFORGE_PYTHON, 'torch')}, transformers {package_version(LMFORGE_PYTHON, 'transformers')}); "
+        f"LLaMA-Factory {package_version(LLAMAFACTORY_PYTHON, 'llamafactory')} (torch "
+        f"{package_version(LLAMAFACTORY_PYTHON, 'torch')}, transformers "
+        f"{package_version(LLAMAFACTORY_PYTHON, 'transformers')}), each in its own venv.",
+        "",
+        "Medians over the runs listed; *ratio* is lmforge's advantage (above 1: lmforge better, whatever the unit). "
+        "*load* is the 1/5/15-minute load average before the row and after each run.",
+        "",
+        "| row | metric | lmforge | LLaMA-Factory | ratio | target | mode, date, runs, load |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    notes = []
+    for name, row in rows.items():
+        path = STORE / f"{name}.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        lm, lf_runs = result["runs"]["lmforge"], result["runs"]["llamafactory"]
+        when = (
+            f"{result['mode']}, {result['date']}, {len(lm)}+{len(lf_runs)} runs, load "
+            f"{result['loads'][0]} .. {max(result['loads'], key=lambda s: float(s.split()[0]))}"
+        )
+        for metric in row.metrics:
+            a, b = _median(lm, metric.key), _median(lf_runs, metric.key)
+            if a is None and b is None:
+                continue
+            lm_cell = _fmt(a) if lm else NOT_YET
+            lines.append(
+                f"| {row.name} | {metric.label} ({metric.unit}) | {lm_cell} | {_fmt(b)} | {_ratio(a, b, metric)} | "
+                f"{_met(a, b, metric)} | {when} |"
+            )
+        commands.append(f"- **{row.name}** ({row.title}): {row.command}")
+        if result.get("note"):
+            notes.append(f"- {row.name}: {result['note']}")
+        if "diff" in result:
+            d = result["diff"]
+            notes.append(
+                f"- preprocess: of {d['samples_b']:,} samples, {d['input_ids_differ']:,} differ in input_ids and "
+                f"{d['only_labels_differ']:,} only in labels; {d['differ_after_marker']:,} still differ after the "
+                f"system turn. {d.get('first_difference') or ''}"
+            )
+    lines += ["", "Commands (each row: lmforge side / LLaMA-Factory side):", "", *commands]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    lines += [
+        "",
+        "Reproduce: `make bench` or `.venv/bin/python bench/compare.py [--only ROW] [--repeats N]`.",
+    ]
+    return "\n".join(lines)
+
+
+def write_results(block: str) -> None:
+    """Replace this script's block of RESULTS.md (between its markers), keeping other sections."""
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    wrapped = f"{BEGIN}\n{block}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + wrapped + rest.split(END, 1)[1]
+    else:
+        title, _, body = text.partition("\n")
+        text = f"{title}\n\n{wrapped}\n{body}"
+    tmp = RESULTS.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(RESULTS)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only", default="", help="rows, comma-separated: " + ", ".join([*ALIASES, *_row_names()])
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs of each tool per row (default 3; train 1)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes to check the plumbing (labelled quick)"
+    )
+    parser.add_argument("--max-steps", type=int, default=None, help="cap training steps (reported as such)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="preprocessing workers besides the 1-process run"
+    )
+    parser.add_argument("--no-diff", action="store_true", help="skip counting differing preprocessed samples")
+    parser.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
+    parser.add_argument(
+        "--render", action="store_true", help="only rebuild the RESULTS.md table from stored runs"
+    )
+    opts = parser.parse_args(argv)
+
+    if opts.render:
+        write_results(render_table())
+        print(f"table written to {RESULTS}")
+        return 0
+    wanted: list[str] = []
+    for name in filter(None, opts.only.split(",")):
+        wanted += ALIASES.get(name, [name])
+    unknown = sorted(set(wanted) - set(_row_names()))
+    if unknown:
+        parser.error(
+            f"unknown row(s) {', '.join(unknown)}; choose from {', '.join([*ALIASES, *_row_names()])}"
+        )
+    quick = opts.quick
+    opts.samples = 5_000 if quick else PREPROCESS_SAMPLES
+    opts.memory_batch = 2 if quick else 8
+    opts.requests_1, opts.requests_8 = (3, 8) if quick else (10, 16)
+    if quick and opts.max_steps is None:
+        opts.max_steps = 2
+    opts.mode = "quick" if quick else ("full" if not opts.max_steps else f"max_steps {opts.max_steps}")
+    if quick:
+        opts.mode = (
+            f"quick (samples {opts.samples}, max_steps {opts.max_steps}, memory batch {opts.memory_batch})"
+        )
+    user_repeats = opts.repeats
+    for row in _rows():
+        if wanted and row.name not in wanted:
+            continue
+        opts.repeats = user_repeats or (1 if row.name.startswith("train") or quick else 3)
+        if row.name == "startup":
+            opts.repeats = user_repeats or (3 if quick else 7)
+        result = measure_row(row, opts)
+        if row.name == "preprocess" and not opts.no_diff:
+            try:
+                result["diff"] = preprocessing_diff(opts.samples)
+            except Exception as exc:  # noqa: BLE001 - the figures above stay recorded
+                result["note"] = (result["note"] or "") + f" (difference count failed: {exc})"
+        store(result)
+        print_row(row, result)
+        if not opts.no_write and not opts.mode.startswith("quick"):
+            write_results(render_table())
+    if not opts.no_write and opts.mode.startswith("quick"):
+        print("\nquick figures stored in bench/out/compare/ (not written to RESULTS.md)")
+    return 0
+
+
+def _row_names() -> list[str]:
+    return [row.name for row in _rows()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
