@@ -372,3 +372,35 @@ def test_deepseekr1_thinking_off_matches_its_prompt() -> None:
                              enable_thinking=False)
     assert off.input_ids[: len(prompt.input_ids)] == prompt.input_ids
     assert [tok.decode(r) for r in trained_runs(off.labels)] == ["b<｜end▁of▁sentence｜>"]
+
+
+@pytest.mark.parametrize("name", ["qwen", "qwen3", "llama3", "deepseek3"])
+def test_piecewise_fallback_equals_the_offset_path(name: str) -> None:
+    """The fallback for tokenizers without offsets gives the same ids and labels where pieces end
+    at special tokens (every chat template with its own vocabulary here)."""
+    from lmforge.templates.encode import _encode_pieces
+
+    template, tok = get_template(name), tok_for(name)
+    for conv in (three_turns(), three_turns(system=None)):
+        for mask_history in (False, True):
+            rendered = render(template, conv, tok)
+            assert _encode_pieces(tok, rendered, False, mask_history) == template.encode(
+                tok, conv, mask_history=mask_history
+            )
+
+
+def test_auto_labels_tool_call_turns_like_the_named_template() -> None:
+    tok = tokenizer("qwen3")
+    conv = Conversation(
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        messages=[
+            Message("user", "Weather?"),
+            Message("assistant", "", tool_calls=[CALL]),
+            Message("tool", "21C"),
+            Message("assistant", "It is 21C.", reasoning="The tool said so."),
+        ],
+    )
+    ours = get_template("qwen3").encode(tok, conv)
+    theirs = resolve_template("auto", tok).encode(tok, conv)
+    assert theirs.input_ids == ours.input_ids
+    assert trained_runs(theirs.labels) == trained_runs(ours.labels)
