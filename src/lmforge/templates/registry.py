@@ -22,6 +22,10 @@ VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
+GLM4_TOOLS_SYSTEM = (
+    "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
+    "你的任务是针对用户的问题和要求提供适当的答复和支持。"
+)
 LLAMA3_DATE_HEADER = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
 
 # ChatML, the shape Qwen, Yi and many others share.
@@ -248,6 +252,9 @@ TEMPLATES: dict[str, Template] = {
             conversation_end="{eos}",
             tool="<|observation|>\n{content}",
             tool_format="glm4",
+            # GLM-4 describes tools in a system block of their own, before the user's system prompt.
+            system_tools_only=GLM4_TOOLS_SYSTEM + "\n\n{tools}",
+            system_with_tools=GLM4_TOOLS_SYSTEM + "\n\n{tools}<|system|>\n{content}",
             stop_words=("<|user|>", "<|observation|>"),
         ),
         # ---- others ----
