@@ -59,21 +59,19 @@ def base_config(model: str, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def test_train_from_yaml_with_packing_and_evaluation(tiny_model: Any, tmp_path: Path) -> None:
-    write_dataset(tmp_path / "data")
-    config = base_config(
-        str(tiny_model("llama")),
-        tmp_path,
-        packing=True,
-        val_size=0.25,
-        eval_strategy="steps",
-        eval_steps=2,
-        plot_loss=True,
-    )
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    done = lmforge(["train", "cfg.yaml"], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_example_cpu_config_trains_with_packing_and_evaluation(tiny_model: Any, tmp_path: Path) -> None:
+    """examples/train_lora/tiny_cpu_lora_sft.yaml as shipped, plus a validation split, shortened."""
     out = tmp_path / "out"
+    overrides = [
+        f"model_name_or_path={tiny_model('llama')}",
+        f"output_dir={out}",
+        "max_steps=3",
+        "val_size=0.25",
+        "eval_strategy=steps",
+        "eval_steps=2",
+    ]
+    done = lmforge(["train", "examples/train_lora/tiny_cpu_lora_sft.yaml", *overrides], cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "all_results.json").read_text())
     assert results["packing"] is True and results["chunked_loss"] is True
     assert results["trained_samples"] > results["global_step"] * 4, "packed rows hold several samples"
@@ -81,6 +79,19 @@ def test_train_from_yaml_with_packing_and_evaluation(tiny_model: Any, tmp_path: 
     assert (out / "adapter_model.safetensors").is_file() and (out / "training_loss.png").is_file()
     log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     assert any("eval_loss" in r for r in log)
+
+
+def test_every_example_config_parses() -> None:
+    from lmforge.config import load_config
+
+    configs = sorted((REPO_ROOT / "examples").rglob("*.yaml"))
+    assert len(configs) >= 5
+    for path in configs:
+        config = load_config([str(path)])
+        assert config.training_kwargs.get("output_dir") or path.parent.name == "demo", path
+        deepspeed = config.training_kwargs.get("deepspeed")
+        if deepspeed:
+            assert json.loads((REPO_ROOT / deepspeed).read_text())["zero_optimization"]["stage"] in (2, 3)
 
 
 def test_config_errors_stop_with_one_line_and_exit_2(
