@@ -26,7 +26,9 @@ def _conversations(limit: int) -> list:
     for name in ("alpaca_en_demo.json", "alpaca_zh_demo.json"):
         for row in json.loads((data_dir / name).read_text(encoding="utf-8")):
             prompt = row["instruction"] + ("\n" + row["input"] if row.get("input") else "")
-            convs.append(Conversation(messages=[Message("user", prompt), Message("assistant", row["output"])]))
+            convs.append(
+                Conversation(messages=[Message("user", prompt), Message("assistant", row["output"])])
+            )
     return convs[:limit]
 
 
@@ -67,8 +69,10 @@ def main() -> None:
     auto = _best(lambda: resolve_template("auto", tok).encode_batch(tok, convs[:200]), 1) * n / min(n, 200)
     print(f"{n} conversations, {tokens} tokens, template {args.template}, tokenizer {args.asset}")
     print(f"raw fast tokenizer (rendered texts): {n / raw:10.0f} conv/s  {tokens / raw:12.0f} tok/s")
-    print(f"lmforge encode_batch (ids + labels): {n / ours:10.0f} conv/s  {tokens / ours:12.0f} tok/s"
-          f"  ({raw / ours:.0%} of raw)")
+    print(
+        f"lmforge encode_batch (ids + labels): {n / ours:10.0f} conv/s  {tokens / ours:12.0f} tok/s"
+        f"  ({raw / ours:.0%} of raw)"
+    )
     print(f"lmforge auto (tokenizer jinja):      {n / auto:10.0f} conv/s  ({raw / auto:.0%} of raw)")
 
 

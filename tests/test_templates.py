@@ -16,11 +16,24 @@ from test_templates_official import _tokenizer
 # special tokens; templates of families without an offline tokenizer use Qwen2.5's (their
 # special strings are then plain text, which still exercises the label alignment).
 FAMILY_ASSET = {
-    "qwen": "qwen2_5", "qwen2_vl": "qwen2_5", "qwen2_audio": "qwen2_5", "qwen2_omni": "qwen2_5",
-    "chatml": "qwen2_5", "yi": "qwen2_5", "qwen3": "qwen3", "qwen3_nothink": "qwen3",
-    "llama3": "llama3_2", "llama3_2": "llama3_2", "mllama": "llama3_2", "llama4": "llama3_2",
-    "deepseek": "deepseek_llm", "deepseek3": "deepseek_v3", "deepseekr1": "deepseek_r1",
-    "chatglm3": "chatglm3", "llama2": "mistral_v1", "mistral": "mistral_v3",
+    "qwen": "qwen2_5",
+    "qwen2_vl": "qwen2_5",
+    "qwen2_audio": "qwen2_5",
+    "qwen2_omni": "qwen2_5",
+    "chatml": "qwen2_5",
+    "yi": "qwen2_5",
+    "qwen3": "qwen3",
+    "qwen3_nothink": "qwen3",
+    "llama3": "llama3_2",
+    "llama3_2": "llama3_2",
+    "mllama": "llama3_2",
+    "llama4": "llama3_2",
+    "deepseek": "deepseek_llm",
+    "deepseek3": "deepseek_v3",
+    "deepseekr1": "deepseek_r1",
+    "chatglm3": "chatglm3",
+    "llama2": "mistral_v1",
+    "mistral": "mistral_v3",
 }
 
 
@@ -125,7 +138,9 @@ def test_train_on_prompt_trains_everything() -> None:
 
 def test_train_on_prompt_with_mask_history_is_an_error() -> None:
     with pytest.raises(ConfigError, match="train_on_prompt and mask_history"):
-        get_template("qwen").encode(tokenizer("qwen2_5"), three_turns(), train_on_prompt=True, mask_history=True)
+        get_template("qwen").encode(
+            tokenizer("qwen2_5"), three_turns(), train_on_prompt=True, mask_history=True
+        )
 
 
 @pytest.mark.parametrize("name", ["llama3", "llama3_2", "default", "alpaca", "deepseek3", "llama2"])
@@ -143,12 +158,18 @@ def test_system_prompt_explicit_default_and_absent() -> None:
     assert "You are Qwen" in qwen.render_text(tok, three_turns(system=None))
     assert "You are Qwen" not in qwen.render_text(tok, three_turns(system="Custom."))
     assert qwen.render_text(tok, three_turns(system="")).startswith("<|im_start|>system\n<|im_end|>")
-    assert not get_template("qwen3").render_text(tok, three_turns(system=None)).startswith("<|im_start|>system")
+    assert (
+        not get_template("qwen3").render_text(tok, three_turns(system=None)).startswith("<|im_start|>system")
+    )
 
 
 def test_encode_batch_equals_single_encodes() -> None:
     tok = tokenizer("qwen3")
-    convs = [three_turns(), three_turns(system=None), Conversation(messages=[Message("user", "x"), Message("assistant", "y")])]
+    convs = [
+        three_turns(),
+        three_turns(system=None),
+        Conversation(messages=[Message("user", "x"), Message("assistant", "y")]),
+    ]
     template = get_template("qwen3")
     batch = template.encode_batch(tok, convs, mask_history=True)
     assert batch == [template.encode(tok, c, mask_history=True) for c in convs]
@@ -168,7 +189,9 @@ def test_generation_prompt_trains_nothing_and_prefixes_the_conversation() -> Non
 CALL = ToolCall(name="get_weather", arguments={"city": "巴黎", "days": 2})
 
 
-@pytest.mark.parametrize("name", ["qwen", "qwen3", "llama3", "llama4", "glm4", "mistral", "deepseek3", "default"])
+@pytest.mark.parametrize(
+    "name", ["qwen", "qwen3", "llama3", "llama4", "glm4", "mistral", "deepseek3", "default"]
+)
 def test_tool_call_round_trip(name: str) -> None:
     """What the template trains an assistant to write parses back into the same call."""
     template = get_template(name)
@@ -179,7 +202,9 @@ def test_tool_call_round_trip(name: str) -> None:
     )
     rendered = render(template, conv, tok)
     ((start, end, _),) = rendered.spans
-    end_text = fill(template.assistant_end, special_strings(tok)) + fill(template.conversation_end, special_strings(tok))
+    end_text = fill(template.assistant_end, special_strings(tok)) + fill(
+        template.conversation_end, special_strings(tok)
+    )
     reply = rendered.text[start:end]
     assert reply.endswith(end_text)
     parsed = template.parse_response(reply[: len(reply) - len(end_text)])
@@ -199,15 +224,21 @@ def test_parse_thinking_and_plain_text() -> None:
 
 def test_qwen3_drops_old_thinking_and_keeps_the_current() -> None:
     tok = tokenizer("qwen3")
-    conv = Conversation(messages=[
-        Message("user", "a"), Message("assistant", "b", reasoning="old thought"),
-        Message("user", "c"), Message("assistant", "d", reasoning="new thought"),
-    ])
+    conv = Conversation(
+        messages=[
+            Message("user", "a"),
+            Message("assistant", "b", reasoning="old thought"),
+            Message("user", "c"),
+            Message("assistant", "d", reasoning="new thought"),
+        ]
+    )
     text = get_template("qwen3").render_text(tok, conv)
     assert "old thought" not in text and "<think>\nnew thought\n</think>\n\nd" in text
 
 
-@pytest.mark.parametrize(("asset_name", "named"), [("qwen2_5", "qwen"), ("qwen3", "qwen3"), ("deepseek_v3", "deepseek3")])
+@pytest.mark.parametrize(
+    ("asset_name", "named"), [("qwen2_5", "qwen"), ("qwen3", "qwen3"), ("deepseek_v3", "deepseek3")]
+)
 def test_auto_uses_the_tokenizer_template_with_the_same_labels(asset_name: str, named: str) -> None:
     tok = tokenizer(asset_name)
     auto = resolve_template(None, tok)
@@ -237,9 +268,33 @@ def test_unknown_template_suggests_the_closest_name() -> None:
 
 def test_registry_covers_the_issue_list() -> None:
     wanted = {
-        "qwen", "qwen3", "qwen3_nothink", "qwen2_vl", "qwen2_audio", "qwen2_omni", "llama2", "llama3", "llama4",
-        "mllama", "deepseek", "deepseek3", "deepseekr1", "chatglm3", "default", "alpaca", "vicuna", "empty",
-        "chatml", "mistral", "gemma", "gemma2", "gemma3", "glm4", "phi4", "yi", "zephyr",
+        "qwen",
+        "qwen3",
+        "qwen3_nothink",
+        "qwen2_vl",
+        "qwen2_audio",
+        "qwen2_omni",
+        "llama2",
+        "llama3",
+        "llama4",
+        "mllama",
+        "deepseek",
+        "deepseek3",
+        "deepseekr1",
+        "chatglm3",
+        "default",
+        "alpaca",
+        "vicuna",
+        "empty",
+        "chatml",
+        "mistral",
+        "gemma",
+        "gemma2",
+        "gemma3",
+        "glm4",
+        "phi4",
+        "yi",
+        "zephyr",
     }
     assert wanted <= set(ALL_NAMES)
     assert all(t.stop_words or t.name == "empty" for t in list_templates())
@@ -247,7 +302,9 @@ def test_registry_covers_the_issue_list() -> None:
 
 def test_media_placeholders_become_family_tokens() -> None:
     tok = tokenizer("qwen2_5")
-    conv = Conversation(messages=[Message("user", "<image>What is this?"), Message("assistant", "A cat.")], images=["x.png"])
+    conv = Conversation(
+        messages=[Message("user", "<image>What is this?"), Message("assistant", "A cat.")], images=["x.png"]
+    )
     text = get_template("qwen2_vl").render_text(tok, conv)
     assert "<|vision_start|><|image_pad|><|vision_end|>What is this?" in text
 
@@ -274,16 +331,35 @@ def conv_file(tmp_path: Any) -> Any:
     import json
 
     path = tmp_path / "conv.json"
-    path.write_text(json.dumps({
-        "messages": [
-            {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-            {"role": "tool", "content": "21C"},
-            {"role": "assistant", "content": "It is 21 °C."},
-        ],
-        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
-    }, ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "Weather in Paris?"},
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [
+                            {
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "content": "21C"},
+                    {"role": "assistant", "content": "It is 21 °C."},
+                ],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "get_weather", "parameters": {"type": "object"}},
+                    }
+                ],
+            },
+            ensure_ascii=False,
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -293,8 +369,22 @@ def test_cli_render_json_matches_encode(conv_file: Any, capsys: pytest.CaptureFi
     from lmforge.assets import get_asset
 
     folder = str(get_asset("qwen2_5"))
-    assert _cli(["template", "render", "--template", "qwen", "--tokenizer", folder, "--input", str(conv_file),
-                 "--json"]) == 0
+    assert (
+        _cli(
+            [
+                "template",
+                "render",
+                "--template",
+                "qwen",
+                "--tokenizer",
+                folder,
+                "--input",
+                str(conv_file),
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     conv = Conversation.from_openai(json.loads(conv_file.read_text(encoding="utf-8")))
     sample = get_template("qwen").encode(tokenizer("qwen2_5"), conv)
@@ -306,14 +396,34 @@ def test_cli_render_marks_trained_parts(conv_file: Any, capsys: pytest.CaptureFi
     from lmforge.assets import get_asset
 
     folder = str(get_asset("qwen2_5"))
-    assert _cli(["template", "render", "--template", "qwen", "--tokenizer", folder, "--input", str(conv_file)]) == 0
+    assert (
+        _cli(["template", "render", "--template", "qwen", "--tokenizer", folder, "--input", str(conv_file)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "[[It is 21 °C.<|im_end|>]]" in out
-    assert '[[<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>]]' in out
+    assert (
+        '[[<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>]]'
+        in out
+    )
     assert "[[<|im_start|>user" not in out
 
-    assert _cli(["template", "render", "--template", "qwen", "--tokenizer", folder, "--input", str(conv_file),
-                 "--add-generation-prompt"]) == 0
+    assert (
+        _cli(
+            [
+                "template",
+                "render",
+                "--template",
+                "qwen",
+                "--tokenizer",
+                folder,
+                "--input",
+                str(conv_file),
+                "--add-generation-prompt",
+            ]
+        )
+        == 0
+    )
     assert "[[" not in capsys.readouterr().out.split("\n[qwen:")[0]
 
 
@@ -344,7 +454,16 @@ def test_cli_render_bad_json_names_the_file(tmp_path: Any, capsys: pytest.Captur
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"messages": [{"role": "robot", "content": "x"}]}', encoding="utf-8")
-    argv = ["template", "render", "--template", "qwen", "--tokenizer", str(get_asset("qwen2_5")), "--input", str(bad)]
+    argv = [
+        "template",
+        "render",
+        "--template",
+        "qwen",
+        "--tokenizer",
+        str(get_asset("qwen2_5")),
+        "--input",
+        str(bad),
+    ]
     assert _cli(argv) == 2
     assert "bad.json: message 0: unknown role 'robot'" in capsys.readouterr().err
 
@@ -358,8 +477,9 @@ def test_qwen3_thinking_off_puts_the_empty_block_in_the_prompt() -> None:
     assert on.input_ids == off.input_ids
     assert [tok.decode(r) for r in trained_runs(on.labels)] == ["<think>\n\n</think>\n\nb<|im_end|>"]
     assert [tok.decode(r) for r in trained_runs(off.labels)] == ["b<|im_end|>"]
-    prompt = template.encode(tok, Conversation(messages=conv.messages[:1]), add_generation_prompt=True,
-                             enable_thinking=False)
+    prompt = template.encode(
+        tok, Conversation(messages=conv.messages[:1]), add_generation_prompt=True, enable_thinking=False
+    )
     assert off.input_ids[: len(prompt.input_ids)] == prompt.input_ids
 
 
@@ -368,8 +488,9 @@ def test_deepseekr1_thinking_off_matches_its_prompt() -> None:
     template = get_template("deepseekr1")
     conv = Conversation(messages=[Message("user", "a"), Message("assistant", "b")])
     off = template.encode(tok, conv, enable_thinking=False)
-    prompt = template.encode(tok, Conversation(messages=conv.messages[:1]), add_generation_prompt=True,
-                             enable_thinking=False)
+    prompt = template.encode(
+        tok, Conversation(messages=conv.messages[:1]), add_generation_prompt=True, enable_thinking=False
+    )
     assert off.input_ids[: len(prompt.input_ids)] == prompt.input_ids
     assert [tok.decode(r) for r in trained_runs(off.labels)] == ["b<｜end▁of▁sentence｜>"]
 

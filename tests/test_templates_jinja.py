@@ -40,11 +40,16 @@ def test_jinja_renders_like_the_template(name: str, case: str, part: str) -> Non
     conv = CASES[case] if part.startswith("full") else _prompt_part(CASES[case])
     gen = part.startswith("prompt")
     thinking = not part.endswith("nothink")
-    ours = template.render_text(tok, Conversation.from_openai(conv), add_generation_prompt=gen,
-                                enable_thinking=thinking)
+    ours = template.render_text(
+        tok, Conversation.from_openai(conv), add_generation_prompt=gen, enable_thinking=thinking
+    )
     extra = {} if thinking else {"enable_thinking": False}
     theirs = tok.apply_chat_template(
-        Conversation.from_openai(conv).to_openai()["messages"], tools=conv.get("tools"),
-        chat_template=template.jinja_chat_template(), tokenize=False, add_generation_prompt=gen, **extra,
+        Conversation.from_openai(conv).to_openai()["messages"],
+        tools=conv.get("tools"),
+        chat_template=template.jinja_chat_template(),
+        tokenize=False,
+        add_generation_prompt=gen,
+        **extra,
     )
     assert theirs == ours

@@ -40,7 +40,9 @@ def _tool_conv(system: bool) -> dict[str, Any]:
         {
             "role": "assistant",
             "content": "",
-            "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+            "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+            ],
         },
         {"role": "tool", "content": '{"temperature": 21, "sky": "clear"}'},
         {"role": "assistant", "content": "It is 21 °C and clear in Paris."},
@@ -51,7 +53,12 @@ def _tool_conv(system: bool) -> dict[str, Any]:
 
 
 CASES: dict[str, dict[str, Any]] = {
-    "single": {"messages": [{"role": "user", "content": "Hi there!"}, {"role": "assistant", "content": "Hello! How can I help?"}]},
+    "single": {
+        "messages": [
+            {"role": "user", "content": "Hi there!"},
+            {"role": "assistant", "content": "Hello! How can I help?"},
+        ]
+    },
     "system": {
         "messages": [
             {"role": "system", "content": "You are a terse assistant."},
@@ -104,7 +111,9 @@ CASES: dict[str, dict[str, Any]] = {
                 "role": "assistant",
                 "content": "",
                 "reasoning_content": "I should call the tool.",
-                "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+                ],
             },
             {"role": "tool", "content": '{"temperature": 21}'},
             {"role": "assistant", "content": "21 °C.", "reasoning_content": "The tool says 21."},
@@ -135,7 +144,7 @@ def _media_parts(content: Any) -> Any:
     for kind in ("image", "audio"):
         tag = f"<{kind}>"
         if isinstance(content, str) and content.startswith(tag):
-            return [{"type": kind, kind: "file.bin"}, {"type": "text", "text": content[len(tag):]}]
+            return [{"type": kind, kind: "file.bin"}, {"type": "text", "text": content[len(tag) :]}]
     return content
 
 
@@ -228,7 +237,7 @@ def test_same_ids_as_official_template(name: str, asset_name: str, case: str, pa
     if part == "full" and name == "llama3":
         # Meta-Llama-3-8B-Instruct's template appends the assistant header unconditionally.
         header = tok(template.assistant_header, add_special_tokens=False)["input_ids"]
-        assert official[-len(header):] == header
+        assert official[-len(header) :] == header
         expected = official[: -len(header)]
     if part == "full" and name == "chatglm3":
         # ChatGLM3 ends a training sample with EOS (its fine-tuning code does); the chat template has none.
@@ -257,9 +266,11 @@ def test_deepseekr1_trains_final_thinking() -> None:
     template = get_template("deepseekr1")
     ours = template.encode(tok, Conversation.from_openai(conv))
     prompt = _official_ids(tok, _official_messages("deepseekr1", _prompt_part(conv)), True)
-    reply = tok("<think>\n4 times 5 is 20.\n</think>\n\n20<｜end▁of▁sentence｜>", add_special_tokens=False)["input_ids"]
+    reply = tok("<think>\n4 times 5 is 20.\n</think>\n\n20<｜end▁of▁sentence｜>", add_special_tokens=False)[
+        "input_ids"
+    ]
     assert ours.input_ids == prompt + reply
-    assert ours.labels[len(prompt):] == reply
+    assert ours.labels[len(prompt) :] == reply
 
 
 def _wheel_template(module: str, attribute: str) -> str:
@@ -284,8 +295,9 @@ def test_llama4_matches_transformers_template(case: str, part: str) -> None:
     gen = part == "prompt"
     template = get_template("llama4")
     ours_text = template.render_text(tok, Conversation.from_openai(conv), add_generation_prompt=gen)
-    official_text = tok.apply_chat_template(conv["messages"], tools=conv.get("tools"), tokenize=False,
-                                            add_generation_prompt=gen)
+    official_text = tok.apply_chat_template(
+        conv["messages"], tools=conv.get("tools"), tokenize=False, add_generation_prompt=gen
+    )
     assert ours_text == official_text
     ours = template.encode(tok, Conversation.from_openai(conv), add_generation_prompt=gen)
     assert ours.input_ids == _official_ids(tok, conv, gen)
@@ -294,7 +306,9 @@ def test_llama4_matches_transformers_template(case: str, part: str) -> None:
 @pytest.mark.parametrize("part", ["prompt", "full"])
 @pytest.mark.parametrize("case", BASIC + ("audio",))
 def test_qwen2_audio_matches_transformers_template(case: str, part: str) -> None:
-    official_template = _wheel_template("transformers.models.qwen2_audio.processing_qwen2_audio", "Qwen2AudioProcessor")
+    official_template = _wheel_template(
+        "transformers.models.qwen2_audio.processing_qwen2_audio", "Qwen2AudioProcessor"
+    )
     tok = _tokenizer("qwen2_5", official_template)
     conv = CASES[case] if part == "full" else _prompt_part(CASES[case])
     gen = part == "prompt"
@@ -350,8 +364,12 @@ def _mistral_common_ids(conv: dict[str, Any], generation: bool) -> list[int]:  #
             messages.append(ToolMessage(content=m["content"], tool_call_id=m.get("tool_call_id")))
         else:
             calls = [
-                ToolCall(id=c["id"], function=FunctionCall(name=c["function"]["name"],
-                                                           arguments=json.dumps(c["function"]["arguments"])))
+                ToolCall(
+                    id=c["id"],
+                    function=FunctionCall(
+                        name=c["function"]["name"], arguments=json.dumps(c["function"]["arguments"])
+                    ),
+                )
                 for c in m.get("tool_calls", [])
             ]
             messages.append(AssistantMessage(content=m["content"] or None, tool_calls=calls or None))
@@ -359,8 +377,9 @@ def _mistral_common_ids(conv: dict[str, Any], generation: bool) -> list[int]:  #
     if generation:
         from mistral_common.protocol.instruct.messages import SystemMessage
 
-        request = ChatCompletionRequest(messages=([SystemMessage(content=system)] if system else []) + messages,
-                                        tools=tools)
+        request = ChatCompletionRequest(
+            messages=([SystemMessage(content=system)] if system else []) + messages, tools=tools
+        )
         return tokenizer.encode_chat_completion(request).tokens
     instruct = InstructRequest(messages=messages, system_prompt=system, available_tools=tools)
     return tokenizer.instruct_tokenizer.encode_instruct(instruct).tokens
@@ -371,7 +390,9 @@ def _mistral_reference() -> dict[str, list[int]]:
 
     if os.environ.get("LMFORGE_REGEN_MISTRAL"):  # pragma: no cover - regen only
         ref = {
-            f"{name}-{part}": _mistral_common_ids(conv if part == "full" else _prompt_part(conv), part == "prompt")
+            f"{name}-{part}": _mistral_common_ids(
+                conv if part == "full" else _prompt_part(conv), part == "prompt"
+            )
             for name, conv in _mistral_cases().items()
             for part in ("prompt", "full")
         }
@@ -385,6 +406,10 @@ def test_mistral_matches_mistral_common(case: str, part: str) -> None:
     conv = _mistral_cases()[case]
     conv = conv if part == "full" else _prompt_part(conv)
     tok = _tokenizer("mistral_v3")
-    ours = get_template("mistral").encode(tok, Conversation.from_openai(conv), add_generation_prompt=part == "prompt")
+    ours = get_template("mistral").encode(
+        tok, Conversation.from_openai(conv), add_generation_prompt=part == "prompt"
+    )
     expected = _mistral_reference()[f"{case}-{part}"]
-    assert ours.input_ids == expected, f"\nours:      {tok.decode(ours.input_ids)!r}\nreference: {tok.decode(expected)!r}"
+    assert ours.input_ids == expected, (
+        f"\nours:      {tok.decode(ours.input_ids)!r}\nreference: {tok.decode(expected)!r}"
+    )

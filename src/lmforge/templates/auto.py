@@ -68,19 +68,29 @@ class JinjaTemplate(Template):
             render_with_tokenizer(self.source, tokenizer, conv, add_generation_prompt, enable_thinking)
             for conv in convs
         ]
-        return encode_rendered(tokenizer, rendered, train_on_prompt=train_on_prompt, mask_history=mask_history)
+        return encode_rendered(
+            tokenizer, rendered, train_on_prompt=train_on_prompt, mask_history=mask_history
+        )
 
     def render_text(
-        self, tokenizer: Any, conv: Conversation, *, add_generation_prompt: bool = False,
+        self,
+        tokenizer: Any,
+        conv: Conversation,
+        *,
+        add_generation_prompt: bool = False,
         enable_thinking: bool = True,
     ) -> str:
-        return render_with_tokenizer(self.source, tokenizer, conv, add_generation_prompt, enable_thinking).text
+        return render_with_tokenizer(
+            self.source, tokenizer, conv, add_generation_prompt, enable_thinking
+        ).text
 
     def jinja_chat_template(self) -> str:
         return self.source
 
 
-def _apply(tokenizer: Any, source: str, messages: list[dict[str, Any]], tools: Any, gen: bool, thinking: bool) -> str:
+def _apply(
+    tokenizer: Any, source: str, messages: list[dict[str, Any]], tools: Any, gen: bool, thinking: bool
+) -> str:
     kwargs: dict[str, Any] = {"enable_thinking": thinking} if not thinking else {}
     return tokenizer.apply_chat_template(
         messages, tools=tools, chat_template=source, tokenize=False, add_generation_prompt=gen, **kwargs
@@ -95,9 +105,7 @@ def render_with_tokenizer(
     full = _apply(tokenizer, source, messages, tools, add_generation_prompt, enable_thinking)
     if add_generation_prompt:
         return Rendered(full, [], [(full, None)])
-    specials = sorted(
-        (s for s in getattr(tokenizer, "all_special_tokens", []) if s), key=len, reverse=True
-    )
+    specials = sorted((s for s in getattr(tokenizer, "all_special_tokens", []) if s), key=len, reverse=True)
     spans: list[tuple[int, int, int]] = []
     turn = 0
     cursor = 0

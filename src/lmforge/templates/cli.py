@@ -51,7 +51,10 @@ def _list() -> int:
     from lmforge.templates import list_templates
     from lmforge.templates.registry import PROVEN_AGAINST
 
-    rows = [(t.name, t.families, "official" if t.name in PROVEN_AGAINST else "documented") for t in list_templates()]
+    rows = [
+        (t.name, t.families, "official" if t.name in PROVEN_AGAINST else "documented")
+        for t in list_templates()
+    ]
     width = max(len(r[0]) for r in rows)
     print(f"{'template':<{width}}  {'checked against':<15} model families")
     for name, families, proof in rows:
@@ -73,7 +76,9 @@ def _read_conversation(path: str) -> Any:
     if isinstance(data, list):
         data = {"messages": data}
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-        raise LmforgeError(f'--input {path}: expected {{"messages": [...], "tools": [...]}} (OpenAI chat format)')
+        raise LmforgeError(
+            f'--input {path}: expected {{"messages": [...], "tools": [...]}} (OpenAI chat format)'
+        )
     try:
         return Conversation.from_openai(data)
     except ValueError as exc:
@@ -88,7 +93,9 @@ def _load_tokenizer(path: str) -> Any:
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise LmforgeError(f"--tokenizer {path}: cannot load a tokenizer ({str(exc).splitlines()[0]})") from None
+        raise LmforgeError(
+            f"--tokenizer {path}: cannot load a tokenizer ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -106,7 +113,11 @@ def _render(args: argparse.Namespace) -> int:
         tokenizer, conv, train_on_prompt=args.train_on_prompt, mask_history=args.mask_history, **options
     )
     if args.json:
-        print(json.dumps({"text": text, "input_ids": sample.input_ids, "labels": sample.labels}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {"text": text, "input_ids": sample.input_ids, "labels": sample.labels}, ensure_ascii=False
+            )
+        )
         return 0
     print(_marked(tokenizer, sample.input_ids, sample.labels, sys.stdout.isatty()))
     trained = sum(label != -100 for label in sample.labels)

@@ -29,7 +29,7 @@ def _slot(fmt: str, **exprs: str) -> str:
     pos = 0
     for match in _PLACEHOLDER.finditer(fmt):
         if match.start() > pos:
-            parts.append(_lit(fmt[pos:match.start()]))
+            parts.append(_lit(fmt[pos : match.start()]))
         key = match.group(1)
         parts.append(exprs.get(key, _SPECIAL.get(key, "''")))
         pos = match.end()
@@ -51,10 +51,12 @@ _DEFINITIONS = {
         "{%- set ns.defs = 'You can use these tools, described as JSON schemas:\\n' -%}"
         "{%- for t in tools -%}{%- if not loop.first -%}{%- set ns.defs = ns.defs + '\\n' -%}{%- endif -%}"
         "{%- set ns.defs = ns.defs + ((t.function if t.function is defined else t) | tojson) -%}{%- endfor -%}"
-        "{%- set ns.defs = ns.defs + " + _lit(
+        "{%- set ns.defs = ns.defs + "
+        + _lit(
             '\n\nTo call a tool, answer with <tool_call>{"name": <tool name>, "arguments": <JSON object>}'
             "</tool_call>, one block per call."
-        ) + " -%}"
+        )
+        + " -%}"
     ),
     "llama3": (
         "{%- set ns.defs = " + _lit(tool_texts._LLAMA3_INTRO) + " -%}"
@@ -64,7 +66,8 @@ _DEFINITIONS = {
         "{%- set ns.defs = '# 可用工具' -%}"
         "{%- for t in tools -%}{%- set f = t.function if t.function is defined else t -%}"
         "{%- set ns.defs = ns.defs + '\\n\\n## ' + f.name + '\\n\\n' + (f | tojson(indent=4)) + "
-        + _lit("\n在调用上述函数时，请使用 Json 格式表示调用的参数。") + " -%}{%- endfor -%}"
+        + _lit("\n在调用上述函数时，请使用 Json 格式表示调用的参数。")
+        + " -%}{%- endfor -%}"
     ),
     "mistral": (
         "{%- set ns.defs = '[AVAILABLE_TOOLS] [' -%}"
@@ -80,7 +83,8 @@ _DEFINITIONS["llama4"] = _DEFINITIONS["llama3"]
 def _joined_calls(block: str) -> str:
     """Calls as blocks joined by newlines after the content (Qwen, GLM-4, default)."""
     return (
-        "{%- set ns.body = content -%}{%- for call in message.tool_calls -%}" + _FUNC
+        "{%- set ns.body = content -%}{%- for call in message.tool_calls -%}"
+        + _FUNC
         + "{%- if ns.body -%}{%- set ns.body = ns.body + '\\n' -%}{%- endif -%}"
         "{%- set ns.body = ns.body + " + block + " -%}{%- endfor -%}"
     )
@@ -88,35 +92,44 @@ def _joined_calls(block: str) -> str:
 
 _CALLS = {
     "qwen": _joined_calls(
-        "'<tool_call>\\n{\"name\": \"' + f.name + '\", \"arguments\": ' + " + _ARGS + " + '}\\n</tool_call>'"
+        '\'<tool_call>\\n{"name": "\' + f.name + \'", "arguments": \' + ' + _ARGS + " + '}\\n</tool_call>'"
     ),
     "default": _joined_calls(
-        "'<tool_call>{\"name\": \"' + f.name + '\", \"arguments\": ' + " + _ARGS + " + '}</tool_call>'"
+        '\'<tool_call>{"name": "\' + f.name + \'", "arguments": \' + ' + _ARGS + " + '}</tool_call>'"
     ),
     "glm4": _joined_calls("f.name + '\\n' + " + _ARGS),
     "llama3": (
         "{%- if message.tool_calls | length != 1 -%}"
         "{{- raise_exception('the llama3 tool format has one tool call per assistant turn') -}}{%- endif -%}"
-        "{%- set call = message.tool_calls[0] -%}" + _FUNC
-        + "{%- set ns.body = '{\"name\": \"' + f.name + '\", \"parameters\": ' + " + _ARGS + " + '}' -%}"
+        "{%- set call = message.tool_calls[0] -%}"
+        + _FUNC
+        + '{%- set ns.body = \'{"name": "\' + f.name + \'", "parameters": \' + '
+        + _ARGS
+        + " + '}' -%}"
     ),
     "llama4": (
         "{%- set ns.body = '<|python_start|>' + content + '<|python_end|>' -%}"
-        "{%- for call in message.tool_calls -%}" + _FUNC
-        + "{%- set ns.body = ns.body + '{\"name\": \"' + f.name + '\", \"parameters\": ' + " + _ARGS + " + '}' -%}"
+        "{%- for call in message.tool_calls -%}"
+        + _FUNC
+        + '{%- set ns.body = ns.body + \'{"name": "\' + f.name + \'", "parameters": \' + '
+        + _ARGS
+        + " + '}' -%}"
         "{%- endfor -%}"
     ),
     "mistral": (
         "{%- set ns.body = (content + ' ' if content else '') + '[TOOL_CALLS] [' -%}"
-        "{%- for call in message.tool_calls -%}" + _FUNC
+        "{%- for call in message.tool_calls -%}"
+        + _FUNC
         + "{%- if not loop.first -%}{%- set ns.body = ns.body + ', ' -%}{%- endif -%}"
-        "{%- set ns.body = ns.body + '{\"name\": \"' + f.name + '\", \"arguments\": ' + " + _ARGS
+        '{%- set ns.body = ns.body + \'{"name": "\' + f.name + \'", "arguments": \' + '
+        + _ARGS
         + " + ((', \"id\": \"' + call.id + '\"') if call.id is defined and call.id else '') + '}' -%}"
         "{%- endfor -%}{%- set ns.body = ns.body + ']' -%}"
     ),
     "deepseek": (
         "{%- set ns.body = content + '<｜tool▁calls▁begin｜>' -%}"
-        "{%- for call in message.tool_calls -%}" + _FUNC
+        "{%- for call in message.tool_calls -%}"
+        + _FUNC
         + "{%- if not loop.first -%}{%- set ns.body = ns.body + '\\n' -%}{%- endif -%}"
         "{%- set ns.body = ns.body + '<｜tool▁call▁begin｜>function<｜tool▁sep｜>' + f.name + "
         "'\\n```json\\n' + " + _ARGS + " + '\\n```<｜tool▁call▁end｜>' -%}"
@@ -196,8 +209,10 @@ def to_jinja(t: Template) -> str:
     if t.system_style == "block":
         cond = "true" if t.system_always else "has_system"
         header = f"({_lit(t.system_tools_header)} if tools else '')"
-        out.append(f"{{%- if {cond} -%}}{{{{- {_slot(t.system, content='system_text', tools_header=header)} -}}}}"
-                   "{%- endif -%}")
+        out.append(
+            f"{{%- if {cond} -%}}{{{{- {_slot(t.system, content='system_text', tools_header=header)} -}}}}"
+            "{%- endif -%}"
+        )
     # Indices of the first/last user message and of the last real query (Qwen3's rule).
     out.append(
         "{%- for m in msgs -%}{%- if m.role == 'user' -%}"
@@ -219,11 +234,15 @@ def to_jinja(t: Template) -> str:
     # user
     out.append(f"{{%- if message.role == 'user' -%}}{{%- set text = (message.content or '') {strip} -%}}")
     if t.tools_in == "first_user":
-        out.append("{%- if loop.index0 == ns.first_user and ns.defs -%}{%- set text = ns.defs + text -%}{%- endif -%}")
+        out.append(
+            "{%- if loop.index0 == ns.first_user and ns.defs -%}{%- set text = ns.defs + text -%}{%- endif -%}"
+        )
     if merge:
-        out.append(f"{{%- if loop.index0 == {system_at} and has_system -%}}"
-                   f"{{%- set text = {_slot(t.system_user_join, content='text', system='system_text')} -%}}"
-                   "{%- endif -%}")
+        out.append(
+            f"{{%- if loop.index0 == {system_at} and has_system -%}}"
+            f"{{%- set text = {_slot(t.system_user_join, content='text', system='system_text')} -%}}"
+            "{%- endif -%}"
+        )
     if t.tools_in in ("before_first_user", "before_last_user"):
         out.append(f"{{%- if loop.index0 == {tools_at} and ns.defs -%}}{{{{- ns.defs -}}}}{{%- endif -%}}")
     out.append("{{- " + _slot(t.user, content="text") + " -}}")
@@ -242,8 +261,10 @@ def to_jinja(t: Template) -> str:
     tool_slot = t.assistant_tool_call if t.assistant_tool_call is not None else t.assistant
     out.append(
         "{%- elif message.role == 'assistant' -%}"
-        f"{{{{- {header} -}}}}" + _assistant_body(t)
-        + "{%- if message.tool_calls -%}" + _CALLS[t.tool_format]
+        f"{{{{- {header} -}}}}"
+        + _assistant_body(t)
+        + "{%- if message.tool_calls -%}"
+        + _CALLS[t.tool_format]
         + f"{{{{- {_slot(tool_slot, content='think + ns.body')} -}}}}"
         + f"{{%- else -%}}{{{{- {_slot(t.assistant, content='think + content')} -}}}}{{%- endif -%}}"
         + f"{{{{- {_slot(t.assistant_end)} + {_slot(t.assistant_after)} -}}}}"
@@ -252,8 +273,9 @@ def to_jinja(t: Template) -> str:
     out.append("{%- endif -%}{%- endfor -%}")
     gen_header = _slot(t.assistant_header)
     if t.assistant_header_after_tool is not None:
-        gen_header = (f"({_slot(t.assistant_header_after_tool)} if msgs and msgs[-1].role == 'tool' "
-                      f"else {gen_header})")
+        gen_header = (
+            f"({_slot(t.assistant_header_after_tool)} if msgs and msgs[-1].role == 'tool' else {gen_header})"
+        )
     out.append(
         f"{{%- if add_generation_prompt -%}}{{{{- {gen_header} -}}}}"
         "{%- if enable_thinking is defined and enable_thinking is false -%}"

@@ -24,6 +24,6 @@ def parse_response(template: Template, text: str) -> ParsedResponse:
         reasoning = head.split(THINK_OPEN, 1)[-1].strip("\n")
         text = text.lstrip("\n")
     elif text.lstrip().startswith(THINK_OPEN):  # cut off while still thinking
-        return ParsedResponse(content="", reasoning=text.lstrip()[len(THINK_OPEN):].strip("\n"))
+        return ParsedResponse(content="", reasoning=text.lstrip()[len(THINK_OPEN) :].strip("\n"))
     content, calls = get_tool_format(template.tool_format).parse(text)
     return ParsedResponse(content=content if calls else text, reasoning=reasoning, tool_calls=calls)

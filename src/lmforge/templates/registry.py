@@ -15,9 +15,7 @@ QWEN_OMNI_SYSTEM = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
     "auditory and visual inputs, as well as generating text and speech."
 )
-ALPACA_SYSTEM = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
-)
+ALPACA_SYSTEM = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
@@ -174,7 +172,8 @@ TEMPLATES: dict[str, Template] = {
             _LLAMA3,
             name="llama3_2",
             families="Llama 3.1, 3.2 (text), with the official date header in the system block",
-            system="<|start_header_id|>system<|end_header_id|>\n\n{tools_header}" + LLAMA3_DATE_HEADER
+            system="<|start_header_id|>system<|end_header_id|>\n\n{tools_header}"
+            + LLAMA3_DATE_HEADER
             + "{content}<|eot_id|>",
             system_always=True,
             system_tools_header="Environment: ipython\n",
@@ -310,7 +309,9 @@ TEMPLATES: dict[str, Template] = {
 # Entries that differ from another only in name or media tokens.
 TEMPLATES["gemma2"] = replace(TEMPLATES["gemma"], name="gemma2", families="Gemma 2 (instruct)")
 TEMPLATES["gemma3"] = replace(
-    TEMPLATES["gemma"], name="gemma3", families="Gemma 3 (instruct, text and vision)",
+    TEMPLATES["gemma"],
+    name="gemma3",
+    families="Gemma 3 (instruct, text and vision)",
     image_token="<start_of_image>",
 )
 TEMPLATES["deepseekr1"] = replace(

@@ -56,8 +56,10 @@ def special_strings(tokenizer: Any) -> dict[str, str]:
     """The tokenizer's BOS/EOS strings ('' where it has none)."""
     if tokenizer is None:
         return {"bos": "", "eos": ""}
-    return {"bos": str(getattr(tokenizer, "bos_token", None) or ""),
-            "eos": str(getattr(tokenizer, "eos_token", None) or "")}
+    return {
+        "bos": str(getattr(tokenizer, "bos_token", None) or ""),
+        "eos": str(getattr(tokenizer, "eos_token", None) or ""),
+    }
 
 
 def fill(slot: str, specials: dict[str, str], content: str = "", **extra: str) -> str:
@@ -134,14 +136,24 @@ def render(
                 header = t.assistant_header_after_tool
             out.add(fill(header, sp))
             thinking, body = assistant_body(
-                t, msg, index=i, last_query=last_query, is_last=nxt is None, clean=clean,
+                t,
+                msg,
+                index=i,
+                last_query=last_query,
+                is_last=nxt is None,
+                clean=clean,
                 enable_thinking=enable_thinking,
             )
             slot = t.assistant
             if msg.tool_calls:
                 body = tool_fmt.calls(body, msg.tool_calls)
                 slot = t.assistant_tool_call if t.assistant_tool_call is not None else t.assistant
-            if not enable_thinking and thinking and thinking == t.no_thinking_prefix and slot.startswith("{content}"):
+            if (
+                not enable_thinking
+                and thinking
+                and thinking == t.no_thinking_prefix
+                and slot.startswith("{content}")
+            ):
                 # Thinking switched off: the empty block belongs to the prompt, as at inference.
                 out.add(thinking)
                 thinking = ""

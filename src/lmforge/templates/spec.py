@@ -140,8 +140,13 @@ class Template:
         from lmforge.templates.render import render
 
         rendered = [
-            render(self, conv, tokenizer, add_generation_prompt=add_generation_prompt,
-                   enable_thinking=enable_thinking)
+            render(
+                self,
+                conv,
+                tokenizer,
+                add_generation_prompt=add_generation_prompt,
+                enable_thinking=enable_thinking,
+            )
             for conv in convs
         ]
         return encode_rendered(
@@ -149,14 +154,23 @@ class Template:
         )
 
     def render_text(
-        self, tokenizer: Any, conv: Conversation, *, add_generation_prompt: bool = False,
+        self,
+        tokenizer: Any,
+        conv: Conversation,
+        *,
+        add_generation_prompt: bool = False,
         enable_thinking: bool = True,
     ) -> str:
         """The conversation as one string, exactly what :meth:`encode` tokenizes."""
         from lmforge.templates.render import render
 
-        return render(self, conv, tokenizer, add_generation_prompt=add_generation_prompt,
-                      enable_thinking=enable_thinking).text
+        return render(
+            self,
+            conv,
+            tokenizer,
+            add_generation_prompt=add_generation_prompt,
+            enable_thinking=enable_thinking,
+        ).text
 
     def parse_response(self, text: str) -> ParsedResponse:
         """Split generated text into content, thinking and tool calls (for serving)."""

@@ -68,7 +68,10 @@ def _qwen_definitions(tools: list[dict[str, Any]]) -> str:
 
 
 def _qwen_calls(content: str, calls: list[ToolCall]) -> str:
-    blocks = [f'<tool_call>\n{{"name": "{c.name}", "arguments": {tojson(c.arguments)}}}\n</tool_call>' for c in calls]
+    blocks = [
+        f'<tool_call>\n{{"name": "{c.name}", "arguments": {tojson(c.arguments)}}}\n</tool_call>'
+        for c in calls
+    ]
     return "\n".join(([content] if content else []) + blocks)
 
 
@@ -98,7 +101,9 @@ def _default_definitions(tools: list[dict[str, Any]]) -> str:
 
 
 def _default_calls(content: str, calls: list[ToolCall]) -> str:
-    blocks = [f'<tool_call>{{"name": "{c.name}", "arguments": {tojson(c.arguments)}}}</tool_call>' for c in calls]
+    blocks = [
+        f'<tool_call>{{"name": "{c.name}", "arguments": {tojson(c.arguments)}}}</tool_call>' for c in calls
+    ]
     return "\n".join(([content] if content else []) + blocks)
 
 
@@ -180,8 +185,10 @@ def _glm4_definitions(tools: list[dict[str, Any]]) -> str:
     parts = ["# 可用工具"]
     for tool in tools:
         fn = _function(tool)
-        parts.append(f"\n\n## {fn.get('name', '')}\n\n{tojson(fn, indent=4)}\n"
-                     "在调用上述函数时，请使用 Json 格式表示调用的参数。")
+        parts.append(
+            f"\n\n## {fn.get('name', '')}\n\n{tojson(fn, indent=4)}\n"
+            "在调用上述函数时，请使用 Json 格式表示调用的参数。"
+        )
     return "".join(parts)
 
 
