@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 
 assets: install
 	$(BIN)/lmforge assets fetch
+	$(BIN)/lmforge assets fetch gemma3  # the Gemma 3 template proof (tests/test_templates_official.py)
 
 test: install assets $(EXTRA_TEST_DEPS)
 	$(BIN)/ruff check src tests bench
