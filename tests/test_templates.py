@@ -525,3 +525,16 @@ def test_auto_labels_tool_call_turns_like_the_named_template() -> None:
     theirs = resolve_template("auto", tok).encode(tok, conv)
     assert theirs.input_ids == ours.input_ids
     assert trained_runs(theirs.labels) == trained_runs(ours.labels)
+
+
+@pytest.mark.parametrize("name", ["qwen", "llama2", "mistral", "gemma3"])
+def test_placeholder_text_in_data_is_kept_verbatim(name: str) -> None:
+    """Braces in a system prompt or message ({content}, {eos}) are data, not template slots."""
+    tok = tok_for(name)
+    conv = Conversation(
+        system="Answer as {content} with {eos}.",
+        messages=[Message("user", "Fill {system} and {tools}"), Message("assistant", "Literal {content}")],
+    )
+    text = get_template(name).render_text(tok, conv)
+    for piece in ("Answer as {content} with {eos}.", "Fill {system} and {tools}", "Literal {content}"):
+        assert piece in text

@@ -8,6 +8,7 @@ same ids as ``tokenizer.apply_chat_template``; the spans become labels.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,12 +63,13 @@ def special_strings(tokenizer: Any) -> dict[str, str]:
     }
 
 
+_SLOT_FIELD = re.compile(r"\{(content|bos|eos|system|tools|tools_header)\}")
+
+
 def fill(slot: str, specials: dict[str, str], content: str = "", **extra: str) -> str:
-    """Put ``content`` into a slot string. Content is inserted last, so braces in it stay intact."""
-    text = slot.replace("{bos}", specials["bos"]).replace("{eos}", specials["eos"])
-    for key, value in extra.items():
-        text = text.replace("{" + key + "}", value)
-    return content.join(text.split("{content}"))
+    """Put values into a slot string in one pass, so braces inside the values stay intact."""
+    values = {**specials, **extra, "content": content}
+    return _SLOT_FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), slot)
 
 
 def render(
