@@ -88,6 +88,7 @@ class HuggingFaceEngine(Engine):
         )
         self._waiting: deque[_Request] = deque()
         self._running: list[_Request] = []
+        self._in_flight = 0  # admitted requests whose stream has not ended yet
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -127,7 +128,7 @@ class HuggingFaceEngine(Engine):
     def stats(self) -> dict[str, Any]:
         with self._cond:
             return {
-                "running": len(self._running),
+                "running": self._in_flight - len(self._waiting),
                 "waiting": len(self._waiting),
                 "tokens_generated": self.tokens_generated,
                 "requests_cancelled": self.requests_cancelled,
@@ -140,11 +141,12 @@ class HuggingFaceEngine(Engine):
         with self._cond:
             if self._closing:
                 raise EngineUnavailable("the server is shutting down")
-            if len(self._running) + len(self._waiting) >= self.max_batch + self.max_queued:
+            if self._in_flight >= self.max_batch + self.max_queued:
+                running = self._in_flight - len(self._waiting)
                 raise EngineOverloaded(
-                    f"the server is busy ({len(self._running)} requests generating, {len(self._waiting)} waiting); "
-                    "retry later"
+                    f"the server is busy ({running} requests generating, {len(self._waiting)} waiting); retry later"
                 )
+            self._in_flight += 1
             self._waiting.append(request)
             self._cond.notify()
         return self._stream(request)
@@ -163,6 +165,7 @@ class HuggingFaceEngine(Engine):
                 if not request.cancelled and request in self._waiting:
                     self._waiting.remove(request)
                 request.cancelled = True
+                self._in_flight -= 1
 
     # --- worker thread -------------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""The huggingface engine: batched decoding equals transformers' own generate, text deltas are clean."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lmforge.infer.detokenize import IncrementalText
+from lmforge.infer.engine import EngineOverloaded, SamplingOptions
+from lmforge.infer.hf_engine import HuggingFaceEngine
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model):
+    path = tiny_model("llama")
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+async def collect(engine, ids, options):
+    texts = [""] * options.n
+    finish = [None] * options.n
+    counts = [0] * options.n
+    async for chunk in engine.generate(ids, options):
+        texts[chunk.index] += chunk.text
+        counts[chunk.index] = chunk.num_tokens
+        finish[chunk.index] = chunk.finish_reason or finish[chunk.index]
+    return texts, finish, counts
+
+
+def test_batched_greedy_equals_generate(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    prompts = [
+        tokenizer(t)["input_ids"] for t in ("Hi", "A somewhat longer prompt about cats and dogs", "x y")
+    ]
+    engine = HuggingFaceEngine(model, tokenizer, context_length=2048, max_batch=4)
+
+    async def run():
+        await engine.start()
+        results = await asyncio.gather(
+            *[
+                collect(engine, p, SamplingOptions(max_new_tokens=10 + i, temperature=0))
+                for i, p in enumerate(prompts)
+            ]
+        )
+        await engine.close()
+        return results
+
+    results = asyncio.run(run())
+    assert engine.stats()["batches"] == 1  # all three decoded together
+    for i, (prompt, (texts, finish, counts)) in enumerate(zip(prompts, results, strict=True)):
+        reference = model.generate(torch.tensor([prompt]), max_new_tokens=10 + i, do_sample=False)
+        expected = tokenizer.decode(reference[0, len(prompt) :], skip_special_tokens=True)
+        assert texts[0] == expected
+        assert finish == ["length"] and counts == [10 + i]
+
+
+def test_seeded_sampling_is_reproducible_and_queue_is_bounded(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids = tokenizer("Once upon a time")["input_ids"]
+    engine = HuggingFaceEngine(model, tokenizer, context_length=2048, max_batch=1, max_queued=0)
+    options = SamplingOptions(max_new_tokens=8, temperature=1.0, top_p=0.9, top_k=50, seed=11, n=1)
+
+    async def run():
+        await engine.start()
+        a = await collect(engine, ids, options)
+        b = await collect(engine, ids, options)
+        first = engine.generate(ids, SamplingOptions(max_new_tokens=50, temperature=0))
+        with pytest.raises(EngineOverloaded):
+            engine.generate(ids, options)
+        await first.aclose()
+        await engine.close()
+        return a, b
+
+    a, b = asyncio.run(run())
+    assert a == b
+
+
+def test_stop_token_ids_end_a_choice(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids = tokenizer("Hello")["input_ids"]
+    engine = HuggingFaceEngine(model, tokenizer, context_length=2048)
+
+    async def run(options):
+        await engine.start()
+        return await collect(engine, ids, options)
+
+    texts, _, counts = asyncio.run(run(SamplingOptions(max_new_tokens=6, temperature=0)))
+    reference = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids) :].tolist()
+    stop_at = reference[2]
+    texts, finish, counts = asyncio.run(
+        run(SamplingOptions(max_new_tokens=6, temperature=0, stop_token_ids=[stop_at]))
+    )
+    asyncio.run(engine.close())
+    assert finish == ["stop"] and counts[0] == reference.index(stop_at) + 1
+    assert texts[0] == tokenizer.decode(reference[: reference.index(stop_at)], skip_special_tokens=True)
+
+
+def test_incremental_text_keeps_multibyte_characters_whole(asset):
+    tokenizer = AutoTokenizer.from_pretrained(asset("qwen2_5"))
+    text = "Grüße 你好 🌍 done"
+    decoder = IncrementalText(tokenizer, [])
+    pieces = [decoder.push(i)[0] for i in tokenizer(text)["input_ids"]]
+    pieces.append(decoder.flush())
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_incremental_text_never_leaks_a_stop_string(asset):
+    tokenizer = AutoTokenizer.from_pretrained(asset("qwen2_5"))
+    decoder = IncrementalText(tokenizer, ["STOP here"])
+    sent = ""
+    stopped = False
+    for token in tokenizer("Some words then STOP here and more")["input_ids"]:
+        delta, stopped = decoder.push(token)
+        sent += delta
+        if stopped:
+            break
+    assert stopped and sent == "Some words then "
