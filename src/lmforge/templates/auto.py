@@ -105,7 +105,7 @@ def render_with_tokenizer(
     full = _apply(tokenizer, source, messages, tools, add_generation_prompt, enable_thinking)
     if add_generation_prompt:
         return Rendered(full, [], [(full, None)])
-    specials = sorted((s for s in getattr(tokenizer, "all_special_tokens", []) if s), key=len, reverse=True)
+    specials = _special_strings(tokenizer)
     spans: list[tuple[int, int, int]] = []
     turn = 0
     cursor = 0
@@ -133,19 +133,31 @@ def render_with_tokenizer(
     return Rendered(full, spans, [p for p in pieces if p[0]])
 
 
+def _special_strings(tokenizer: Any) -> list[str]:
+    """Every special token's text, longest first (added ones too: Llama 3's <|eot_id|>)."""
+    found = {str(s) for s in getattr(tokenizer, "all_special_tokens", []) if s}
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found |= {str(t.content) for t in decoder.values() if getattr(t, "special", False) and t.content}
+    return sorted(found, key=len, reverse=True)
+
+
 def _locate_reply(
     full: str, prompt: str, upto: str, content: str, cursor: int, specials: list[str]
 ) -> tuple[int, int]:
-    """Character span of one reply in ``full``: from the end of its generation prompt to the end
-    of its text plus the special token that closes it; (-1, -1) when it cannot be found."""
-    start = len(prompt) if full.startswith(prompt) and len(prompt) >= cursor else cursor
-    prefix_end = len(upto.rstrip()) if full.startswith(upto) and upto.startswith(prompt) else -1
+    """Character span of one reply in ``full``; (-1, -1) when it cannot be found.
+
+    The reply starts where its generation prompt ends, when that prompt is a prefix of the
+    whole text (so a thinking block before the text is included); otherwise where its text
+    is found. It ends after its text and the special token that closes it."""
+    prompt_ok = full.startswith(prompt) and len(prompt) >= cursor
+    start = len(prompt) if prompt_ok else cursor
+    prefix_end = len(upto.rstrip()) if prompt_ok and full.startswith(upto) and upto.startswith(prompt) else -1
     text = content.strip()
     at = full.find(text, start) if text else -1
     if at < 0:
         if prefix_end > start:
             return start, prefix_end
-        if text:
+        if text or not prompt_ok:
             return -1, -1
         # No text (a turn with only tool calls): the reply runs to the first special token.
         hits = [(full.find(tok, start), tok) for tok in specials]
@@ -154,6 +166,8 @@ def _locate_reply(
             return -1, -1
         pos, tok = min(hits)
         return start, pos + len(tok)
+    if not prompt_ok:
+        start = at
     end = at + len(text)
     for token in specials:
         if full.startswith(token, end):
