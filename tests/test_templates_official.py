@@ -148,6 +148,17 @@ def _media_parts(content: Any) -> Any:
     return content
 
 
+CASES["tool_result"] = {
+    "messages": [
+        {"role": "system", "content": "Use the tool output."},
+        {"role": "user", "content": "Temperature?"},
+        {"role": "assistant", "content": "Let me check."},
+        {"role": "tool", "content": "21C"},
+        {"role": "assistant", "content": "It is 21C."},
+    ]
+}
+
+
 BASIC = ("single", "system", "three_turns", "chinese")
 TOOLS = ("tools", "tools_system")
 THINKING = ("thinking", "thinking_inline", "thinking_tools")
@@ -163,6 +174,9 @@ PROOFS: dict[str, tuple[str, tuple[str, ...]]] = {
     "deepseekr1": ("deepseek_r1", BASIC + TOOLS + ("thinking", "thinking_inline")),
     "chatglm3": ("chatglm3", BASIC),
     "gemma3": ("gemma3", BASIC + ("image",)),
+    # SmolLM2-Instruct's ChatML template adds its own default system prompt, so only
+    # conversations that bring a system prompt are ChatML proper.
+    "chatml": ("smollm2", ("system", "chinese", "tool_result")),
 }
 
 
@@ -318,11 +332,12 @@ def test_qwen2_audio_matches_transformers_template(case: str, part: str) -> None
 
 def test_assets_are_the_official_templates() -> None:
     """Guard: the proofs above must run against the families' own templates, not ours."""
-    from lmforge.assets import get_asset
+    from lmforge.templates.registry import TEMPLATES
 
+    ours = {t.jinja_chat_template() for t in TEMPLATES.values()}
     for asset_name in {a for a, _ in PROOFS.values()}:
-        config = json.loads((Path(get_asset(asset_name)) / "tokenizer_config.json").read_text())
-        assert "{%" in (config.get("chat_template") or ""), asset_name
+        chat_template = _tokenizer(asset_name).chat_template or ""
+        assert "{%" in chat_template and chat_template not in ours, asset_name
 
 
 # ---- Mistral: the official reference is mistral-common's tokenizer (no jinja template ships) ----

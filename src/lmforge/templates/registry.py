@@ -336,5 +336,6 @@ PROVEN_AGAINST: dict[str, str] = {
     "chatglm3": "ChatGLM3 tokenizer_config.json",
     "qwen2_audio": "transformers' Qwen2AudioProcessor default chat_template",
     "gemma3": "Gemma 3 tokenizer_config.json",
+    "chatml": "SmolLM2-135M-Instruct's ChatML template (conversations with a system prompt)",
     "mistral": "mistral-common 1.13.1 (v3 tokenizer), reference ids stored in tests",
 }
