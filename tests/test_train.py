@@ -6,6 +6,7 @@ alone; tests/test_train_cli.py drives the same path from a YAML config and datas
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from safetensors.torch import load_file
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
 def encoded_samples(model_dir: str, count: int = 48) -> list[dict[str, list[int]]]:
     """Short question/answer pairs encoded with the model's real tokenizer; only answers are trained."""
     from transformers import AutoTokenizer

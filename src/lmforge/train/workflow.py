@@ -237,6 +237,11 @@ def _load_model(config: Config, args: Seq2SeqTrainingArguments) -> tuple[torch.n
     model.config.use_cache = (
         False  # a cache in training turns off the packed-sequence masks, and wastes memory
     )
+    if "gradient_checkpointing" not in config.training_kwargs:
+        # LLaMA-Factory's default: checkpointing on unless disable_gradient_checkpointing
+        args.gradient_checkpointing = not config.model.disable_gradient_checkpointing and bool(
+            getattr(model, "supports_gradient_checkpointing", False)
+        )
     if args.gradient_checkpointing and not args.gradient_checkpointing_kwargs:
         args.gradient_checkpointing_kwargs = {"use_reentrant": config.model.use_reentrant_gc}
     model = prepare_trainable(
