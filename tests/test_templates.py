@@ -547,3 +547,14 @@ def test_placeholder_text_in_data_is_kept_verbatim(name: str) -> None:
     text = get_template(name).render_text(tok, conv)
     for piece in ("Answer as {content} with {eos}.", "Fill {system} and {tools}", "Literal {content}"):
         assert piece in text
+
+
+@pytest.mark.parametrize("name", sorted(set(FAMILY_ASSET) - FOREIGN_VOCAB))
+def test_special_stop_words_are_single_tokens_of_the_family(name: str) -> None:
+    """The server matches special stop words as token ids, so they must be one token each."""
+    tok = tok_for(name)
+    special = [w for w in get_template(name).stop_words if w.startswith("<") and w.endswith(">")]
+    for word in special:
+        assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
+    end = fill(get_template(name).assistant_end or get_template(name).conversation_end, special_strings(tok))
+    assert end.strip(), f"{name}: a reply must end with text the model learns to emit"
