@@ -287,3 +287,16 @@ def test_a_tokenizer_change_after_loading_misses_the_cache(asset, qwen, data_cac
     assert load_sft_datasets(config, tokenizer, template).report.datasets[0].cached is True
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|lmforge_test|>"]})
     assert load_sft_datasets(config, tokenizer, template).report.datasets[0].cached is False
+
+
+def test_untrained_samples_are_found_on_the_flat_arrays() -> None:
+    import numpy as np
+
+    from lmforge.data.encode import _untrained
+
+    # four samples: trained after position 0; trained only at position 0; empty; nothing trained
+    labels = np.array([-100, 5, 7, -100, -100, -100, -100], dtype=np.int32)
+    lengths = np.array([2, 2, 0, 3], dtype=np.int32)
+    labels[2] = 9  # the second sample's first position: never predicted
+    assert _untrained(labels, lengths).tolist() == [False, True, True, True]
+    assert _untrained(np.array([], dtype=np.int32), np.array([], dtype=np.int32)).tolist() == []

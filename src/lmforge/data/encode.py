@@ -95,43 +95,47 @@ def encode_chunk(
         )
         all_ids: list[list[int]] = []
         all_labels: list[list[int]] = []
+        all_index: list[int] = []
         cutoff = settings.cutoff_len
         for sample, index in zip(encoded, kept_index, strict=True):
             ids, labels = sample.input_ids, sample.labels
             if len(ids) > cutoff:
                 fitted = truncate(ids, labels, cutoff)
                 if fitted is None:
-                    _drop(
-                        out,
-                        "nothing to train on",
-                        f"no trained token within cutoff_len {cutoff}",
-                        index,
-                        locate,
-                        dataset,
-                        settings.strict,
-                    )
+                    detail = f"no trained token within cutoff_len {cutoff}"
+                    _drop(out, "nothing to train on", detail, index, locate, dataset, settings.strict)
                     continue
                 ids, labels = fitted
                 out.truncated += 1
-            elif not _trains(labels):
-                _drop(
-                    out,
-                    "nothing to train on",
-                    "no token of the sample is trained",
-                    index,
-                    locate,
-                    dataset,
-                    settings.strict,
-                )
-                continue
             all_ids.append(ids)
             all_labels.append(labels)
-        return _pack(all_ids, all_labels, out)
+            all_index.append(index)
+        _pack(all_ids, all_labels, out)
+        untrained = _untrained(out.labels, out.lengths)
+        if untrained.any():  # rare: a sample whose template trains nothing (checked on the flat arrays)
+            for position in np.flatnonzero(untrained).tolist():
+                detail = "no token of the sample is trained"
+                _drop(
+                    out, "nothing to train on", detail, all_index[position], locate, dataset, settings.strict
+                )
+            keep_tokens = np.repeat(~untrained, out.lengths)
+            out.ids, out.labels = out.ids[keep_tokens], out.labels[keep_tokens]
+            out.lengths = out.lengths[~untrained]
+        return out
     return _pack_pretraining(kept, tokenizer, settings, out)
 
 
-def _trains(labels: list[int]) -> bool:
-    return any(label != IGNORE_INDEX for label in labels[1:])
+def _untrained(labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per sample: True when no label after its first position is trained (a causal LM learns nothing)."""
+    if not len(lengths):
+        return np.zeros(0, dtype=bool)
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    trained = labels != IGNORE_INDEX
+    trained[starts[lengths > 0]] = False
+    counts = np.add.reduceat(trained.astype(np.int32), np.minimum(starts, max(len(trained) - 1, 0)))
+    counts[lengths == 0] = 0
+    return counts == 0
 
 
 def _pack_pretraining(

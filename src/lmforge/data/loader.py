@@ -193,7 +193,7 @@ def encode_dataset(
         data_args.preprocessing_batch_size,
         data_args.preprocessing_num_workers,
     )
-    dataset = assemble(outputs, report)
+    dataset = assemble(outputs, report, fingerprint=key)
     if report.samples == 0:
         raise DataError(
             f"{spec.describe()}: no sample is left of {report.records} records: {_drop_text(report)}"
@@ -237,7 +237,7 @@ def run_chunks(
     return map_in_processes(work, chunks, workers)
 
 
-def assemble(outputs: list[ChunkOutput], report: DatasetReport) -> datasets.Dataset:
+def assemble(outputs: list[ChunkOutput], report: DatasetReport, fingerprint: str = "") -> datasets.Dataset:
     """Flat chunk arrays -> one in-memory ``datasets.Dataset`` with int32 list columns."""
     import datasets
     import pyarrow as pa
@@ -266,7 +266,13 @@ def assemble(outputs: list[ChunkOutput], report: DatasetReport) -> datasets.Data
             "labels": datasets.List(datasets.Value("int32")),
         }
     )
-    return datasets.Dataset(table.cast(features.arrow_schema), info=datasets.DatasetInfo(features=features))
+    # An explicit fingerprint: datasets would otherwise hash the whole table (seconds for large sets).
+    fingerprint = fingerprint or f"lmforge-{report.name}-{report.samples}-{report.tokens}"
+    return datasets.Dataset(
+        table.cast(features.arrow_schema),
+        info=datasets.DatasetInfo(features=features),
+        fingerprint=fingerprint,
+    )
 
 
 # ---------------------------------------------------------------- tokenized_path
