@@ -173,7 +173,7 @@ def packing_enabled(config: Config) -> bool:
     if config.data.neat_packing:
         return True
     if config.data.packing is None:
-        return config.finetuning.stage == "pt"
+        return config.finetuning.stage == "pt" and not config.data.streaming
     return config.data.packing
 
 
@@ -215,6 +215,16 @@ def _arrange(
     config: Config, args: Seq2SeqTrainingArguments, data: PreparedData
 ) -> tuple[Dataset, Dataset | None]:
     """Pack, or add the length column the length-grouped sampler reads."""
+    from datasets import IterableDataset
+
+    if isinstance(data.train, IterableDataset):  # streaming: consumed in order, nothing to pack or group
+        if packing_enabled(config):
+            raise ConfigError("packing needs the whole dataset at once; set packing: false with streaming: true")
+        if args.max_steps <= 0:
+            raise ConfigError("streaming: true needs max_steps (a stream has no length to count epochs by)")
+        if args.train_sampling_strategy == "group_by_length":
+            args.train_sampling_strategy = "random"
+        return data.train, data.eval
     if data.train is None or len(data.train) == 0:
         raise ConfigError("no training samples: check dataset, max_samples and cutoff_len")
     sets = [data.train, data.eval]
