@@ -104,11 +104,10 @@ def test_every_assistant_turn_is_trained_with_its_end(name: str) -> None:
     assert runs[-1].rstrip().endswith(end.strip()), runs[-1]
 
 
-@pytest.mark.parametrize("name", ALL_NAMES)
+# Families without an offline tokenizer are left out: their special tokens would be plain text.
+@pytest.mark.parametrize("name", [n for n in ALL_NAMES if n not in FOREIGN_VOCAB])
 def test_whole_text_ids_equal_segment_ids(name: str) -> None:
     """Tokenizing the rendered pieces one by one gives the same ids as the whole text."""
-    if name in FOREIGN_VOCAB:
-        pytest.skip("no offline tokenizer of this family: its special tokens are plain text here")
     template = get_template(name)
     tok = tok_for(name)
     rendered = render(template, three_turns(), tok)
