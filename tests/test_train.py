@@ -130,6 +130,19 @@ def test_lora_run_writes_adapter_tokenizer_logs_plot_and_results(llama: str, tmp
     assert results["peak_rss_mib"] > 50
 
 
+def test_full_finetuning_saves_a_whole_model_that_loads(llama: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "full"
+    outcome = train(settings(llama, out, finetuning_type="full", max_steps=2, learning_rate=1e-3))
+    assert outcome.metrics["chunked_loss"] is True  # tied, trainable output weights get their gradient too
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    trained = AutoModelForCausalLM.from_pretrained(str(out))
+    base = AutoModelForCausalLM.from_pretrained(llama)
+    changed = [n for n, p in trained.named_parameters() if not torch.equal(p, base.get_parameter(n))]
+    assert "model.embed_tokens.weight" in changed and len(changed) > 10
+
+
 def test_non_empty_output_dir_stops_before_any_work(llama: str, tmp_path: Path, monkeypatch: Any) -> None:
     from lmforge.errors import ConfigError
 
