@@ -300,3 +300,17 @@ def test_untrained_samples_are_found_on_the_flat_arrays() -> None:
     labels[2] = 9  # the second sample's first position: never predicted
     assert _untrained(labels, lengths).tolist() == [False, True, True, True]
     assert _untrained(np.array([], dtype=np.int32), np.array([], dtype=np.int32)).tolist() == []
+
+
+def test_a_cache_entry_is_replaced_whole(tmp_path: Path) -> None:
+    import datasets
+
+    from lmforge.data import cache
+
+    target = tmp_path / "entry"
+    first = datasets.Dataset.from_dict({"input_ids": [[1, 2]], "labels": [[-100, 2]]})
+    cache.write_entry(target, first, {"name": "a"})
+    cache.write_entry(target, first, {"name": "b"})  # replaces a complete entry
+    assert cache.read_report(target) == {"name": "b"}
+    assert datasets.load_from_disk(str(target / "data"))["labels"] == [[-100, 2]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no temp or old folders left

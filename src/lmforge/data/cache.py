@@ -128,9 +128,15 @@ def write_entry(target: Path, dataset: Any, report: dict[str, Any]) -> Path:
         (tmp / REPORT_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
+            with suppress(FileNotFoundError):  # another process may have just moved it
+                os.replace(target, old)
             shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process (another rank of the same run) wrote the same key first: keep its entry.
+            if not (target / REPORT_FILE).is_file():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
