@@ -53,3 +53,25 @@ def test_jinja_renders_like_the_template(name: str, case: str, part: str) -> Non
         **extra,
     )
     assert theirs == ours
+
+
+@pytest.mark.parametrize("part", ["prompt", "full"])
+def test_mistral_jinja_with_tool_call_ids(part: str) -> None:
+    """Mistral's tool results carry the call id; the jinja writes them like lmforge does."""
+    from test_templates_official import _mistral_cases
+
+    template = get_template("mistral")
+    tok = copy.copy(_tokenizer("mistral_v3"))
+    conv = _mistral_cases()["tools_system"]
+    conv = conv if part == "full" else _prompt_part(conv)
+    gen = part == "prompt"
+    ours = template.render_text(tok, Conversation.from_openai(conv), add_generation_prompt=gen)
+    theirs = tok.apply_chat_template(
+        Conversation.from_openai(conv).to_openai()["messages"],
+        tools=conv.get("tools"),
+        chat_template=template.jinja_chat_template(),
+        tokenize=False,
+        add_generation_prompt=gen,
+    )
+    assert '"call_id": "abc123XYZ"' in ours
+    assert theirs == ours
