@@ -137,3 +137,49 @@ def make_lora_adapter(model_dir: Path, folder: Path, targets: tuple[str, ...] = 
     config = LoraConfig(r=8, lora_alpha=16, target_modules=list(targets), init_lora_weights=False)
     get_peft_model(base, config).save_pretrained(folder)
     return folder
+
+
+def make_scripted_model(
+    source: Path, folder: Path, template_name: str, scripts: list[tuple[dict, str]]
+) -> Path:
+    """The tiny model with its output layer solved so that greedy decoding answers each scripted
+    conversation (OpenAI format) with exactly the given text.
+
+    The layers stay random; only ``lm_head`` is replaced: the hidden states at the reply's
+    positions (teacher-forced) are linearly independent, so a least-squares solve makes each
+    one score its next scripted token far above the rest. The server then produces real tool
+    calls and thinking blocks through the real template, engine and parser.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.conversation import Conversation
+    from lmforge.templates import get_template
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source).eval()
+    template = get_template(template_name)
+    captured: list[torch.Tensor] = []
+    hook = model.lm_head.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
+    states, targets = [], []
+    with torch.no_grad():
+        for conv, reply in scripts:
+            prompt = template.encode(
+                tokenizer, Conversation.from_openai(conv), add_generation_prompt=True
+            ).input_ids
+            answer = tokenizer(reply, add_special_tokens=False)["input_ids"]
+            captured.clear()
+            model(torch.tensor([prompt + answer]))
+            states.append(captured[0][0, len(prompt) - 1 : len(prompt) + len(answer) - 1])
+            targets += answer
+    hook.remove()
+    hidden = torch.cat(states)
+    if len(targets) > hidden.shape[1] or torch.linalg.matrix_rank(hidden) < len(targets):
+        raise ValueError(f"{len(targets)} scripted tokens do not fit a {hidden.shape[1]}-wide model")
+    scores = torch.zeros(len(targets), model.config.vocab_size)
+    scores[torch.arange(len(targets)), torch.tensor(targets)] = 50.0
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter((torch.linalg.pinv(hidden) @ scores).T.contiguous())
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

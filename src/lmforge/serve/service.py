@@ -23,8 +23,19 @@ from lmforge.serve.convert import media_refs, sampling_options, to_conversation
 from lmforge.serve.errors import ApiError, bad_request, engine_error
 from lmforge.serve.media import MediaError, MediaPolicy, allowed_local_path, decode_base64, decode_data_url
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
+from lmforge.templates.reasoning import THINK_CLOSE, THINK_OPEN
 
 logger = logging.getLogger(__name__)
+
+
+def _without_partial_tag(text: str, tag: str) -> str:
+    """``text`` less a trailing start of ``tag`` (``"...</thi"``), which may yet become the tag."""
+    if tag in text:
+        return text
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return text[:-n]
+    return text
 
 
 @dataclass
@@ -42,9 +53,9 @@ class ChoiceText:
     final_content: str = ""
     final_reasoning: str = ""
 
-    def _parsed(self) -> tuple[str, str, list[Any]]:
+    def _parsed(self, text: str | None = None) -> tuple[str, str, list[Any]]:
         try:
-            parsed = self.parse(self.raw)
+            parsed = self.parse(self.raw if text is None else text)
         except Exception:  # a parser bug must not lose the answer: fall back to the raw text
             logger.exception("parse_response failed; sending the raw text")
             return self.raw, "", []
@@ -57,9 +68,9 @@ class ChoiceText:
         if self.hold:
             return None
         start = self.raw.lstrip()
-        if start and "<think>".startswith(start):  # maybe the opening of a thinking block: wait
+        if start and THINK_OPEN.startswith(start):  # maybe the opening of a thinking block: wait
             return None
-        content, reasoning, _ = self._parsed()
+        content, reasoning, _ = self._parsed(_without_partial_tag(self.raw, THINK_CLOSE))
         return self._delta(content, reasoning)
 
     def _delta(self, content: str, reasoning: str) -> dict[str, Any] | None:
