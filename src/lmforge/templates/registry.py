@@ -259,7 +259,7 @@ TEMPLATES: dict[str, Template] = {
         # ---- others ----
         Template(
             name="mistral",
-            families="Mistral 7B Instruct v0.1-v0.3, Mixtral, Mistral Nemo/Small (instruct)",
+            families="Mistral 7B Instruct v0.3, Mixtral 8x22B and other v3-tokenizer Mistral models (instruct)",
             prefix="{bos}",
             system_style="last_user",
             user="[INST] {content}[/INST]",
