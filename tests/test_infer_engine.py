@@ -119,3 +119,17 @@ def test_incremental_text_never_leaks_a_stop_string(asset):
         if stopped:
             break
     assert stopped and sent == "Some words then "
+
+
+def test_vllm_backend_without_vllm_says_how_to_get_it(tiny_model):
+    import importlib.util
+
+    from lmforge.config import build_config
+    from lmforge.errors import ConfigError
+    from lmforge.infer.engine import create_engine
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed in this environment")
+    config = build_config({"model_name_or_path": str(tiny_model("llama")), "infer_backend": "vllm"})
+    with pytest.raises(ConfigError, match="make vllm-env"):
+        create_engine(config)
