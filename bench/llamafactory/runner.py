@@ -340,15 +340,29 @@ def memory(*, steps: int = 3, batch: int = 8, cutoff: int = 1024, timeout_s: flo
 # ---------------------------------------------------------------- (d) serving
 
 
-def serve(*, model: str, requests_1: int = 10, requests_8: int = 16, max_tokens: int = 32) -> dict:
-    """Latency with one client and throughput with eight, against LLaMA-Factory's hf backend."""
+def serve(
+    *,
+    model: str,
+    model_dir: Path | None = None,
+    requests_1: int = 10,
+    requests_8: int = 16,
+    max_tokens: int = 32,
+) -> dict:
+    """Latency with one client and throughput with eight, against LLaMA-Factory's hf backend.
+
+    ``model`` is "tiny" (template qwen) or "smollm2" (template chatml); ``model_dir`` overrides the
+    folder, so that both tools serve exactly the same weights.
+    """
     from openai_load import ServerProcess, measure_server
 
     ensure_venv()
-    if model == "tiny":
-        model_dir, template = tiny_model_dir(MEMORY_MODEL_ARCH), "qwen"
+    template = "qwen" if model == "tiny" else TRAIN_TEMPLATE
+    if model_dir is not None:
+        model_dir = compatible_copy(Path(model_dir))
+    elif model == "tiny":
+        model_dir = tiny_model_dir(MEMORY_MODEL_ARCH)
     else:
-        model_dir, template = asset_dir(TRAIN_MODEL), TRAIN_TEMPLATE
+        model_dir = asset_dir(TRAIN_MODEL)
     cfg = _write_yaml(
         WORK / f"api_{model}.yaml",
         {
