@@ -37,10 +37,10 @@ def build_app(config: Config):
     from lmforge.serve.service import ChatService
 
     env = server_environment()
-    engine = create_engine(config)
     media_dir = Path(config.data.media_dir).expanduser() if config.data.media_dir else None
     if media_dir is not None and not media_dir.is_dir():
         raise ConfigError(f"config key 'media_dir' is {str(media_dir)!r}, which is not a folder")
+    engine = create_engine(config)  # checks that need no model come first: loading takes a while
     service = ChatService(
         engine,
         PromptBuilder.from_config(config, engine.tokenizer),
