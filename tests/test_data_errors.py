@@ -163,12 +163,12 @@ def test_every_record_dropped_is_an_error_naming_why(tmp_path: Path, qwen, data_
         load(tmp_path, qwen, dataset="q")
 
 
-def test_cli_prints_one_line_and_exits_2(tmp_path: Path, asset, capsys, data_cache) -> None:
+def test_cli_prints_one_line_and_exits_2(tmp_path: Path, qwen, capsys, data_cache) -> None:
     from lmforge.cli import main
 
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
-        f"model_name_or_path: {asset('qwen2_5')}\ntemplate: qwen\ndataset: tiny_alpacca\ndataset_dir: {FIXTURES}\n"
+        f"model_name_or_path: {qwen[0].name_or_path}\ntemplate: qwen\ndataset: tiny_alpacca\ndataset_dir: {FIXTURES}\n"
     )
     assert main(["data", "stats", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -255,12 +255,12 @@ def test_streaming_yields_the_same_samples(qwen, data_cache) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-def test_cli_preview_and_stats(asset, tmp_path: Path, capsys, data_cache) -> None:
+def test_cli_preview_and_stats(qwen, tmp_path: Path, capsys, data_cache) -> None:
     from lmforge.cli import main
 
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
-        f"model_name_or_path: {asset('qwen2_5')}\ntemplate: qwen\ndataset: tiny_alpaca,tiny_sharegpt_bad\n"
+        f"model_name_or_path: {qwen[0].name_or_path}\ntemplate: qwen\ndataset: tiny_alpaca,tiny_sharegpt_bad\n"
         f"dataset_dir: {FIXTURES}\ncutoff_len: 1024\n"
     )
     assert main(["data", "preview", str(cfg), "--n", "2"]) == 0
@@ -277,11 +277,11 @@ def test_cli_preview_and_stats(asset, tmp_path: Path, capsys, data_cache) -> Non
     assert "2 no assistant reply" in out and "trained on:" in out
 
 
-def test_a_tokenizer_change_after_loading_misses_the_cache(asset, qwen, data_cache) -> None:
+def test_a_tokenizer_change_after_loading_misses_the_cache(qwen, data_cache) -> None:
     from transformers import AutoTokenizer
 
     _, template = qwen
-    tokenizer = AutoTokenizer.from_pretrained(asset("qwen2_5"))
+    tokenizer = AutoTokenizer.from_pretrained(qwen[0].name_or_path)  # a fresh copy to change
     config = build_config({"dataset_dir": str(FIXTURES), "template": "qwen", "dataset": "tiny_alpaca"})
     assert load_sft_datasets(config, tokenizer, template).report.datasets[0].cached is False
     assert load_sft_datasets(config, tokenizer, template).report.datasets[0].cached is True
