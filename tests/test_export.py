@@ -19,7 +19,9 @@ def lora_adapter(tiny_model, tmp_path_factory):
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model("llama"))
     torch.manual_seed(0)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    config = LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
     model = get_peft_model(base, config)
     folder = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(folder)

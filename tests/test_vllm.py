@@ -35,7 +35,9 @@ def hf_greedy(model, adapter, max_tokens):
     engine = HuggingFaceEngine.from_config(config)
     prompts = PromptBuilder.from_config(config, engine.tokenizer)
     ids = prompts.encode(Conversation.from_openai({"messages": PROMPT}))
-    options = SamplingOptions(max_new_tokens=max_tokens, temperature=0, stop_token_ids=prompts.stop_token_ids())
+    options = SamplingOptions(
+        max_new_tokens=max_tokens, temperature=0, stop_token_ids=prompts.stop_token_ids()
+    )
 
     async def run():
         await engine.start()

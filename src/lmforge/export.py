@@ -30,7 +30,9 @@ def export_model(config: Config) -> Path:
     if not model_args.export_dir:
         raise ConfigError("config key 'export_dir' is required: the folder to write the merged model to")
     if model_args.quantization_bit is not None:
-        raise ConfigError("cannot export a quantized (QLoRA) load; remove quantization_bit to merge in full precision")
+        raise ConfigError(
+            "cannot export a quantized (QLoRA) load; remove quantization_bit to merge in full precision"
+        )
     if model_args.export_size <= 0:
         raise ConfigError("config key 'export_size' must be a positive number of GB per shard")
     target = Path(model_args.export_dir).expanduser()

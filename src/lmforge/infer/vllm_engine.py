@@ -146,7 +146,9 @@ class VllmEngine(Engine):
         self.inflight += 1
         return self._stream(list(prompt_ids), options)
 
-    async def _stream(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
+    async def _stream(
+        self, prompt_ids: list[int], options: SamplingOptions
+    ) -> AsyncIterator[GenerationChunk]:
         from vllm.inputs import TokensPrompt
 
         request_id = f"lmforge-{uuid.uuid4().hex}"
@@ -198,7 +200,9 @@ def _check_adapter_rank(adapter: str, max_rank: int) -> None:
 
     config_file = Path(adapter) / "adapter_config.json"
     if not config_file.is_file():
-        raise ConfigError(f"adapter_name_or_path {adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
+        raise ConfigError(
+            f"adapter_name_or_path {adapter!r} is not a PEFT adapter folder (no adapter_config.json)"
+        )
     rank = json.loads(config_file.read_text(encoding="utf-8")).get("r", 0)
     if rank > max_rank:
         raise ConfigError(f"the adapter's LoRA rank is {rank}, above vllm_max_lora_rank={max_rank}; raise it")
