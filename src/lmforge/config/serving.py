@@ -19,5 +19,9 @@ class ServingArguments:
     allow_remote_media: bool = field(
         default=False, metadata={"help": "Let the server fetch http(s) media (never private addresses)."}
     )
-    max_concurrent_requests: int = 8
-    max_queued_requests: int = 64
+    max_concurrent_requests: int = field(
+        default=8, metadata={"help": "Requests generated together (one batch); more wait in the queue."}
+    )
+    max_queued_requests: int = field(
+        default=64, metadata={"help": "Requests that may wait for a batch; beyond that the server answers 429."}
+    )
