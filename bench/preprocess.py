@@ -38,6 +38,10 @@ SHARED_DATA = Path(os.environ.get("LMFORGE_BENCH_DATA", REPO.parent / "shared" /
 OUT = BENCH / "out" / "preprocess"
 RESULTS = BENCH / "RESULTS.md"
 SECTION = "## Preprocessing"
+NOTE = (
+    "Wall-clock figures swing when other processes share the machine; compare runs within one table, "
+    "and prefer the CPU table when the load average is high."
+)
 
 
 def replicate(source: str, n: int) -> tuple[Path, str]:
@@ -204,7 +208,7 @@ def main() -> int:
 def write_section(table: str) -> None:
     """Replace (or add) the Preprocessing section of bench/RESULTS.md, leaving other sections alone."""
     command = "`.venv/bin/python bench/preprocess.py --write`"
-    body = f"{SECTION}\n\nMeasured by {command} on {time.strftime('%Y-%m-%d')}.\n\n{table}\n"
+    body = f"{SECTION}\n\nMeasured by {command} on {time.strftime('%Y-%m-%d')}.\n\n{table}\n\n{NOTE}\n"
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
     start = text.find(SECTION)
     if start == -1:
