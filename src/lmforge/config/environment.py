@@ -53,3 +53,8 @@ def torchrun_settings() -> dict[str, str]:
         "master_addr": os.environ.get("MASTER_ADDR", "127.0.0.1"),
         "master_port": os.environ.get("MASTER_PORT", ""),
     }
+
+
+def cpu_threads_pinned() -> bool:
+    """True when ``OMP_NUM_THREADS`` is set: the user chose torch's CPU thread count."""
+    return bool(os.environ.get("OMP_NUM_THREADS"))

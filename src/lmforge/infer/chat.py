@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
 
     config = load_config(argv)
     engine = create_engine(config)
+    engine.claim_cpu_threads()
     prompts = PromptBuilder.from_config(config, engine.tokenizer)
     gen = config.generating
     options = SamplingOptions(

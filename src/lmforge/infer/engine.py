@@ -77,6 +77,9 @@ class Engine(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop accepting work and free resources."""
 
+    def claim_cpu_threads(self) -> None:  # noqa: B027 - optional hook
+        """Called by the server and chat processes, which own their process-wide torch settings."""
+
     @abc.abstractmethod
     def generate(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
         """Stream chunks for ``options.n`` choices. Closing the iterator cancels the work.

@@ -41,6 +41,7 @@ def build_app(config: Config):
     if media_dir is not None and not media_dir.is_dir():
         raise ConfigError(f"config key 'media_dir' is {str(media_dir)!r}, which is not a folder")
     engine = create_engine(config)  # checks that need no model come first: loading takes a while
+    engine.claim_cpu_threads()
     service = ChatService(
         engine,
         PromptBuilder.from_config(config, engine.tokenizer),
