@@ -173,3 +173,14 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path, qwen, capsys, data_cach
     assert main(["data", "stats", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tiny_alpacca" in err[0] and "Traceback" not in err[0]
+
+
+def test_data_command_usage_and_bad_options(tmp_path: Path, capsys) -> None:
+    from lmforge.cli import main
+
+    assert main(["data"]) == 2 and "lmforge data preview" in capsys.readouterr().out
+    assert main(["data", "--help"]) == 0
+    assert main(["data", "show", "cfg.yaml"]) == 2
+    assert "unknown data command 'show'" in capsys.readouterr().err
+    assert main(["data", "preview", "cfg.yaml", "--n", "zero"]) == 2
+    assert "--n must be a positive whole number, got 'zero'" in capsys.readouterr().err
