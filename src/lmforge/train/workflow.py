@@ -146,6 +146,8 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
         raise ConfigError(
             "config key 'quantization_bit' (QLoRA) needs a CUDA GPU with bitsandbytes; remove it to train on the CPU"
         )
+    if config.model.adapter_name_or_path and config.finetuning.finetuning_type != "lora":
+        raise ConfigError("config key 'adapter_name_or_path' needs finetuning_type: lora (it continues a LoRA adapter)")
     if not torch.cuda.is_available() and "use_cpu" not in config.training_kwargs:
         # accelerate sets up torchrun's processes (gloo) on a CPU only when told it runs on the CPU
         config.training_kwargs["use_cpu"] = True
