@@ -36,7 +36,12 @@ BEGIN, END = "<!-- bench/train.py: begin -->", "<!-- bench/train.py: end -->"
 
 
 def run_case(
-    case: str, packing: bool, chunked_loss: bool, max_steps: int | None, template: str
+    case: str,
+    packing: bool,
+    chunked_loss: bool,
+    max_steps: int | None,
+    template: str,
+    checkpointing: bool = True,
 ) -> dict[str, Any]:
     from lmforge.config import build_config
     from lmforge.train import PreparedData, run_training
@@ -57,6 +62,7 @@ def run_case(
             "seed": 42,
             "chunked_loss": chunked_loss,
             "packing": packing,
+            "disable_gradient_checkpointing": not checkpointing,
         }
         data = None
         if case == "smollm2":
@@ -99,6 +105,7 @@ def run_case(
         "case": case,
         "packing": m.get("packing"),
         "chunked_loss": m.get("chunked_loss"),
+        "gradient_checkpointing": checkpointing,
         "steps": m.get("global_step"),
         "trained_tokens": m.get("trained_tokens"),
         "trained_samples": m.get("trained_samples"),
@@ -164,9 +171,9 @@ def _render(rows: list[dict[str, Any]]) -> str:
         f"{rows[0]['torch_threads']} torch threads. The machine was shared with other jobs: the 1-minute "
         "load average before/after each row is listed, so compare rows with that in mind.",
         "",
-        "| case | packing | chunked loss | trained tokens | trained tokens/s | samples/s | runtime s | "
-        "peak RSS MiB | load before/after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | packing | chunked loss | grad. checkpointing | steps | trained tokens | trained tokens/s | "
+        "samples/s | runtime s | peak RSS MiB | load before/after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {
         "smollm2": "SmolLM2-135M LoRA, alpaca_en_demo x100, batch 4, cutoff 512, fp32",
@@ -174,7 +181,8 @@ def _render(rows: list[dict[str, Any]]) -> str:
     }
     for r in rows:
         lines.append(
-            f"| {names[r['case']]} | {r['packing']} | {r['chunked_loss']} | {r['trained_tokens']} | "
+            f"| {names[r['case']]} | {r['packing']} | {r['chunked_loss']} | {r.get('gradient_checkpointing')} | "
+            f"{r.get('steps')} | {r['trained_tokens']} | "
             f"{r['trained_tokens_per_second']} | {r['trained_samples_per_second']} | {r['train_runtime_s']} | "
             f"{r['peak_rss_mib']} | {r['load_average_1min_before']}/{r['load_average_1min_after']} |"
         )
@@ -217,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", choices=("smollm2", "qwen-vocab"), default="smollm2")
     parser.add_argument("--packing", action="store_true", help="pack samples into cutoff_len rows")
     parser.add_argument("--no-chunked-loss", action="store_true", help="use the plain cross-entropy")
+    parser.add_argument(
+        "--no-gradient-checkpointing", action="store_true", help="keep activations (faster, more memory)"
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     parser.add_argument("--template", default="chatml", help="chat template for smollm2 (default chatml)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (last line of stdout)")
@@ -226,7 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.write_results:
         return write_results(args.max_steps)
-    row = run_case(args.case, args.packing, not args.no_chunked_loss, args.max_steps, args.template)
+    row = run_case(
+        args.case,
+        args.packing,
+        not args.no_chunked_loss,
+        args.max_steps,
+        args.template,
+        checkpointing=not args.no_gradient_checkpointing,
+    )
     print(json.dumps(row) if args.json else "\n".join(f"{k}: {v}" for k, v in row.items()))
     return 0
 
