@@ -288,6 +288,10 @@ class Row:
 def _rows() -> list[Row]:
     train_metrics = [
         Metric("trained tokens/s", "trained_tokens_per_s", "tok/s", True, ">= 2x", 2.0),
+        Metric("seconds per optimizer step", "s_per_step", "s", False),
+        Metric(
+            "trained tokens per step (the samples each run drew)", "trained_tokens_per_step", "tokens", True
+        ),
         Metric("wall time", "wall_s", "s", False),
         Metric("train loss (mean over the run)", "train_loss", "", False),
         Metric("peak RSS", "peak_rss_mib", "MiB", False),
@@ -385,9 +389,18 @@ ALIASES = {"train": ["train_unpacked", "train_packed"], "serve": ["serve_tiny", 
 # ---------------------------------------------------------------- measuring and storing
 
 
+DERIVED: dict[str, Callable[[dict], float]] = {
+    "s_per_step": lambda r: r["train_runtime_s"] / r["steps"],
+    "trained_tokens_per_step": lambda r: r["trained_tokens"] / r["steps"],
+}
+
+
 def _median(runs: list[dict], key: str, *, theirs: bool = False) -> float | None:
     if theirs and key.startswith("vllm_"):  # LLaMA-Factory's side of a vllm line is its hf figure
         key = key.removeprefix("vllm_")
+    if key in DERIVED:
+        values = [DERIVED[key](r) for r in runs if r.get("steps")]
+        return statistics.median(values) if values else None
     values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
     return statistics.median(values) if values else None
 
@@ -685,8 +698,11 @@ EXPLANATIONS = [
     "on both sides (LLaMA-Factory 0.9.2 has no SmolLM2 template), LoRA rank 8 on all linear layers, lr 1e-4, "
     "seed 42. Trained tokens are label tokens (not padding, not prompt). lmforge reports its own count; for "
     "LLaMA-Factory it is counted from its own tokenized data by `bench/llamafactory/driver.py count-tokens`, "
-    "and divided by its `train_runtime`. With `--max-steps` (a mode other than *full*) LLaMA-Factory's count "
-    "is the epoch's count scaled by the share of steps done, an estimate; the loss is then the mean over those "
+    "and divided by its `train_runtime`. With `--max-steps` (mode *max_steps N*) LLaMA-Factory's count "
+    "is the epoch's count scaled by the share of steps done, an estimate, while lmforge counts the samples it "
+    "actually drew; the two runs may draw different samples (see *trained tokens per step*), so in that mode "
+    "the tokens/s ratio is biased by the draw and *seconds per step* (also draw-dependent, through padding) is "
+    "the better guide; only a *full* epoch compares exactly the same work. The loss is then the mean over those "
     "steps only. *wall time* is the whole command (start-up, model load, data, training, saving).",
     "- **Memory.** One optimizer step of a tiny random Qwen2 (hidden 64, 2 layers, vocabulary 151,680) with "
     "LoRA on batch 8 x 1024 trained tokens: lmforge on 8 random rows of 1024 ids (`bench/train.py --case "
