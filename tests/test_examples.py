@@ -36,10 +36,11 @@ def test_example_config_parses(path: Path) -> None:
 def test_example_training_config_builds_training_arguments(path: Path, monkeypatch) -> None:
     monkeypatch.chdir(REPO_ROOT)  # deepspeed json paths are relative to the repository
     config = load_config([str(path)])
+    assert config.training_kwargs.get("output_dir"), f"{path} names no output_dir"
     deepspeed = config.training_kwargs.get("deepspeed")
     if deepspeed:
         assert (REPO_ROOT / deepspeed).is_file(), f"{path}: deepspeed file {deepspeed} is missing"
-        json.loads((REPO_ROOT / deepspeed).read_text())
+        assert json.loads((REPO_ROOT / deepspeed).read_text())["zero_optimization"]["stage"] in (2, 3)
         return  # building the arguments imports deepspeed, which the CPU test venv does not have
     args = config.training_arguments()
     assert args.output_dir
