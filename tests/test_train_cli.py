@@ -81,6 +81,27 @@ def test_example_cpu_config_trains_with_packing_and_evaluation(tiny_model: Any, 
     assert any("eval_loss" in r for r in log)
 
 
+def test_streaming_dataset_trains_for_max_steps_and_needs_them(tiny_model: Any, tmp_path: Path) -> None:
+    """streaming: true reads the file lazily; a stream has no length, so max_steps is required."""
+    base = [
+        "examples/train_lora/tiny_cpu_lora_sft.yaml",
+        f"model_name_or_path={tiny_model('llama')}",
+        "streaming=true",
+        "packing=false",
+        "save_steps=100",
+    ]
+    out = tmp_path / "out"
+    done = lmforge(["train", *base, f"output_dir={out}", "max_steps=2"], cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["global_step"] == 2 and results["trained_tokens"] > 0
+
+    refused = lmforge(["train", *base, f"output_dir={tmp_path / 'no_steps'}", "max_steps=-1"], cwd=REPO_ROOT)
+    assert refused.returncode == 2
+    assert "streaming: true needs max_steps" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_config_errors_stop_with_one_line_and_exit_2(
     tiny_model: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
