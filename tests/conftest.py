@@ -55,7 +55,9 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., object
     as a real process on 127.0.0.1 (a free port); ``server.url`` is its ``/v1`` base URL."""
     from serve_process import ApiServer  # tests/serve_process.py (tests/ is on sys.path)
 
-    def start(settings: dict[str, object], env: dict[str, str] | None = None, python: str | None = None, **kw):
+    def start(
+        settings: dict[str, object], env: dict[str, str] | None = None, python: str | None = None, **kw
+    ):
         folder = tmp_path_factory.mktemp("api")
         return ApiServer(settings, folder, env=env or {}, python=python, **kw)
 

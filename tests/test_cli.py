@@ -83,4 +83,6 @@ def test_env_text_report_marks_missing_libraries():
     try:
         metadata.version("deepspeed")
     except metadata.PackageNotFoundError:
-        assert any(line.startswith("deepspeed") and "not installed" in line for line in result.stdout.splitlines())
+        assert any(
+            line.startswith("deepspeed") and "not installed" in line for line in result.stdout.splitlines()
+        )

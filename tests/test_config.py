@@ -93,7 +93,9 @@ def test_value_typing(key, value, expected):
 
 
 def test_unknown_key_suggests_the_right_one():
-    with pytest.raises(ConfigError, match=r"unknown config key 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'learnig_rate' \(did you mean 'learning_rate'\?\)"
+    ):
         load_config([str(CONFIGS / "typo.yaml")])
 
 
@@ -103,7 +105,9 @@ def test_unknown_key_without_close_match():
 
 
 def test_unsupported_llamafactory_key_is_named():
-    with pytest.raises(ConfigError, match="'use_unsloth' is a LLaMA-Factory option lmforge does not support yet"):
+    with pytest.raises(
+        ConfigError, match="'use_unsloth' is a LLaMA-Factory option lmforge does not support yet"
+    ):
         build_config({"use_unsloth": True})
 
 
@@ -112,7 +116,9 @@ def test_unsupported_llamafactory_key_at_its_default_is_accepted():
 
 
 def test_unsupported_stage_is_named():
-    with pytest.raises(ConfigError, match="stage 'dpo' is a LLaMA-Factory stage lmforge does not support yet"):
+    with pytest.raises(
+        ConfigError, match="stage 'dpo' is a LLaMA-Factory stage lmforge does not support yet"
+    ):
         build_config({"stage": "dpo"})
 
 

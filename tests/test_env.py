@@ -11,7 +11,13 @@ BASE = {
     "nvcc": None,
     "gpus": [],
     "torch": {"version": "2.13.0+cpu", "cuda": None, "cudnn": None, "cuda_available": False},
-    "libraries": {"transformers": "5.19.0", "vllm": "0.32.0", "deepspeed": None, "flash-attn": None, "bitsandbytes": None},
+    "libraries": {
+        "transformers": "5.19.0",
+        "vllm": "0.32.0",
+        "deepspeed": None,
+        "flash-attn": None,
+        "bitsandbytes": None,
+    },
 }
 
 
@@ -33,7 +39,9 @@ def test_cpu_machine_gets_only_the_no_gpu_note():
 def test_nvcc_and_torch_cuda_major_mismatch():
     gpu = [{"name": "H100", "memory_gib": 80, "driver": "580"}]
     warnings = warnings_for(
-        report(nvcc="13.0", gpus=gpu, torch={"version": "2.13.0+cu128", "cuda": "12.8", "cuda_available": True})
+        report(
+            nvcc="13.0", gpus=gpu, torch={"version": "2.13.0+cu128", "cuda": "12.8", "cuda_available": True}
+        )
     )
     assert any("nvcc 13.0" in w and "12.8" in w for w in warnings)
 

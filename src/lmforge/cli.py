@@ -151,7 +151,12 @@ def _version(_argv: list[str]) -> int:
 
 def _overview() -> str:
     width = max(len(c.name) for c in COMMANDS)
-    lines = [f"lmforge {__version__}: fine-tune open LLMs and serve them.", "", "Usage: lmforge <command> [...]", ""]
+    lines = [
+        f"lmforge {__version__}: fine-tune open LLMs and serve them.",
+        "",
+        "Usage: lmforge <command> [...]",
+        "",
+    ]
     lines += [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS]
     lines += ["", "Run `lmforge <command> --help` for a command's options."]
     return "\n".join(lines)

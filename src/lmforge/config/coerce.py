@@ -30,9 +30,7 @@ def coerce_value(key: str, value: Any, annotation: Any) -> Any:
     try:
         return _coerce(value, annotation)
     except _Mismatch:
-        raise ConfigError(
-            f"config key '{key}': value {value!r} is not {describe_type(annotation)}"
-        ) from None
+        raise ConfigError(f"config key '{key}': value {value!r} is not {describe_type(annotation)}") from None
 
 
 def describe_type(annotation: Any) -> str:
@@ -69,12 +67,17 @@ def _coerce(value: Any, annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if type(None) in args and (
             value is None
-            or (isinstance(value, str) and value.strip().lower() in (_NULL_WORDS if str in args else _NONE_WORDS))
+            or (
+                isinstance(value, str)
+                and value.strip().lower() in (_NULL_WORDS if str in args else _NONE_WORDS)
+            )
         ):
             return None
         # try the most specific alternatives first so "5" prefers int over str
         prefer_list = isinstance(value, list | tuple) or (isinstance(value, str) and "," in value)
-        for alt in sorted((a for a in args if a is not type(None)), key=lambda a: _specificity(a, prefer_list)):
+        for alt in sorted(
+            (a for a in args if a is not type(None)), key=lambda a: _specificity(a, prefer_list)
+        ):
             try:
                 return _coerce(value, alt)
             except _Mismatch:

@@ -8,7 +8,9 @@ from typing import Literal
 
 @dataclass
 class FinetuningArguments:
-    stage: Literal["sft", "pt"] = field(default="sft", metadata={"help": "sft (supervised) or pt (pre-training)."})
+    stage: Literal["sft", "pt"] = field(
+        default="sft", metadata={"help": "sft (supervised) or pt (pre-training)."}
+    )
     finetuning_type: Literal["lora", "freeze", "full"] = "lora"
     # lora
     lora_rank: int = 8
@@ -37,7 +39,9 @@ class FinetuningArguments:
     include_effective_tokens_per_second: bool = False
     chunked_loss: bool = field(
         default=True,
-        metadata={"help": "Cross-entropy in chunks, without the full [tokens, vocab] logits, where it is exact."},
+        metadata={
+            "help": "Cross-entropy in chunks, without the full [tokens, vocab] logits, where it is exact."
+        },
     )
     # output handling that transformers 5 dropped from TrainingArguments
     overwrite_output_dir: bool = False

@@ -22,7 +22,9 @@ def _warmup_ratio(value: Any) -> dict[str, Any]:
 
 
 def _group_by_length(value: Any) -> dict[str, Any]:
-    return {"train_sampling_strategy": "group_by_length"} if coerce_value("group_by_length", value, bool) else {}
+    return (
+        {"train_sampling_strategy": "group_by_length"} if coerce_value("group_by_length", value, bool) else {}
+    )
 
 
 def _no_cuda(value: Any) -> dict[str, Any]:
@@ -35,7 +37,9 @@ def _evaluation_strategy(value: Any) -> dict[str, Any]:
 
 def _save_safetensors(value: Any) -> dict[str, Any]:
     if not coerce_value("save_safetensors", value, bool):
-        raise ConfigError("config key 'save_safetensors: false' is not supported: lmforge always saves safetensors")
+        raise ConfigError(
+            "config key 'save_safetensors: false' is not supported: lmforge always saves safetensors"
+        )
     return {}
 
 

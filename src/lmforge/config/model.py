@@ -51,7 +51,9 @@ class ModelArguments:
     video_fps: float = 2.0
     video_maxlen: int = 128
     # export
-    export_dir: str | None = field(default=None, metadata={"help": "Where `lmforge export` writes the merged model."})
+    export_dir: str | None = field(
+        default=None, metadata={"help": "Where `lmforge export` writes the merged model."}
+    )
     export_size: int = field(default=5, metadata={"help": "Shard size of the exported model, in GB."})
     export_device: Literal["cpu", "auto"] = "cpu"
     export_legacy_format: bool = False

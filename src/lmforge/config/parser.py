@@ -127,7 +127,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
         else:
             data = yaml.safe_load(text) or {}
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise ConfigError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -158,7 +160,9 @@ def build_config(values: dict[str, Any]) -> Config:
         if not isinstance(key, str):
             raise ConfigError(f"config key {key!r} must be a string")
         if key == "stage" and raw in LLAMAFACTORY_ONLY_STAGES:
-            raise ConfigError(f"stage '{raw}' is a LLaMA-Factory stage lmforge does not support yet (use sft or pt)")
+            raise ConfigError(
+                f"stage '{raw}' is a LLaMA-Factory stage lmforge does not support yet (use sft or pt)"
+            )
         if key in owners:
             concern = owners[key]
             grouped[concern][key] = coerce_value(key, raw, _field_types(CONCERNS[concern])[key])
@@ -238,7 +242,9 @@ def _check_combinations(config: Config) -> None:
     if data.max_samples is not None and data.max_samples <= 0:
         raise ConfigError("config key 'max_samples' must be a positive number of samples")
     if data.interleave_probs is not None and data.mix_strategy == "concat":
-        raise ConfigError("config key 'interleave_probs' needs mix_strategy interleave_under or interleave_over")
+        raise ConfigError(
+            "config key 'interleave_probs' needs mix_strategy interleave_under or interleave_over"
+        )
     if data.neat_packing and data.packing is False:
         raise ConfigError("config key 'neat_packing' needs packing; remove 'packing: false'")
     quant = config.model.quantization_bit

@@ -23,5 +23,6 @@ class ServingArguments:
         default=8, metadata={"help": "Requests generated together (one batch); more wait in the queue."}
     )
     max_queued_requests: int = field(
-        default=64, metadata={"help": "Requests that may wait for a batch; beyond that the server answers 429."}
+        default=64,
+        metadata={"help": "Requests that may wait for a batch; beyond that the server answers 429."},
     )

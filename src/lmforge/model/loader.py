@@ -70,7 +70,8 @@ def load_tokenizer(model_args: ModelArguments, *, padding_side: str = "right") -
         raise _load_error("tokenizer", path, exc) from None
     if model_args.new_special_tokens:
         added = tokenizer.add_special_tokens(
-            {"additional_special_tokens": list(model_args.new_special_tokens)}, replace_additional_special_tokens=False
+            {"additional_special_tokens": list(model_args.new_special_tokens)},
+            replace_additional_special_tokens=False,
         )
         if added:
             logger.info("added %d new special tokens; resize_vocab is needed to train them", added)
@@ -146,7 +147,9 @@ def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedMod
 
     for adapter in adapters:
         if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ConfigError(f"adapter_name_or_path {adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
+            raise ConfigError(
+                f"adapter_name_or_path {adapter!r} is not a PEFT adapter folder (no adapter_config.json)"
+            )
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         logger.info("merged adapter %s", adapter)
     return model

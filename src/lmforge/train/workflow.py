@@ -147,7 +147,9 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
             "config key 'quantization_bit' (QLoRA) needs a CUDA GPU with bitsandbytes; remove it to train on the CPU"
         )
     if config.model.adapter_name_or_path and config.finetuning.finetuning_type != "lora":
-        raise ConfigError("config key 'adapter_name_or_path' needs finetuning_type: lora (it continues a LoRA adapter)")
+        raise ConfigError(
+            "config key 'adapter_name_or_path' needs finetuning_type: lora (it continues a LoRA adapter)"
+        )
     if not torch.cuda.is_available() and "use_cpu" not in config.training_kwargs:
         # accelerate sets up torchrun's processes (gloo) on a CPU only when told it runs on the CPU
         config.training_kwargs["use_cpu"] = True
@@ -221,7 +223,9 @@ def _arrange(
 
     if isinstance(data.train, IterableDataset):  # streaming: consumed in order, nothing to pack or group
         if packing_enabled(config):
-            raise ConfigError("packing needs the whole dataset at once; set packing: false with streaming: true")
+            raise ConfigError(
+                "packing needs the whole dataset at once; set packing: false with streaming: true"
+            )
         if args.max_steps <= 0:
             raise ConfigError("streaming: true needs max_steps (a stream has no length to count epochs by)")
         if args.train_sampling_strategy == "group_by_length":
