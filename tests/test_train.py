@@ -122,7 +122,11 @@ def test_lora_run_writes_adapter_tokenizer_logs_plot_and_results(llama: str, tmp
     assert all(r["tokens_per_second"] > 0 for r in losses)
 
     results = json.loads((out / "all_results.json").read_text())
-    samples = encoded_samples(llama)[:16]  # 4 steps x batch 4, one epoch covers them all once
+    from lmforge.train.sampler import LengthBucketSampler
+
+    everything = encoded_samples(llama)
+    drawn = list(LengthBucketSampler([len(s["input_ids"]) for s in everything], 4, seed=11))[:16]
+    samples = [everything[i] for i in drawn]  # the 4 length-bucketed batches of 4 the run drew
     expected_tokens = sum(sum(1 for x in s["labels"][1:] if x != -100) for s in samples)
     assert results["trained_tokens"] == expected_tokens
     assert results["trained_samples"] == 16

@@ -19,6 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from lmforge.data.collator import trained_tokens
 from lmforge.model.loss import IGNORE_INDEX
 from lmforge.train.callbacks import Throughput
+from lmforge.train.sampler import LengthBucketSampler
 
 STAGING_DIR = ".staging"  # checkpoints are written here, then renamed into output_dir
 
@@ -29,6 +30,19 @@ class LmforgeTrainer(Seq2SeqTrainer):
         self.throughput = throughput or Throughput()
         self.throughput.world_size = max(self.args.world_size, 1)
         self._staging = False
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """Length-bucketed batches (train/sampler.py) where transformers would group by length."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        column = self.args.length_column_name
+        if (
+            self.args.train_sampling_strategy == "group_by_length"
+            and dataset is not None
+            and column in getattr(dataset, "column_names", ())
+        ):
+            batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthBucketSampler(dataset[column], batch_size, seed=self.args.seed)
+        return super()._get_train_sampler(train_dataset)
 
     def training_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
