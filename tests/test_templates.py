@@ -561,3 +561,12 @@ def test_special_stop_words_are_single_tokens_of_the_family(name: str) -> None:
         assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
     end = fill(get_template(name).assistant_end or get_template(name).conversation_end, special_strings(tok))
     assert end.strip(), f"{name}: a reply must end with text the model learns to emit"
+
+
+def test_fill_puts_values_in_once_and_keeps_unknown_fields() -> None:
+    specials = {"bos": "<s>", "eos": "</s>"}
+    # Braces inside a value are not treated as fields; an unknown field stays as written.
+    assert fill("{bos}[{content}]{eos}", specials, "use {eos} here") == "<s>[use {eos} here]</s>"
+    assert fill("{system}|{tools}|{other}", specials, system="S", tools="T") == "S|T|{other}"
+    assert fill("no fields", specials, "x") == "no fields"
+    assert fill("{content}{content}", specials, "ab") == "abab"

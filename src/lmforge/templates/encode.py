@@ -42,7 +42,8 @@ def encode_rendered(
         return [_encode_pieces(tokenizer, r, train_on_prompt, mask_history) for r in rendered]
     samples = []
     for r, ids, enc in zip(rendered, all_ids, encodings, strict=True):
-        ids = list(ids)
+        if not isinstance(ids, list):
+            ids = list(ids)
         if train_on_prompt:
             samples.append(EncodedSample(ids, list(ids)))
             continue

@@ -137,8 +137,9 @@ class Template:
     ) -> list[EncodedSample]:
         """Encode many conversations with one fast-tokenizer call over their whole texts."""
         from lmforge.templates.encode import encode_rendered
-        from lmforge.templates.render import render
+        from lmforge.templates.render import render, special_strings
 
+        specials = special_strings(tokenizer)
         rendered = [
             render(
                 self,
@@ -146,6 +147,7 @@ class Template:
                 tokenizer,
                 add_generation_prompt=add_generation_prompt,
                 enable_thinking=enable_thinking,
+                specials=specials,
             )
             for conv in convs
         ]
