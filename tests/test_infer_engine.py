@@ -133,3 +133,60 @@ def test_vllm_backend_without_vllm_says_how_to_get_it(tiny_model):
     config = build_config({"model_name_or_path": str(tiny_model("llama")), "infer_backend": "vllm"})
     with pytest.raises(ConfigError, match="make vllm-env"):
         create_engine(config)
+
+
+def test_requests_join_a_running_batch_and_decode_as_if_alone(model_and_tokenizer):
+    """A request arriving mid-decode starts at the next step (continuous batching), and every
+    row still decodes exactly as ``generate`` decodes it alone: shorter and longer prompts
+    than the running batch's width, and rows leaving before and after the others."""
+    model, tokenizer = model_and_tokenizer
+    first = tokenizer("Hi there")["input_ids"]
+    short = tokenizer("x")["input_ids"]
+    long = tokenizer(" ".join(["a long prompt about the sea and the sky"] * 6))["input_ids"]
+    plan = [(first, 30), (short, 5), (long, 12)]
+    engine = HuggingFaceEngine(model, tokenizer, context_length=2048, max_batch=4)
+    finished_order: list[int] = []
+
+    async def one(i, ids, max_new, started):
+        options = SamplingOptions(max_new_tokens=max_new, temperature=0)
+        text, count = "", 0
+        async for chunk in engine.generate(ids, options):
+            text += chunk.text
+            count = chunk.num_tokens
+            if count == 3 and started is not None:
+                started.set()
+        finished_order.append(i)
+        return text, count
+
+    async def run():
+        await engine.start()
+        started = asyncio.Event()
+        head = asyncio.create_task(one(0, first, 30, started))
+        await started.wait()  # the first request is decoding: the others must join it
+        rest = [one(i, ids, n, None) for i, (ids, n) in enumerate(plan) if i]
+        results = await asyncio.gather(head, *rest)
+        await engine.close()
+        return results
+
+    results = asyncio.run(run())
+    stats = engine.stats()
+    assert stats["batches"] == 1 and stats["requests_joined"] == 2
+    assert finished_order[-1] == 0  # the joiners ended while the first one still decoded
+    for (ids, max_new), (text, count) in zip(plan, results, strict=True):
+        reference = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False)
+        assert text == tokenizer.decode(reference[0, len(ids) :], skip_special_tokens=True)
+        assert count == max_new
+
+
+def test_prefill_thread_count_is_restored_after_the_block():
+    from lmforge.infer.hf_engine import _cpu_threads
+
+    before = torch.get_num_threads()
+    with _cpu_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), _cpu_threads(before + 1):
+        raise RuntimeError("a failed prefill")
+    assert torch.get_num_threads() == before
+    with _cpu_threads(None):
+        assert torch.get_num_threads() == before

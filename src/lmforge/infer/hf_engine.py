@@ -1,11 +1,12 @@
-"""The transformers backend: batched token-by-token decoding in one worker thread.
+"""The transformers backend: continuously batched token-by-token decoding in one worker thread.
 
 Requests wait in a bounded queue; the worker takes as many as fit in a batch
 (``max_concurrent_requests`` rows), prefills them together (left-padded) and decodes them
 step by step with a shared KV cache, each row with its own sampling settings, stop tokens,
 stop strings and length limit. A row leaves the batch as soon as it finishes or its client
 goes away, so a disconnected client stops costing compute at the next step. Requests that
-arrive during a batch start with the next one.
+arrive while others decode are prefilled and join the running batch at the next step
+(for models with a plain key/value cache; others wait for the batch to end).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,10 @@ class HuggingFaceEngine(Engine):
         self.tokens_generated = 0
         self.requests_cancelled = 0
         self.batches = 0
+        self.requests_joined = 0  # requests that started while others were decoding
+        # Prompts are prefilled with every core (a burst of compute the event loop can wait for);
+        # decoding steps keep one core free. Set by claim_cpu_threads; None: leave torch's count.
+        self.prefill_threads: int | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> HuggingFaceEngine:
@@ -128,7 +133,10 @@ class HuggingFaceEngine(Engine):
 
     def claim_cpu_threads(self) -> None:
         if self.model.device.type == "cpu":
+            before = torch.get_num_threads()
             leave_a_core_for_the_server()
+            if torch.get_num_threads() < before:
+                self.prefill_threads = before
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
@@ -138,6 +146,7 @@ class HuggingFaceEngine(Engine):
                 "tokens_generated": self.tokens_generated,
                 "requests_cancelled": self.requests_cancelled,
                 "batches": self.batches,
+                "requests_joined": self.requests_joined,
             }
 
     def generate(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
@@ -181,22 +190,32 @@ class HuggingFaceEngine(Engine):
                     self._cond.wait()
                 if self._closing:
                     return
-                batch: list[_Request] = []
-                rows = 0
-                while self._waiting and (not batch or rows + self._waiting[0].options.n <= self.max_batch):
-                    request = self._waiting.popleft()
-                    batch.append(request)
-                    rows += request.options.n
-                self._running = batch
+                batch = self._take_waiting(self.max_batch, first_always=True)
             try:
-                self._run_batch(batch)
+                self._decode(batch)
             except Exception as exc:  # a bug or an out-of-memory: fail these requests, keep serving
                 logger.exception("generation failed")
-                for request in batch:
+                for request in self._running:
                     request.emit(EngineUnavailable(f"generation failed: {type(exc).__name__}: {exc}"))
             finally:
                 with self._cond:
                     self._running = []
+
+    def _take_waiting(self, room: int, *, first_always: bool = False) -> list[_Request]:
+        """Waiting requests, oldest first, whose choices fit in ``room`` rows (caller holds the lock).
+
+        A request asking for more choices than a whole batch holds still runs, alone.
+        """
+        taken: list[_Request] = []
+        rows = 0
+        while self._waiting:
+            n = self._waiting[0].options.n
+            if rows + n > room and not (first_always and not taken):
+                break
+            taken.append(self._waiting.popleft())
+            rows += n
+        self._running.extend(taken)
+        return taken
 
     def _make_rows(self, request: _Request) -> list[_Row]:
         options = request.options
@@ -218,15 +237,85 @@ class HuggingFaceEngine(Engine):
         ]
 
     @torch.inference_mode()
-    def _run_batch(self, batch: list[_Request]) -> None:
+    def _decode(self, batch: list[_Request]) -> None:
+        """Decode ``batch`` to the end, letting waiting requests join between steps.
+
+        New requests are prefilled on their own and their KV cache joins the running one
+        (both left-padded to one width), so a request that arrives while others decode
+        starts at the next step instead of after the whole batch. Models whose cache is not
+        a plain per-layer key/value cache (sliding windows, linear attention) decode in
+        fixed batches instead.
+        """
         self.batches += 1
-        live = {id(request): self._make_rows(request) for request in batch if not request.cancelled}
-        rows = [row for request_rows in live.values() for row in request_rows]
+        live: dict[int, list[_Row]] = {}
+        requests: list[_Request] = []
+        active: list[_Row] = []
+        next_ids: list[int] = []
+        cache: Any = None
+        attention: torch.Tensor | None = None
+        pending = batch
+        while True:
+            if pending:
+                requests.extend(pending)
+                joined = self._prefill(pending, live)
+                self._close_finished(requests, live)
+                if joined is not None:
+                    new_cache, new_attention, new_rows, new_ids = joined
+                    keep = [i for i, row in enumerate(new_rows) if not row.finished]
+                    if keep:
+                        if len(keep) < len(new_rows):
+                            new_cache, new_attention = _select_rows(new_cache, new_attention, keep)
+                        new_rows = [new_rows[i] for i in keep]
+                        new_ids = [new_ids[i] for i in keep]
+                        if cache is None or attention is None:
+                            cache, attention = new_cache, new_attention
+                        else:
+                            attention = _join_caches(cache, attention, new_cache, new_attention)
+                        active += new_rows
+                        next_ids += new_ids
+                pending = []
+            if not active or cache is None or attention is None:
+                return
+            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
+            positions = attention.sum(-1, keepdim=True) - 1
+            out = self.model(
+                input_ids=torch.tensor(next_ids, device=attention.device).unsqueeze(1),
+                attention_mask=attention,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            next_ids = self._sample(active, out.logits[:, -1, :])
+            self._close_finished(requests, live)
+            keep = [i for i, row in enumerate(active) if not row.finished]
+            if len(keep) < len(active):
+                if keep:
+                    cache, attention = _select_rows(cache, attention, keep)
+                active = [active[i] for i in keep]
+                next_ids = [next_ids[i] for i in keep]
+                if not active:
+                    cache = attention = None
+            if active and attention is not None and _joinable(cache):
+                attention = _trim_left_padding(cache, attention)
+            if (active and not _joinable(cache)) or len(active) >= self.max_batch:
+                continue
+            with self._cond:
+                if self._waiting and not self._closing:
+                    pending = self._take_waiting(self.max_batch - len(active), first_always=not active)
+                    self.requests_joined += len(pending) if active else 0
+
+    def _prefill(
+        self, batch: list[_Request], live: dict[int, list[_Row]]
+    ) -> tuple[Any, torch.Tensor, list[_Row], list[int]] | None:
+        """Run the prompts of ``batch`` together and choose each row's first token."""
         for request in batch:
             if request.cancelled:
                 request.emit(_END)
+            else:
+                live[id(request)] = self._make_rows(request)
+        rows = [row for request in batch for row in live.get(id(request), [])]
         if not rows:
-            return
+            return None
         device = self.model.device
         width = max(len(row.ids) for row in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -236,46 +325,29 @@ class HuggingFaceEngine(Engine):
             attention[i, width - len(row.ids) :] = 1
         attention = attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=input_ids.to(device),
-            attention_mask=attention,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = out.past_key_values
-        active = rows
-        while True:
-            logits = out.logits[:, -1, :]
-            next_ids = []
-            for i, row in enumerate(active):
-                token = row.sampler.choose(logits[i], torch.tensor([row.ids]))
-                self._advance(row, token)
-                next_ids.append(token)
-            self.tokens_generated += len(active)
-            for row in active:
-                if row.request.cancelled and not row.finished:
-                    row.finished = True
-                    self.requests_cancelled += row.index == 0
-            self._close_finished(batch, live)
-            keep = [i for i, row in enumerate(active) if not row.finished]
-            if not keep:
-                return
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                attention = attention.index_select(0, index)
-                active = [active[i] for i in keep]
-                next_ids = [next_ids[i] for i in keep]
-            attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
-            positions = attention.sum(-1, keepdim=True) - 1
+        with _cpu_threads(self.prefill_threads):
             out = self.model(
-                input_ids=torch.tensor(next_ids, device=device).unsqueeze(1),
+                input_ids=input_ids.to(device),
                 attention_mask=attention,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=True,
+                logits_to_keep=1,
             )
+        first = self._sample(rows, out.logits[:, -1, :])
+        return out.past_key_values, attention, rows, first
+
+    def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        """Each row's next token from its own sampler; rows whose client left are finished."""
+        chosen = []
+        for i, row in enumerate(rows):
+            token = row.sampler.choose(logits[i], torch.tensor([row.ids]))
+            self._advance(row, token)
+            chosen.append(token)
+            if row.request.cancelled and not row.finished:
+                row.finished = True
+                self.requests_cancelled += row.index == 0
+        self.tokens_generated += len(rows)
+        return chosen
 
     def _advance(self, row: _Row, token: int) -> None:
         row.generated += 1
@@ -312,7 +384,8 @@ def leave_a_core_for_the_server() -> None:
 
     The event loop (HTTP, tokenizing, detokenizing) needs a core too; when torch spins on
     every core, each small decoding step waits for it. On 2 shared cores, 1 thread decoded
-    3-8x faster than 2 (bench/serve.py; vLLM's CPU backend makes the same choice).
+    3-8x faster than 2 (bench/serve.py; vLLM's CPU backend makes the same choice). Prompt
+    prefills, heavy and brief, still use every core (see ``HuggingFaceEngine.prefill_threads``).
     """
     from lmforge.config.environment import cpu_threads_pinned
 
@@ -327,6 +400,20 @@ def leave_a_core_for_the_server() -> None:
         )
 
 
+@contextlib.contextmanager
+def _cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` for a block (``None``: unchanged)."""
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def model_context_length(model_config: Any, override: int | None = None) -> int:
     """The longest sequence the model handles: ``model_max_length`` if set, else the config's."""
     if override:
@@ -336,3 +423,53 @@ def model_context_length(model_config: Any, override: int | None = None) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return 2048
+
+
+def _joinable(cache: Any) -> bool:
+    """True for a cache of plain growing key/value tensors, which rows can join and leave."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(
+        type(layer) is DynamicLayer and layer.is_initialized and layer.keys.dim() == 4 for layer in layers
+    )
+
+
+def _select_rows(cache: Any, attention: torch.Tensor, keep: list[int]) -> tuple[Any, torch.Tensor]:
+    index = torch.tensor(keep, device=attention.device)
+    cache.batch_select_indices(index)
+    return cache, attention.index_select(0, index)
+
+
+def _join_caches(
+    cache: Any, attention: torch.Tensor, other: Any, other_attention: torch.Tensor
+) -> torch.Tensor:
+    """Append ``other``'s rows to ``cache`` (in place), left-padding the shorter to one width.
+
+    Padding positions hold zeros and are masked out by the returned attention mask.
+    """
+    width = max(attention.shape[1], other_attention.shape[1])
+
+    def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+        missing = width - t.shape[dim]
+        if not missing:
+            return t
+        shape = list(t.shape)
+        shape[dim] = missing
+        return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+    for layer, other_layer in zip(cache.layers, other.layers, strict=True):
+        layer.keys = torch.cat([pad(layer.keys, 2), pad(other_layer.keys, 2)], dim=0)
+        layer.values = torch.cat([pad(layer.values, 2), pad(other_layer.values, 2)], dim=0)
+    return torch.cat([pad(attention, 1), pad(other_attention, 1)], dim=0)
+
+
+def _trim_left_padding(cache: Any, attention: torch.Tensor) -> torch.Tensor:
+    """Drop leading positions that are padding in every row (left after long rows finish)."""
+    lead = int((attention.cumsum(-1) == 0).sum(-1).min())
+    if lead == 0:
+        return attention
+    for layer in cache.layers:
+        layer.keys = layer.keys[:, :, lead:, :]
+        layer.values = layer.values[:, :, lead:, :]
+    return attention[:, lead:]
