@@ -48,7 +48,7 @@ def encode_rendered(
             samples.append(EncodedSample(ids, list(ids)))
             continue
         labels = [IGNORE_INDEX] * len(ids)
-        last = r.last_turn
+        last = r.last_turn if mask_history else -1
         for start, end, turn in r.spans:
             if mask_history and turn != last:
                 continue
