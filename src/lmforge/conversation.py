@@ -100,7 +100,8 @@ class Conversation:
         """Build from ``{"messages": [...], "tools": [...]}`` (OpenAI chat format).
 
         Raises ``ValueError`` naming the message index for an unknown role or a malformed
-        tool call. String or list-of-parts content is accepted; text parts are joined.
+        tool call. String or list-of-parts content is accepted; text parts are joined, and each
+        media part leaves its placeholder (``<image>``, ``<audio>``, ``<video>``) where it stood.
         """
         system: str | None = None
         messages: list[Message] = []
@@ -130,6 +131,16 @@ class Conversation:
         return cls(messages=messages, system=system, tools=data.get("tools") or None)
 
 
+# OpenAI content parts that carry media, and the placeholder each leaves in the text, where the
+# template puts the model's own media tokens (as for datasets' <image> placeholders).
+MEDIA_PART_PLACEHOLDERS = {
+    "image_url": "<image>",
+    "input_audio": "<audio>",
+    "audio_url": "<audio>",
+    "video_url": "<video>",
+}
+
+
 def _content_text(content: Any, index: int) -> str:
     if content is None:
         return ""
@@ -142,6 +153,8 @@ def _content_text(content: Any, index: int) -> str:
                 parts.append(part)
             elif isinstance(part, dict) and part.get("type") == "text":
                 parts.append(str(part.get("text", "")))
+            elif isinstance(part, dict) and part.get("type") in MEDIA_PART_PLACEHOLDERS:
+                parts.append(MEDIA_PART_PLACEHOLDERS[part["type"]])
         return "".join(parts)
     raise ValueError(f"message {index}: content must be a string or a list of parts")
 

@@ -38,6 +38,13 @@ class TinyRecipe:
     tokenizer: str
     extra: dict[str, Any] = field(default_factory=dict)
     end_of_turn: tuple[str, ...] = ()  # tokens that also stop generation (the template's turn end)
+    # A vision-language model: its vision tower's settings, and config keys naming media token ids.
+    vision: dict[str, Any] | None = None
+    media_token_ids: dict[str, str] = field(default_factory=dict)
+    image_processor: dict[str, Any] | None = None
+    # Redraw matrix weights with this std, so that greedy output depends on the input (with the
+    # default 0.02 a tiny random model answers every prompt, picture or not, with the same token).
+    weight_std: float | None = None
 
 
 TINY_ARCHES: dict[str, TinyRecipe] = {
@@ -47,6 +54,34 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
     ),
     "llama": TinyRecipe("LlamaConfig", "smollm2", end_of_turn=("<|im_end|>",)),
     "llama3": TinyRecipe("LlamaConfig", "llama3", end_of_turn=("<|end_of_text|>", "<|eot_id|>")),
+    # Qwen2-VL: M-RoPE over (time, height, width) needs head_dim / 2 = sum(mrope_section).
+    "qwen2_vl": TinyRecipe(
+        "Qwen2VLConfig",
+        "qwen2_5",
+        {
+            "head_dim": 16,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        },
+        end_of_turn=("<|im_end|>", "<|endoftext|>"),
+        vision={
+            "depth": 1,
+            "embed_dim": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        media_token_ids={
+            "image_token_id": "<|image_pad|>",
+            "video_token_id": "<|video_pad|>",
+            "vision_start_token_id": "<|vision_start|>",
+            "vision_end_token_id": "<|vision_end|>",
+        },
+        # a few dozen image tokens per picture keeps tests fast
+        image_processor={"class": "Qwen2VLImageProcessorPil", "min_pixels": 56 * 56, "max_pixels": 224 * 224},
+        weight_std=0.15,
+    ),
 }
 
 
@@ -88,16 +123,37 @@ def _build(arch: str, folder: Path) -> None:
         eos_ids.insert(0, tokenizer.eos_token_id)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     config_class = getattr(transformers, recipe.config_class)
-    config = config_class(
-        vocab_size=vocab_size,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=eos_ids[0],
-        pad_token_id=pad_id,
+    text_settings = {
+        "vocab_size": vocab_size,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": eos_ids[0],
+        "pad_token_id": pad_id,
         **TINY_SIZES,
         **recipe.extra,
-    )
+    }
     torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if recipe.vision is None:
+        config = config_class(**text_settings)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    else:
+        from transformers import AutoModelForImageTextToText
+
+        tie = text_settings.pop("tie_word_embeddings")
+        vision = {**recipe.vision, "hidden_size": TINY_SIZES["hidden_size"]}
+        media_ids = {key: tokenizer.convert_tokens_to_ids(tok) for key, tok in recipe.media_token_ids.items()}
+        config = config_class(
+            text_config=text_settings, vision_config=vision, tie_word_embeddings=tie, **media_ids
+        )
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    if recipe.weight_std is not None:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.dim() >= 2:
+                    parameter.normal_(0.0, recipe.weight_std)
+    if recipe.image_processor is not None:
+        settings = dict(recipe.image_processor)
+        processor_class = getattr(transformers, settings.pop("class"))
+        processor_class(**settings).save_pretrained(str(folder))
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos_ids if len(eos_ids) > 1 else eos_ids[0],

@@ -17,6 +17,7 @@ from lmforge.errors import LmforgeError
 
 if TYPE_CHECKING:
     from lmforge.config import Config
+    from lmforge.infer.multimodal import ImageProcessing, MediaInputs
 
 FinishReason = Literal["stop", "length"]
 
@@ -70,6 +71,8 @@ class Engine(abc.ABC):
     tokenizer: Any
     #: the longest prompt + completion the engine accepts, in tokens
     context_length: int
+    #: turns pictures into model inputs; None for an engine that takes text only
+    media: ImageProcessing | None = None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once the event loop runs (engines that need it start workers here)."""
@@ -81,8 +84,13 @@ class Engine(abc.ABC):
         """Called by the server and chat processes, which own their process-wide torch settings."""
 
     @abc.abstractmethod
-    def generate(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
+    def generate(
+        self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
+    ) -> AsyncIterator[GenerationChunk]:
         """Stream chunks for ``options.n`` choices. Closing the iterator cancels the work.
+
+        ``media`` (only for an engine with :attr:`media`) holds the processed pictures whose
+        placeholders ``prompt_ids`` already repeats.
 
         Raises :class:`EngineOverloaded` (before the first chunk) when it cannot take the request.
         """

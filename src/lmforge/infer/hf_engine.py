@@ -7,6 +7,11 @@ stop strings and length limit. A row leaves the batch as soon as it finishes or 
 goes away, so a disconnected client stops costing compute at the next step. Requests that
 arrive while others decode are prefilled and join the running batch at the next step
 (for models with a plain key/value cache; others wait for the batch to end).
+
+Vision-language models (Qwen2-VL) take pictures the same way: a request's pixel values go
+into its prefill, its M-RoPE position ids come from the model's own ``get_rope_index``, and
+the offset between a row's rotary position and its length (``_Row.delta``) carries into the
+decoding steps, so image and text requests share batches.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from lmforge.infer.engine import (
     SamplingOptions,
     default_stop_token_ids,
 )
+from lmforge.infer.multimodal import ImageProcessing, MediaInputs
 from lmforge.infer.sampling import TokenSampler
 
 if TYPE_CHECKING:
@@ -47,6 +53,7 @@ class _Request:
     options: SamplingOptions
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Any]
+    media: MediaInputs | None = None
     cancelled: bool = False
 
     def emit(self, item: Any) -> None:
@@ -67,6 +74,7 @@ class _Row:
     ids: list[int] = field(default_factory=list)
     generated: int = 0
     finished: bool = False
+    delta: int = 0  # rotary position minus sequence position (M-RoPE rows after a picture)
 
 
 class HuggingFaceEngine(Engine):
@@ -78,8 +86,10 @@ class HuggingFaceEngine(Engine):
         context_length: int,
         max_batch: int = 8,
         max_queued: int = 64,
+        media: ImageProcessing | None = None,
     ) -> None:
         self.model = model
+        self.media = media
         self.tokenizer = tokenizer
         self.context_length = context_length
         self.max_batch = max(1, max_batch)
@@ -104,16 +114,23 @@ class HuggingFaceEngine(Engine):
 
     @classmethod
     def from_config(cls, config: Config) -> HuggingFaceEngine:
-        from lmforge.model.loader import load_model, load_tokenizer
+        from lmforge.model.loader import load_model, load_tokenizer, model_path
 
         tokenizer = load_tokenizer(config.model, padding_side="left")
         model = load_model(config.model, config.finetuning, trainable=False)
+        media = ImageProcessing.for_model(
+            model.config,
+            model_path(config.model),
+            max_pixels=config.model.image_max_pixels,
+            min_pixels=config.model.image_min_pixels,
+        )
         return cls(
             model,
             tokenizer,
             context_length=model_context_length(model.config, config.model.model_max_length),
             max_batch=config.serving.max_concurrent_requests,
             max_queued=config.serving.max_queued_requests,
+            media=media,
         )
 
     async def start(self) -> None:
@@ -149,9 +166,14 @@ class HuggingFaceEngine(Engine):
                 "requests_joined": self.requests_joined,
             }
 
-    def generate(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
+    def generate(
+        self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
+    ) -> AsyncIterator[GenerationChunk]:
+        if media is not None and media.tokens_per_item and self.media is None:
+            raise ValueError("this model takes text only")
         loop = asyncio.get_running_loop()
-        request = _Request(list(prompt_ids), options, loop, asyncio.Queue())
+        media = media if media is not None and media.tokens_per_item else None
+        request = _Request(list(prompt_ids), options, loop, asyncio.Queue(), media=media)
         with self._cond:
             if self._closing:
                 raise EngineUnavailable("the server is shutting down")
@@ -278,6 +300,8 @@ class HuggingFaceEngine(Engine):
                 return
             attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
             positions = attention.sum(-1, keepdim=True) - 1
+            if any(row.delta for row in active):
+                positions = positions + torch.tensor([[row.delta] for row in active], device=positions.device)
             out = self.model(
                 input_ids=torch.tensor(next_ids, device=attention.device).unsqueeze(1),
                 attention_mask=attention,
@@ -324,17 +348,53 @@ class HuggingFaceEngine(Engine):
             input_ids[i, width - len(row.ids) :] = torch.tensor(row.ids)
             attention[i, width - len(row.ids) :] = 1
         attention = attention.to(device)
+        input_ids = input_ids.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        media = self._media_inputs(rows, device)
+        if media:
+            positions = self._media_positions(rows, input_ids, attention, media)
         with _cpu_threads(self.prefill_threads):
             out = self.model(
-                input_ids=input_ids.to(device),
+                input_ids=input_ids,
                 attention_mask=attention,
                 position_ids=positions,
                 use_cache=True,
                 logits_to_keep=1,
+                **media,
             )
         first = self._sample(rows, out.logits[:, -1, :])
         return out.past_key_values, attention, rows, first
+
+    def _media_inputs(self, rows: list[_Row], device: torch.device) -> dict[str, torch.Tensor]:
+        """The rows' pictures as one set of model inputs, in row order (a choice repeats its request's)."""
+        parts = [row.request.media for row in rows if row.request.media is not None]
+        if not parts:
+            return {}
+        dtype = self.model.dtype
+        out = {}
+        for key in parts[0].tensors:
+            joined = torch.cat([part.tensors[key] for part in parts], dim=0).to(device)
+            out[key] = joined.to(dtype) if joined.is_floating_point() else joined
+        return out
+
+    def _media_positions(
+        self,
+        rows: list[_Row],
+        input_ids: torch.Tensor,
+        attention: torch.Tensor,
+        media: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """M-RoPE position ids (3, rows, width) from the model; each row keeps its offset for decoding."""
+        assert self.media is not None
+        positions, deltas = self.model.model.get_rope_index(
+            input_ids,
+            mm_token_type_ids=self.media.token_types(input_ids),
+            image_grid_thw=media.get("image_grid_thw"),
+            attention_mask=attention,
+        )
+        for row, delta in zip(rows, deltas.view(-1).tolist(), strict=True):
+            row.delta = int(delta)
+        return positions
 
     def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
         """Each row's next token from its own sampler; rows whose client left are finished."""
@@ -418,10 +478,12 @@ def model_context_length(model_config: Any, override: int | None = None) -> int:
     """The longest sequence the model handles: ``model_max_length`` if set, else the config's."""
     if override:
         return int(override)
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(model_config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
+    configs = [model_config, getattr(model_config, "text_config", None)]  # multimodal: the language model's
+    for config in configs:
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
     return 2048
 
 

@@ -140,7 +140,11 @@ class VllmEngine(Engine):
             output_kind=RequestOutputKind.DELTA,
         )
 
-    def generate(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
+    def generate(
+        self, prompt_ids: list[int], options: SamplingOptions, media: Any = None
+    ) -> AsyncIterator[GenerationChunk]:
+        if media is not None:  # the service refuses media first (this engine's ``media`` is None)
+            raise ValueError("the vllm engine serves text only")
         if self.inflight >= self.capacity:
             raise EngineOverloaded(f"the server is busy ({self.inflight} requests in flight); retry later")
         self.inflight += 1

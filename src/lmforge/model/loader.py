@@ -103,7 +103,7 @@ def load_model(
     ``dtype`` overrides ``infer_dtype`` (training passes float32 or bfloat16 by its own rules).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     path = model_path(model_args)
     if model_args.quantization_bit is not None and not torch.cuda.is_available():
@@ -125,11 +125,12 @@ def load_model(
         kwargs["attn_implementation"] = attention
     if model_args.quantization_bit is not None:
         kwargs["quantization_config"] = _bnb_config(model_args)
+    auto_class = auto_model_class(config)
     if model_args.train_from_scratch:
-        model = AutoModelForCausalLM.from_config(config, dtype=kwargs["dtype"])
+        model = auto_class.from_config(config, dtype=kwargs["dtype"])
     else:
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            model = auto_class.from_pretrained(path, **kwargs)
         except (OSError, ValueError) as exc:
             raise _load_error("model", path, exc) from None
     if not trainable:
@@ -137,6 +138,23 @@ def load_model(
         model.eval()
         model.requires_grad_(False)
     return model
+
+
+def auto_model_class(config: Any) -> Any:
+    """AutoModelForCausalLM, or AutoModelForImageTextToText for a vision-language model (Qwen2-VL)."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    model_type = getattr(config, "model_type", None)
+    if (
+        model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    ):
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
 
 
 def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedModel:

@@ -9,6 +9,7 @@ an answer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -18,10 +19,18 @@ from typing import Any
 
 from lmforge.config.generating import GeneratingArguments
 from lmforge.infer.engine import Engine, GenerationChunk, SamplingOptions
+from lmforge.infer.multimodal import MediaInputError, MediaInputs
 from lmforge.infer.prompting import PromptBuilder
-from lmforge.serve.convert import media_refs, sampling_options, to_conversation
+from lmforge.serve.convert import MediaRef, media_refs, sampling_options, to_conversation
 from lmforge.serve.errors import ApiError, bad_request, engine_error
-from lmforge.serve.media import MediaError, MediaPolicy, allowed_local_path, decode_base64, decode_data_url
+from lmforge.serve.media import (
+    MediaError,
+    MediaPolicy,
+    allowed_local_path,
+    decode_base64,
+    decode_data_url,
+    load_media,
+)
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
 from lmforge.templates.reasoning import THINK_CLOSE, THINK_OPEN
 
@@ -137,11 +146,13 @@ class ChatService:
 
     # --- chat ------------------------------------------------------------------------------
 
-    async def prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], SamplingOptions, bool]:
-        """Prompt ids, sampling options, and whether the reply must be held for tool parsing."""
+    async def prepare_chat(
+        self, request: ChatCompletionRequest
+    ) -> tuple[list[int], SamplingOptions, bool, MediaInputs | None]:
+        """Prompt ids, sampling options, whether the reply must be held for tool parsing, and media."""
         self.check_model(request.model)
         conv = to_conversation(request)
-        await self.check_media(request)
+        media = await self.load_media(request)
         thinking = request.enable_thinking
         try:
             prompt_ids = self.prompts.encode(conv, enable_thinking=thinking)
@@ -149,6 +160,11 @@ class ChatService:
             raise bad_request(
                 f"the chat template cannot render these messages: {exc}", param="messages"
             ) from None
+        if media is not None and self.engine.media is not None:
+            try:
+                prompt_ids = self.engine.media.expand(prompt_ids, media)
+            except MediaInputError as exc:
+                raise bad_request(str(exc), param="messages", code="invalid_media") from None
         max_tokens = request.max_completion_tokens or request.max_tokens
         options = sampling_options(
             request,
@@ -159,15 +175,50 @@ class ChatService:
             stop_strings=self.prompts.stop_strings(),
             stop_token_ids=self.prompts.stop_token_ids(),
         )
-        return prompt_ids, options, bool(conv.tools)
+        return prompt_ids, options, bool(conv.tools), media
 
-    async def check_media(self, request: ChatCompletionRequest) -> None:
-        """Refuse unsafe media references first, then media this engine cannot take.
+    async def load_media(self, request: ChatCompletionRequest) -> MediaInputs | None:
+        """The request's pictures as model inputs (None without media), after every check.
 
-        The safety checks need no I/O: a forbidden path or address is refused before anything
-        is opened or fetched.
+        Unsafe references are refused first, with no I/O: a forbidden path or address is
+        refused before anything is opened or fetched. Then media the model cannot take are
+        refused, and only then is anything read, fetched and decoded (off the event loop).
         """
         refs = media_refs(request)
+        if not refs:
+            return None
+        self.check_media(refs)
+        processing = self.engine.media
+        unsupported = [ref for ref in refs if processing is None or ref.kind not in processing.kinds]
+        if processing is None or unsupported:
+            takes = (
+                "text only" if processing is None else "text and " + " and ".join(sorted(processing.kinds))
+            )
+            kinds = sorted({ref.kind for ref in unsupported})
+            raise bad_request(
+                f"{unsupported[0].param}: the served model takes {takes}; {', '.join(kinds)} input is not supported",
+                param=unsupported[0].param,
+                code="unsupported_media",
+            )
+        blobs = []
+        for ref in refs:
+            try:
+                blobs.append(await self._read(ref))
+            except MediaError as exc:
+                raise bad_request(f"{ref.param}: {exc}", param=ref.param, code="invalid_media") from None
+        try:
+            return await asyncio.to_thread(processing.process, blobs, [ref.param for ref in refs])
+        except MediaInputError as exc:
+            param = next((ref.param for ref in refs if str(exc).startswith(ref.param)), "messages")
+            raise bad_request(str(exc), param=param, code="invalid_media") from None
+
+    async def _read(self, ref: MediaRef) -> bytes:
+        if ref.data is not None:
+            return decode_base64(ref.data, self.media.max_bytes)
+        return await load_media(ref.url or "", self.media)
+
+    def check_media(self, refs: list[MediaRef]) -> None:
+        """Refuse unsafe references (forbidden paths, disabled remote URLs) without any I/O."""
         for ref in refs:
             try:
                 if ref.data is not None:
@@ -191,21 +242,14 @@ class ChatService:
                     raise MediaError(f"unsupported media URL {url[:40]!r}")
             except MediaError as exc:
                 raise bad_request(f"{ref.param}: {exc}", param=ref.param, code="invalid_media") from None
-        if refs:
-            kinds = sorted({ref.kind for ref in refs})
-            raise bad_request(
-                f"{refs[0].param}: the served model takes text only; {', '.join(kinds)} input is not supported",
-                param=refs[0].param,
-                code="unsupported_media",
-            )
 
     def _choices(self, options: SamplingOptions, hold: bool) -> list[ChoiceText]:
         return [ChoiceText(self.prompts.parse, hold) for _ in range(options.n)]
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        prompt_ids, options, hold = await self.prepare_chat(request)
+        prompt_ids, options, hold, media = await self.prepare_chat(request)
         choices = self._choices(options, hold=True)
-        async for chunk in self._generate(prompt_ids, options):
+        async for chunk in self._generate(prompt_ids, options, media):
             choice = choices[chunk.index]
             choice.feed(chunk)
             if chunk.finish_reason:
@@ -232,8 +276,8 @@ class ChatService:
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Checks run now (errors become HTTP statuses); the returned iterator yields chunk bodies."""
-        prompt_ids, options, hold = await self.prepare_chat(request)
-        chunks = self._generate(prompt_ids, options)
+        prompt_ids, options, hold, media = await self.prepare_chat(request)
+        chunks = self._generate(prompt_ids, options, media)
         first = await _first_or_error(chunks)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return self._chat_chunks(prompt_ids, options, hold, first, chunks, include_usage)
@@ -382,9 +426,15 @@ class ChatService:
 
         return body()
 
-    def _generate(self, prompt_ids: list[int], options: SamplingOptions) -> AsyncIterator[GenerationChunk]:
+    def _generate(
+        self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
+    ) -> AsyncIterator[GenerationChunk]:
         try:
-            return self.engine.generate(prompt_ids, options)
+            return (
+                self.engine.generate(prompt_ids, options, media)
+                if media
+                else self.engine.generate(prompt_ids, options)
+            )
         except Exception as exc:
             raise engine_error(exc) from None
 

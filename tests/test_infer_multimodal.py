@@ -1,0 +1,217 @@
+"""Pictures for a vision-language model (tiny random-weight Qwen2-VL): processing and batched decoding.
+
+The reference is transformers' own ``generate`` with the same pixel values: the engine must
+decode an image request exactly as it does, alone or sharing a batch with text requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoConfig, AutoTokenizer
+
+from lmforge.infer.engine import SamplingOptions
+from lmforge.infer.hf_engine import HuggingFaceEngine
+from lmforge.infer.multimodal import ImageProcessing, MediaInputError
+from lmforge.model.loader import auto_model_class
+
+PROMPT = (
+    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{text}<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+@pytest.fixture(scope="module")
+def vl(tiny_model):
+    path = str(tiny_model("qwen2_vl"))
+    config = AutoConfig.from_pretrained(path)
+    model = auto_model_class(config).from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    processing = ImageProcessing.for_model(config, path, max_pixels=768 * 768, min_pixels=32 * 32)
+    assert processing is not None
+    return model, tokenizer, processing
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (90, 60)) -> bytes:
+    buffer = io.BytesIO()
+    picture = Image.new("RGB", size, color)
+    picture.paste((255 - color[0], 255 - color[1], 255 - color[2]), (0, 0, size[0] // 2, size[1] // 3))
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def image_prompt(tokenizer, processing, picture: bytes, text: str = "What is this?"):
+    inputs = processing.process([picture])
+    return processing.expand(tokenizer(PROMPT.format(text=text))["input_ids"], inputs), inputs
+
+
+def reference(model, tokenizer, processing, ids, inputs, max_new):
+    tensor = torch.tensor([ids])
+    extra = inputs.tensors if inputs is not None else {}
+    if inputs is not None:
+        extra = {**extra, "mm_token_type_ids": processing.token_types(tensor)}
+    out = model.generate(
+        input_ids=tensor,
+        attention_mask=torch.ones_like(tensor),
+        max_new_tokens=max_new,
+        do_sample=False,
+        **extra,
+    )
+    return tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+
+
+async def collect(engine, ids, options, media=None, started=None):
+    text, count = "", 0
+    async for chunk in engine.generate(ids, options, media):
+        text += chunk.text
+        count = chunk.num_tokens
+        if started is not None and count == 3:
+            started.set()
+    return text, count
+
+
+def test_loader_picks_the_image_text_class_for_qwen2_vl(vl):
+    model, _, _ = vl
+    assert type(model).__name__ == "Qwen2VLForConditionalGeneration"
+
+
+def test_an_image_request_decodes_like_generate_and_the_picture_matters(vl):
+    model, tokenizer, processing = vl
+    engine = HuggingFaceEngine(model, tokenizer, context_length=2048, media=processing)
+    red = image_prompt(tokenizer, processing, png((200, 20, 20)))
+    blue = image_prompt(tokenizer, processing, png((20, 20, 200), size=(60, 120)))
+
+    async def run():
+        await engine.start()
+        out = [
+            await collect(engine, ids, SamplingOptions(max_new_tokens=8, temperature=0), inputs)
+            for ids, inputs in (red, blue)
+        ]
+        await engine.close()
+        return out
+
+    (red_text, red_count), (blue_text, _) = asyncio.run(run())
+    assert red_text == reference(model, tokenizer, processing, *red, 8)
+    assert blue_text == reference(model, tokenizer, processing, *blue, 8)
+    assert red_count == 8
+    assert red_text != blue_text  # the picture reaches the model
+
+
+def test_image_and_text_requests_share_a_batch_and_decode_as_if_alone(vl):
+    """A text request decodes; an image request and another text request join it mid-way.
+    Each row keeps its own M-RoPE offset, so every answer equals generate's alone."""
+    model, tokenizer, processing = vl
+    engine = HuggingFaceEngine(model, tokenizer, context_length=2048, max_batch=4, media=processing)
+    text_ids = tokenizer(PROMPT.replace("<|vision_start|><|image_pad|><|vision_end|>", "").format(text="Hi"))[
+        "input_ids"
+    ]
+    other_ids = tokenizer("A plain prompt about the sea and the sky, long enough to be wider")["input_ids"]
+    image_ids, image_inputs = image_prompt(tokenizer, processing, png((30, 160, 90), size=(120, 90)))
+
+    async def run():
+        await engine.start()
+        started = asyncio.Event()
+        head = asyncio.create_task(
+            collect(engine, text_ids, SamplingOptions(max_new_tokens=24, temperature=0), started=started)
+        )
+        await started.wait()
+        rest = [
+            collect(engine, image_ids, SamplingOptions(max_new_tokens=10, temperature=0), image_inputs),
+            collect(engine, other_ids, SamplingOptions(max_new_tokens=6, temperature=0)),
+        ]
+        out = await asyncio.gather(head, *rest)
+        await engine.close()
+        return out
+
+    (head_text, _), (image_text, image_count), (other_text, _) = asyncio.run(run())
+    assert engine.stats()["requests_joined"] == 2 and engine.stats()["batches"] == 1
+    assert head_text == reference(model, tokenizer, processing, text_ids, None, 24)
+    assert image_text == reference(model, tokenizer, processing, image_ids, image_inputs, 10)
+    assert other_text == reference(model, tokenizer, processing, other_ids, None, 6)
+    assert image_count == 10
+
+
+def test_two_choices_of_an_image_request_each_see_the_picture(vl):
+    model, tokenizer, processing = vl
+    engine = HuggingFaceEngine(model, tokenizer, context_length=2048, media=processing)
+    ids, inputs = image_prompt(tokenizer, processing, png((250, 200, 0)))
+
+    async def run():
+        await engine.start()
+        texts = ["", ""]
+        async for chunk in engine.generate(
+            ids, SamplingOptions(max_new_tokens=6, temperature=0, n=2), inputs
+        ):
+            texts[chunk.index] += chunk.text
+        await engine.close()
+        return texts
+
+    expected = reference(model, tokenizer, processing, ids, inputs, 6)
+    assert asyncio.run(run()) == [expected, expected]
+
+
+def test_placeholders_are_repeated_once_per_image_feature(vl):
+    _, tokenizer, processing = vl
+    inputs = processing.process([png((1, 2, 3), size=(112, 56)), png((9, 9, 9), size=(56, 56))])
+    grid = inputs.tensors["image_grid_thw"]
+    assert inputs.tokens_per_item == [int(g.prod()) // 4 for g in grid]
+    text = PROMPT.format(text="and <|vision_start|><|image_pad|><|vision_end|> too")
+    ids = processing.expand(tokenizer(text)["input_ids"], inputs)
+    assert ids.count(processing.image_token_id) == sum(inputs.tokens_per_item)
+    with pytest.raises(MediaInputError, match="2 images but the prompt has 1 image placeholders"):
+        processing.expand(tokenizer(PROMPT.format(text="x"))["input_ids"], inputs)
+
+
+def test_image_max_pixels_bounds_the_token_count(vl):
+    _, _, processing = vl
+    small = ImageProcessing(
+        processing.image_processor,
+        image_token_id=processing.image_token_id,
+        max_pixels=56 * 56,
+        min_pixels=28 * 28,
+    )
+    large_picture = png((10, 10, 10), size=(400, 400))
+    assert small.process([large_picture]).tokens_per_item == [4]  # 56x56 -> 4x4 patches -> 2x2 merged
+    assert processing.process([large_picture]).tokens_per_item[0] > 4
+    tiny = small.process([png((10, 10, 10), size=(8, 8))])  # upscaled to the minimum, not refused
+    assert tiny.tokens_per_item[0] >= 1
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data needed to read the size)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_undecodable_and_oversized_pictures_are_refused_with_their_name(vl):
+    _, _, processing = vl
+    with pytest.raises(
+        MediaInputError, match=r"^messages\[0\].content\[1\]: not an image that can be decoded"
+    ):
+        processing.process([b"certainly not a picture"], ["messages[0].content[1]"])
+    with pytest.raises(MediaInputError, match="image 1: the image is 10000x10000 pixels, more than the"):
+        processing.process([_png_header_only(10_000, 10_000)], ["image 1"])
+    with pytest.raises(MediaInputError, match="image 2: the image is larger than the"):
+        processing.process([_png_header_only(100_000, 100_000)], ["image 2"])
+    with pytest.raises(MediaInputError, match="image 3: the image data is damaged or truncated"):
+        processing.process([_png_header_only(64, 64)], ["image 3"])
+
+
+def test_a_text_model_has_no_image_processing(tiny_model):
+    path = str(tiny_model("llama"))
+    config = AutoConfig.from_pretrained(path)
+    assert ImageProcessing.for_model(config, path, max_pixels=1, min_pixels=1) is None
