@@ -93,3 +93,36 @@ def test_export_replaces_an_older_export_and_needs_export_dir(tiny_model, tmp_pa
     missing = run_export(tmp_path, {"model_name_or_path": str(tiny_model("llama"))})
     assert missing.returncode == 2
     assert "export_dir" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_vision_language_export_keeps_its_image_processor(tiny_model, tmp_path):
+    """Qwen2-VL exports as an image-text model with its preprocessor config, loadable without lmforge."""
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText
+
+    source = tiny_model("qwen2_vl")
+    target = tmp_path / "vl-export"
+    result = run_export(
+        tmp_path,
+        {
+            "model_name_or_path": str(source),
+            "template": "qwen2_vl",
+            "export_dir": str(target),
+            "infer_dtype": "float32",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert (target / "preprocessor_config.json").is_file()
+    processor = AutoImageProcessor.from_pretrained(target)
+    pixels = processor(images=[Image.new("RGB", (56, 56), (9, 99, 199))], return_tensors="pt")
+    exported = AutoModelForImageTextToText.from_pretrained(target, dtype=torch.float32)
+    base = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    ids = tokenizer(
+        "<|vision_start|>" + "<|image_pad|>" * 4 + "<|vision_end|>Describe it.", return_tensors="pt"
+    )
+    types = (ids["input_ids"] == exported.config.image_token_id).int()
+    with torch.no_grad():
+        a = exported(**ids, **pixels, mm_token_type_ids=types).logits
+        b = base(**ids, **pixels, mm_token_type_ids=types).logits
+    torch.testing.assert_close(a, b)

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def export_model(config: Config) -> Path:
-    from lmforge.model.loader import load_model, load_tokenizer, resolve_dtype
+    from lmforge.model.loader import load_model, load_tokenizer, model_path, resolve_dtype
 
     model_args = config.model
     if not model_args.export_dir:
@@ -54,11 +54,23 @@ def export_model(config: Config) -> Path:
     try:
         model.save_pretrained(staging, max_shard_size=f"{model_args.export_size}GB")
         tokenizer.save_pretrained(staging)
+        _copy_processor_files(Path(model_path(model_args)), staging)
         _replace(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+# What a multimodal model's processors read (image sizes, normalisation, feature extractors).
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
+
+
+def _copy_processor_files(source: Path, staging: Path) -> None:
+    """Carry the base model's processor configs over, so an exported vision model takes images."""
+    for name in PROCESSOR_FILES:
+        if (source / name).is_file() and not (staging / name).exists():
+            shutil.copy2(source / name, staging / name)
 
 
 def _named_template(config: Config, tokenizer: Any) -> Any:

@@ -1,0 +1,150 @@
+"""`lmforge api` serving a vision-language model (tiny random-weight Qwen2-VL) to the real openai client.
+
+Pictures arrive as data: URLs or as files under ``media_dir``; the reply must depend on the
+picture, ``usage`` must count the image tokens the model saw, and media the model cannot
+take (audio, video) or cannot decode are refused with 400 naming the message part.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import openai
+import pytest
+from PIL import Image
+
+MODEL = "tiny-vl"
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (90, 60)) -> bytes:
+    buffer = io.BytesIO()
+    picture = Image.new("RGB", size, color)
+    picture.paste((255 - color[0], 255 - color[1], 255 - color[2]), (0, 0, size[0] // 2, size[1] // 3))
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_url(picture: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(picture).decode()
+
+
+RED = png((200, 20, 20))
+BLUE = png((20, 20, 200))
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    (folder / "red.png").write_bytes(RED)
+    (folder / "broken.png").write_bytes(RED[:60])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(api_server, tiny_model, media_dir):
+    settings = {
+        "model_name_or_path": str(tiny_model("qwen2_vl")),
+        "template": "qwen2_vl",
+        "do_sample": False,
+        "max_new_tokens": 8,
+        "infer_dtype": "float32",
+        "media_dir": str(media_dir),
+    }
+    with api_server(settings, env={"API_MODEL_NAME": MODEL}) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
+
+
+def ask(client, *parts, **extra):
+    content = [{"type": "text", "text": "What is in this picture?"}, *parts]
+    return client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": content}], **extra
+    )
+
+
+def image(url: str) -> dict:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_the_reply_depends_on_the_picture_and_usage_counts_its_tokens(client):
+    red = ask(client, image(data_url(RED)))
+    blue = ask(client, image(data_url(BLUE)))
+    text_only = ask(client)
+    assert red.choices[0].message.content != blue.choices[0].message.content
+    assert red.choices[0].finish_reason == "length" and red.usage.completion_tokens == 8
+    # a 90x60 picture becomes a 4x6 patch grid (multiples of 28 px), merged 2x2: 6 image tokens,
+    # between <|vision_start|> and <|vision_end|>
+    assert red.usage.prompt_tokens == text_only.usage.prompt_tokens + 6 + 2
+
+
+def test_a_picture_under_media_dir_equals_the_same_picture_inline(client, media_dir):
+    inline = ask(client, image(data_url(RED))).choices[0].message.content
+    for url in ("red.png", str(media_dir / "red.png"), (media_dir / "red.png").as_uri()):
+        assert ask(client, image(url)).choices[0].message.content == inline
+
+
+def test_a_streamed_image_reply_equals_the_whole_one(client):
+    whole = ask(client, image(data_url(BLUE))).choices[0].message.content
+    stream = ask(client, image(data_url(BLUE)), stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+
+
+def test_two_pictures_in_one_message_both_count(client):
+    one = ask(client, image(data_url(RED)))
+    two = ask(client, image(data_url(RED)), image(data_url(png((0, 0, 0), size=(56, 56)))))
+    # 56x56 -> 4x4 patches of 14 px, merged 2x2: 4 image tokens, and its start and end tokens
+    assert two.usage.prompt_tokens == one.usage.prompt_tokens + 4 + 2
+
+
+@pytest.mark.parametrize(
+    ("part", "needle"),
+    [
+        (
+            image("data:image/png;base64," + base64.b64encode(b"not a picture").decode()),
+            "not an image that can be decoded",
+        ),
+        (image("broken.png"), "damaged or truncated"),
+        (image("../outside.png"), "outside the allowed media_dir"),
+        (image("missing.png"), "not found under media_dir"),
+    ],
+)
+def test_bad_pictures_are_a_400_naming_the_part(client, part, needle):
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, part)
+    assert needle in info.value.body["message"]
+    assert info.value.body["code"] == "invalid_media"
+    assert info.value.body["param"] == "messages[0].content[1]"
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"RIFF").decode(), "format": "wav"}},
+        {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}},
+    ],
+)
+def test_audio_and_video_are_refused_by_an_image_model(client, part):
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, image(data_url(RED)), part)
+    body = info.value.body
+    assert body["code"] == "unsupported_media" and body["param"] == "messages[0].content[2]"
+    assert "takes text and image" in body["message"]
+
+
+def test_an_image_placeholder_typed_as_text_is_a_clear_400(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "<image> twice"}, image(data_url(RED))]}
+            ],
+        )
+    assert "1 images but the prompt has 2 image placeholders" in info.value.body["message"]
