@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import wave
 import zlib
 
 import pytest
@@ -18,7 +19,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from lmforge.infer.engine import SamplingOptions
 from lmforge.infer.hf_engine import HuggingFaceEngine
-from lmforge.infer.multimodal import ImageProcessing, MediaInputError
+from lmforge.infer.multimodal import AudioProcessing, ImageProcessing, MediaInputError, media_processing_for
 from lmforge.model.loader import auto_model_class
 
 PROMPT = (
@@ -32,8 +33,8 @@ def vl(tiny_model):
     config = AutoConfig.from_pretrained(path)
     model = auto_model_class(config).from_pretrained(path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    processing = ImageProcessing.for_model(config, path, max_pixels=768 * 768, min_pixels=32 * 32)
-    assert processing is not None
+    processing = media_processing_for(config, path, image_max_pixels=768 * 768, image_min_pixels=32 * 32)
+    assert isinstance(processing, ImageProcessing)
     return model, tokenizer, processing
 
 
@@ -214,4 +215,111 @@ def test_undecodable_and_oversized_pictures_are_refused_with_their_name(vl):
 def test_a_text_model_has_no_image_processing(tiny_model):
     path = str(tiny_model("llama"))
     config = AutoConfig.from_pretrained(path)
-    assert ImageProcessing.for_model(config, path, max_pixels=1, min_pixels=1) is None
+    assert media_processing_for(config, path, image_max_pixels=1, image_min_pixels=1) is None
+
+
+# --- audio (tiny random-weight Qwen2-Audio) ------------------------------------------------
+
+AUDIO_PROMPT = "<|im_start|>user\nAudio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def wav(freq: float, seconds: float = 1.0, rate: int = 16000, width: int = 2, channels: int = 1) -> bytes:
+    """A sine tone as a PCM WAV file (8-bit unsigned, 16/24/32-bit signed)."""
+    import numpy as np
+
+    t = np.arange(int(rate * seconds)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * freq * t)
+    scale = float(1 << (8 * width - 1)) - 1
+    if width == 1:
+        raw = (tone * 127 + 128).astype(np.uint8).tobytes()
+        samples = [raw[i : i + 1] for i in range(len(raw))]
+    else:
+        values = (tone * scale).astype(np.int64)
+        samples = [int(v).to_bytes(width, "little", signed=True) for v in values]
+    frames = b"".join(s * channels for s in samples)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(width)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def audio(tiny_model):
+    path = str(tiny_model("qwen2_audio"))
+    config = AutoConfig.from_pretrained(path)
+    model = auto_model_class(config).from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    processing = media_processing_for(config, path, image_max_pixels=1, image_min_pixels=1)
+    assert isinstance(processing, AudioProcessing)
+    return model, tokenizer, processing
+
+
+def test_an_audio_request_decodes_like_generate_and_the_clip_matters(audio):
+    model, tokenizer, processing = audio
+    engine = HuggingFaceEngine(model, tokenizer, context_length=2048, max_batch=4, media=processing)
+    prompts = []
+    for clip in (wav(440), wav(2000, seconds=2.5, rate=22050)):
+        inputs = processing.process([clip])
+        prompts.append(
+            (processing.expand(tokenizer(AUDIO_PROMPT.format(text="What?"))["input_ids"], inputs), inputs)
+        )
+    text_ids = tokenizer("A text request decoding beside the audio")["input_ids"]
+
+    async def run():
+        await engine.start()
+        options = SamplingOptions(max_new_tokens=8, temperature=0)
+        out = await asyncio.gather(
+            *[collect(engine, ids, options, inputs) for ids, inputs in prompts],
+            collect(engine, text_ids, options),
+        )
+        await engine.close()
+        return out
+
+    results = asyncio.run(run())
+    assert engine.stats()["batches"] == 1  # both clips and the text request decoded together
+    for (ids, inputs), (text, count) in zip(prompts, results, strict=False):
+        tensor = torch.tensor([ids])
+        out = model.generate(
+            input_ids=tensor,
+            attention_mask=torch.ones_like(tensor),
+            max_new_tokens=8,
+            do_sample=False,
+            **inputs.tensors,
+        )
+        assert text == tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+        assert count == 8
+    assert results[0][0] != results[1][0]
+    assert results[2][0] == reference(model, tokenizer, None, text_ids, None, 8)
+
+
+def test_audio_token_counts_follow_the_clip_length_up_to_the_30_s_window(audio):
+    _, _, processing = audio
+    # 1 s at 16 kHz: 100 mel frames -> 50 after the stride-2 conv -> 25 after pooling
+    assert processing.process([wav(440, 1.0)]).tokens_per_item == [25]
+    assert processing.process([wav(440, 2.0, rate=8000)]).tokens_per_item == [50]  # resampled to 16 kHz
+    assert processing.process([wav(440, 31.0, rate=8000)]).tokens_per_item == [750]  # cut at 30 s
+
+
+@pytest.mark.parametrize(
+    ("width", "channels", "rate"), [(1, 1, 16000), (3, 2, 48000), (4, 1, 44100), (2, 2, 16000)]
+)
+def test_pcm_wav_formats_decode_to_the_same_tone(audio, width, channels, rate):
+    _, _, processing = audio
+    reference_clip = processing._decode(wav(440, 0.5), "ref")
+    clip = processing._decode(wav(440, 0.5, rate=rate, width=width, channels=channels), "clip")
+    assert abs(len(clip) - len(reference_clip)) <= 1
+    n = min(len(clip), len(reference_clip))
+    assert float(abs(clip[:n] - reference_clip[:n]).max()) < 0.05
+
+
+def test_non_wav_audio_is_refused_with_what_to_do(audio):
+    _, _, processing = audio
+    with pytest.raises(
+        MediaInputError, match=r"^messages\[0\].content\[0\]: not a WAV \(PCM\) audio file; convert"
+    ):
+        processing.process([b"ID3\x03\x00 an mp3 header"], ["messages[0].content[0]"])
+    with pytest.raises(MediaInputError, match="the audio clip is empty"):
+        processing.process([wav(440, 0.0)], ["clip"])

@@ -148,3 +148,78 @@ def test_an_image_placeholder_typed_as_text_is_a_clear_400(client):
             ],
         )
     assert "1 images but the prompt has 2 image placeholders" in info.value.body["message"]
+
+
+# --- audio: a tiny random-weight Qwen2-Audio -------------------------------------------------
+
+
+def wav(freq: float, seconds: float = 1.0, rate: int = 16000) -> bytes:
+    import wave
+
+    import numpy as np
+
+    tone = (0.5 * np.sin(2 * np.pi * freq * np.arange(int(rate * seconds)) / rate) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(tone.tobytes())
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def audio_client(api_server, tiny_model, media_dir):
+    (media_dir / "tone.wav").write_bytes(wav(300))
+    settings = {
+        "model_name_or_path": str(tiny_model("qwen2_audio")),
+        "template": "qwen2_audio",
+        "do_sample": False,
+        "max_new_tokens": 8,
+        "infer_dtype": "float32",
+        "media_dir": str(media_dir),
+    }
+    with api_server(settings, env={"API_MODEL_NAME": "tiny-audio"}) as srv:
+        yield openai.OpenAI(base_url=srv.url, api_key="unused", max_retries=0, timeout=60)
+
+
+def listen(client, *parts):
+    content = [*parts, {"type": "text", "text": "What do you hear?"}]
+    return client.chat.completions.create(model="tiny-audio", messages=[{"role": "user", "content": content}])
+
+
+def input_audio(clip: bytes, fmt: str = "wav") -> dict:
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(clip).decode(), "format": fmt}}
+
+
+def test_audio_reaches_the_model_and_usage_counts_its_tokens(audio_client):
+    low = listen(audio_client, input_audio(wav(300)))
+    high = listen(audio_client, input_audio(wav(3000, seconds=2.0)))
+    text_only = listen(audio_client)
+    assert low.choices[0].message.content != high.choices[0].message.content
+    # "Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\n" with <|AUDIO|> repeated 25 times per second
+    # of sound (16 kHz -> 100 mel frames/s -> two stride-2 stages)
+    assert high.usage.prompt_tokens - low.usage.prompt_tokens == 25
+    assert low.usage.prompt_tokens > text_only.usage.prompt_tokens + 25
+
+
+def test_an_audio_url_under_media_dir_equals_the_inline_clip(audio_client):
+    inline = listen(audio_client, input_audio(wav(300))).choices[0].message.content
+    from_file = listen(audio_client, {"type": "audio_url", "audio_url": {"url": "tone.wav"}})
+    assert from_file.choices[0].message.content == inline
+
+
+def test_mp3_audio_and_pictures_are_refused_by_the_audio_model(audio_client):
+    with pytest.raises(openai.BadRequestError) as info:
+        listen(audio_client, input_audio(b"ID3\x03\x00\x00 not decodable here", fmt="mp3"))
+    assert (
+        info.value.body["code"] == "invalid_media"
+        and "not a WAV (PCM) audio file" in info.value.body["message"]
+    )
+    assert info.value.body["param"] == "messages[0].content[0]"
+    with pytest.raises(openai.BadRequestError) as info:
+        listen(audio_client, image(data_url(RED)))
+    assert (
+        info.value.body["code"] == "unsupported_media"
+        and "takes text and audio" in info.value.body["message"]
+    )

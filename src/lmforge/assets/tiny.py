@@ -38,10 +38,13 @@ class TinyRecipe:
     tokenizer: str
     extra: dict[str, Any] = field(default_factory=dict)
     end_of_turn: tuple[str, ...] = ()  # tokens that also stop generation (the template's turn end)
-    # A vision-language model: its vision tower's settings, and config keys naming media token ids.
-    vision: dict[str, Any] | None = None
+    # A multimodal model: the config key and settings of its vision or audio tower, config keys
+    # naming media token ids, special tokens its real tokenizer adds to the base vocabulary, and
+    # the transformers class (with settings) of its image processor or feature extractor.
+    tower: tuple[str, dict[str, Any]] | None = None
     media_token_ids: dict[str, str] = field(default_factory=dict)
-    image_processor: dict[str, Any] | None = None
+    added_tokens: tuple[str, ...] = ()
+    preprocessor: dict[str, Any] | None = None
     # Redraw matrix weights with this std, so that greedy output depends on the input (with the
     # default 0.02 a tiny random model answers every prompt, picture or not, with the same token).
     weight_std: float | None = None
@@ -63,15 +66,19 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
         },
         end_of_turn=("<|im_end|>", "<|endoftext|>"),
-        vision={
-            "depth": 1,
-            "embed_dim": 32,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
+        tower=(
+            "vision_config",
+            {
+                "hidden_size": TINY_SIZES["hidden_size"],  # the merger projects into the language model
+                "depth": 1,
+                "embed_dim": 32,
+                "num_heads": 2,
+                "mlp_ratio": 2,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+            },
+        ),
         media_token_ids={
             "image_token_id": "<|image_pad|>",
             "video_token_id": "<|video_pad|>",
@@ -79,7 +86,29 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
             "vision_end_token_id": "<|vision_end|>",
         },
         # a few dozen image tokens per picture keeps tests fast
-        image_processor={"class": "Qwen2VLImageProcessorPil", "min_pixels": 56 * 56, "max_pixels": 224 * 224},
+        preprocessor={"class": "Qwen2VLImageProcessorPil", "min_pixels": 56 * 56, "max_pixels": 224 * 224},
+        weight_std=0.15,
+    ),
+    # Qwen2-Audio: a Whisper-style encoder over 128 log-mel bins; its tokenizer (Qwen2.5's
+    # vocabulary) adds the three audio tokens.
+    "qwen2_audio": TinyRecipe(
+        "Qwen2AudioConfig",
+        "qwen2_5",
+        end_of_turn=("<|im_end|>", "<|endoftext|>"),
+        tower=(
+            "audio_config",
+            {
+                "d_model": 32,
+                "encoder_layers": 1,
+                "encoder_attention_heads": 2,
+                "encoder_ffn_dim": 64,
+                "num_mel_bins": 128,
+                "max_source_positions": 1500,
+            },
+        ),
+        media_token_ids={"audio_token_index": "<|AUDIO|>"},
+        added_tokens=("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"),
+        preprocessor={"class": "WhisperFeatureExtractor", "feature_size": 128},
         weight_std=0.15,
     ),
 }
@@ -117,6 +146,8 @@ def _build(arch: str, folder: Path) -> None:
 
     recipe = _recipe(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(get_asset(recipe.tokenizer)))
+    if recipe.added_tokens:
+        tokenizer.add_tokens(list(recipe.added_tokens), special_tokens=True)
     vocab_size = -(-len(tokenizer) // 64) * 64  # round up, as real checkpoints pad their embeddings
     eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in recipe.end_of_turn]
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
@@ -132,26 +163,26 @@ def _build(arch: str, folder: Path) -> None:
         **recipe.extra,
     }
     torch.manual_seed(SEED)
-    if recipe.vision is None:
+    if recipe.tower is None:
         config = config_class(**text_settings)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     else:
-        from transformers import AutoModelForImageTextToText
+        from lmforge.model.loader import auto_model_class
 
         tie = text_settings.pop("tie_word_embeddings")
-        vision = {**recipe.vision, "hidden_size": TINY_SIZES["hidden_size"]}
+        tower_key, tower = recipe.tower
         media_ids = {key: tokenizer.convert_tokens_to_ids(tok) for key, tok in recipe.media_token_ids.items()}
         config = config_class(
-            text_config=text_settings, vision_config=vision, tie_word_embeddings=tie, **media_ids
+            text_config=text_settings, **{tower_key: tower}, tie_word_embeddings=tie, **media_ids
         )
-        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+        model = auto_model_class(config).from_config(config, dtype=torch.float32)
     if recipe.weight_std is not None:
         with torch.no_grad():
             for parameter in model.parameters():
                 if parameter.dim() >= 2:
                     parameter.normal_(0.0, recipe.weight_std)
-    if recipe.image_processor is not None:
-        settings = dict(recipe.image_processor)
+    if recipe.preprocessor is not None:
+        settings = dict(recipe.preprocessor)
         processor_class = getattr(transformers, settings.pop("class"))
         processor_class(**settings).save_pretrained(str(folder))
     model.generation_config = GenerationConfig(

@@ -17,7 +17,7 @@ from lmforge.errors import LmforgeError
 
 if TYPE_CHECKING:
     from lmforge.config import Config
-    from lmforge.infer.multimodal import ImageProcessing, MediaInputs
+    from lmforge.infer.multimodal import MediaInputs, MediaProcessing
 
 FinishReason = Literal["stop", "length"]
 
@@ -71,8 +71,8 @@ class Engine(abc.ABC):
     tokenizer: Any
     #: the longest prompt + completion the engine accepts, in tokens
     context_length: int
-    #: turns pictures into model inputs; None for an engine that takes text only
-    media: ImageProcessing | None = None
+    #: turns pictures or sounds into model inputs; None for an engine that takes text only
+    media: MediaProcessing | None = None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once the event loop runs (engines that need it start workers here)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import threading
@@ -37,7 +38,7 @@ from lmforge.infer.engine import (
     SamplingOptions,
     default_stop_token_ids,
 )
-from lmforge.infer.multimodal import ImageProcessing, MediaInputs
+from lmforge.infer.multimodal import ImageProcessing, MediaInputs, MediaProcessing, media_processing_for
 from lmforge.infer.sampling import TokenSampler
 
 if TYPE_CHECKING:
@@ -86,10 +87,13 @@ class HuggingFaceEngine(Engine):
         context_length: int,
         max_batch: int = 8,
         max_queued: int = 64,
-        media: ImageProcessing | None = None,
+        media: MediaProcessing | None = None,
     ) -> None:
         self.model = model
         self.media = media
+        # compute the prompt's last logits only, where the model's forward offers it
+        accepts = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._last_logits_only: dict[str, int] = {"logits_to_keep": 1} if accepts else {}
         self.tokenizer = tokenizer
         self.context_length = context_length
         self.max_batch = max(1, max_batch)
@@ -118,11 +122,11 @@ class HuggingFaceEngine(Engine):
 
         tokenizer = load_tokenizer(config.model, padding_side="left")
         model = load_model(config.model, config.finetuning, trainable=False)
-        media = ImageProcessing.for_model(
+        media = media_processing_for(
             model.config,
             model_path(config.model),
-            max_pixels=config.model.image_max_pixels,
-            min_pixels=config.model.image_min_pixels,
+            image_max_pixels=config.model.image_max_pixels,
+            image_min_pixels=config.model.image_min_pixels,
         )
         return cls(
             model,
@@ -351,7 +355,7 @@ class HuggingFaceEngine(Engine):
         input_ids = input_ids.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         media = self._media_inputs(rows, device)
-        if media:
+        if media and self.media is not None and self.media.mrope:
             positions = self._media_positions(rows, input_ids, attention, media)
         with _cpu_threads(self.prefill_threads):
             out = self.model(
@@ -359,7 +363,7 @@ class HuggingFaceEngine(Engine):
                 attention_mask=attention,
                 position_ids=positions,
                 use_cache=True,
-                logits_to_keep=1,
+                **self._last_logits_only,
                 **media,
             )
         first = self._sample(rows, out.logits[:, -1, :])
@@ -385,7 +389,7 @@ class HuggingFaceEngine(Engine):
         media: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """M-RoPE position ids (3, rows, width) from the model; each row keeps its offset for decoding."""
-        assert self.media is not None
+        assert isinstance(self.media, ImageProcessing)
         positions, deltas = self.model.model.get_rope_index(
             input_ids,
             mm_token_type_ids=self.media.token_types(input_ids),

@@ -69,10 +69,7 @@ def load_tokenizer(model_args: ModelArguments, *, padding_side: str = "right") -
     except (OSError, ValueError) as exc:
         raise _load_error("tokenizer", path, exc) from None
     if model_args.new_special_tokens:
-        added = tokenizer.add_special_tokens(
-            {"additional_special_tokens": list(model_args.new_special_tokens)},
-            replace_additional_special_tokens=False,
-        )
+        added = tokenizer.add_tokens(list(model_args.new_special_tokens), special_tokens=True)
         if added:
             logger.info("added %d new special tokens; resize_vocab is needed to train them", added)
     if tokenizer.pad_token_id is None:
@@ -141,20 +138,19 @@ def load_model(
 
 
 def auto_model_class(config: Any) -> Any:
-    """AutoModelForCausalLM, or AutoModelForImageTextToText for a vision-language model (Qwen2-VL)."""
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
-    )
+    """AutoModelForCausalLM, or the multimodal class for Qwen2-VL (image-text) and Qwen2-Audio."""
+    import transformers
+    from transformers.models.auto import modeling_auto
 
     model_type = getattr(config, "model_type", None)
-    if (
-        model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-        and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-    ):
-        return AutoModelForImageTextToText
-    return AutoModelForCausalLM
+    if model_type in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return transformers.AutoModelForCausalLM
+    if model_type in modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return transformers.AutoModelForImageTextToText
+    multimodal = getattr(modeling_auto, "MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES", {})
+    if model_type in multimodal and hasattr(transformers, "AutoModelForMultimodalLM"):
+        return transformers.AutoModelForMultimodalLM
+    return transformers.AutoModelForCausalLM
 
 
 def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedModel:
