@@ -112,3 +112,16 @@ def test_adapter_name_or_path_continues_or_stacks_a_new_adapter(tmp_path: Path) 
         _prepare(_tiny(), [str(tmp_path / "first")], finetuning_type="full")
     with pytest.raises(ConfigError, match="not a PEFT adapter folder"):
         _prepare(_tiny(), [str(tmp_path)])
+
+
+def test_new_special_tokens_are_added_as_whole_tokens(tmp_path: Path) -> None:
+    """``new_special_tokens: "<|a|>,<|b|>"`` (LLaMA-Factory's comma-separated form) adds unsplittable tokens."""
+    from lmforge.assets import tiny_model
+    from lmforge.config.parser import build_config
+    from lmforge.model.loader import load_tokenizer
+
+    config = build_config(
+        {"model_name_or_path": str(tiny_model("llama")), "new_special_tokens": "<|tool_x|>,<|tool_y|>"}
+    )
+    tokenizer = load_tokenizer(config.model)
+    assert tokenizer.tokenize("a<|tool_x|>b<|tool_y|>") == ["a", "<|tool_x|>", "b", "<|tool_y|>"]
