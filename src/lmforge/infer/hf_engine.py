@@ -38,7 +38,7 @@ from lmforge.infer.engine import (
     SamplingOptions,
     default_stop_token_ids,
 )
-from lmforge.infer.multimodal import ImageProcessing, MediaInputs, MediaProcessing, media_processing_for
+from lmforge.infer.multimodal import MediaInputs, MediaProcessing, media_processing_for
 from lmforge.infer.sampling import TokenSampler
 
 if TYPE_CHECKING:
@@ -122,12 +122,7 @@ class HuggingFaceEngine(Engine):
 
         tokenizer = load_tokenizer(config.model, padding_side="left")
         model = load_model(config.model, config.finetuning, trainable=False)
-        media = media_processing_for(
-            model.config,
-            model_path(config.model),
-            image_max_pixels=config.model.image_max_pixels,
-            image_min_pixels=config.model.image_min_pixels,
-        )
+        media = media_processing_for(model.config, model_path(config.model), config.model)
         return cls(
             model,
             tokenizer,
@@ -376,8 +371,8 @@ class HuggingFaceEngine(Engine):
             return {}
         dtype = self.model.dtype
         out = {}
-        for key in parts[0].tensors:
-            joined = torch.cat([part.tensors[key] for part in parts], dim=0).to(device)
+        for key in dict.fromkeys(key for part in parts for key in part.tensors):
+            joined = torch.cat([part.tensors[key] for part in parts if key in part.tensors], dim=0).to(device)
             out[key] = joined.to(dtype) if joined.is_floating_point() else joined
         return out
 
@@ -389,11 +384,12 @@ class HuggingFaceEngine(Engine):
         media: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """M-RoPE position ids (3, rows, width) from the model; each row keeps its offset for decoding."""
-        assert isinstance(self.media, ImageProcessing)
+        assert self.media is not None
         positions, deltas = self.model.model.get_rope_index(
             input_ids,
             mm_token_type_ids=self.media.token_types(input_ids),
             image_grid_thw=media.get("image_grid_thw"),
+            video_grid_thw=media.get("video_grid_thw"),
             attention_mask=attention,
         )
         for row, delta in zip(rows, deltas.view(-1).tolist(), strict=True):

@@ -191,9 +191,7 @@ class ChatService:
         processing = self.engine.media
         unsupported = [ref for ref in refs if processing is None or ref.kind not in processing.kinds]
         if processing is None or unsupported:
-            takes = (
-                "text only" if processing is None else "text and " + " and ".join(sorted(processing.kinds))
-            )
+            takes = "text only" if processing is None else "text, " + ", ".join(sorted(processing.kinds))
             kinds = sorted({ref.kind for ref in unsupported})
             raise bad_request(
                 f"{unsupported[0].param}: the served model takes {takes}; {', '.join(kinds)} input is not supported",
@@ -207,7 +205,9 @@ class ChatService:
             except MediaError as exc:
                 raise bad_request(f"{ref.param}: {exc}", param=ref.param, code="invalid_media") from None
         try:
-            return await asyncio.to_thread(processing.process, blobs, [ref.param for ref in refs])
+            return await asyncio.to_thread(
+                processing.process, blobs, [ref.param for ref in refs], [ref.kind for ref in refs]
+            )
         except MediaInputError as exc:
             param = next((ref.param for ref in refs if str(exc).startswith(ref.param)), "messages")
             raise bad_request(str(exc), param=param, code="invalid_media") from None
