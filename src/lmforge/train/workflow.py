@@ -211,8 +211,26 @@ def _set_chat_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> An
 def _load_data(config: Config, tokenizer: PreTrainedTokenizerBase, template: Any) -> PreparedData:
     from lmforge.data import load_sft_datasets
 
+    refuse_media_datasets(config)
     bundle = load_sft_datasets(config, tokenizer, template, config.finetuning.stage)
     return PreparedData(train=bundle.train, eval=bundle.eval, report=bundle.report)
+
+
+def refuse_media_datasets(config: Config) -> None:
+    """Training reads text only so far: a dataset with media columns must not train with its
+    pictures, videos or sounds silently left out (the model would learn answers about media it never saw)."""
+    from lmforge.data.registry import resolve_datasets
+
+    data = config.data
+    for key, names in (("dataset", data.dataset), ("eval_dataset", data.eval_dataset)):
+        for spec in resolve_datasets(names, data.dataset_dir, data.media_dir):
+            kinds = [kind for kind in ("images", "videos", "audios") if getattr(spec.columns, kind, None)]
+            if kinds:
+                raise ConfigError(
+                    f"{key} '{spec.name}' has {' and '.join(kinds)} columns, but lmforge trains on text only so far "
+                    f"and its media would be silently ignored; choose a text dataset, or remove "
+                    f"{', '.join(repr(k) for k in kinds)} from its columns in dataset_info.json to train on the text alone"
+                )
 
 
 def _arrange(
