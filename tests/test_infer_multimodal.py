@@ -56,7 +56,9 @@ def image_prompt(tokenizer, processing, picture: bytes, text: str = "What is thi
 
 def reference(model, tokenizer, processing, ids, inputs, max_new):
     tensor = torch.tensor([ids])
-    extra = inputs.tensors if inputs is not None else {}
+    extra = (
+        {k: v for k, v in inputs.tensors.items() if k != "second_per_grid_ts"} if inputs is not None else {}
+    )
     if inputs is not None:
         extra = {**extra, "mm_token_type_ids": processing.token_types(tensor)}
     out = model.generate(
@@ -427,3 +429,43 @@ def test_video_sampling_follows_video_fps_and_video_maxlen(vl):
     assert grid(capped) == 2
     with pytest.raises(MediaInputError, match="^clip: not a video that can be decoded"):
         processing.process([b"\x00\x00\x00\x18ftypmp42 but nothing else"], ["clip"], ["video"])
+
+
+def test_qwen2_5_vl_takes_pictures_and_spaces_video_time_by_the_real_frame_interval(tiny_model):
+    """Qwen2.5-VL places video patches in time by seconds per temporal patch: 4 s sampled as only
+    4 frames (video_maxlen) makes each of the 2 patches span 2 s, and generate given that interval agrees."""
+    path = str(tiny_model("qwen2_5_vl"))
+    config = AutoConfig.from_pretrained(path)
+    model = auto_model_class(config).from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    processing = media_processing_for(config, path, ModelArguments(video_maxlen=4))
+    assert isinstance(processing, VisionProcessing) and processing.kinds == {"image", "video"}
+    engine = HuggingFaceEngine(model, tokenizer, context_length=4096, media=processing)
+    picture_ids, picture = image_prompt(tokenizer, processing, png((90, 200, 40)))
+    video = processing.process([mp4([(200, 30, 30), (30, 200, 30)] * 20)], kinds=["video"])
+    prompt = PROMPT.replace("image_pad", "video_pad").format(text="What happens?")
+    video_ids = processing.expand(tokenizer(prompt)["input_ids"], video)
+    assert video.tensors["second_per_grid_ts"].tolist() == [2.0]
+    assert video.tensors["video_grid_thw"][0, 0].item() == 2
+
+    async def run():
+        await engine.start()
+        options = SamplingOptions(max_new_tokens=8, temperature=0)
+        out = await asyncio.gather(
+            collect(engine, picture_ids, options, picture), collect(engine, video_ids, options, video)
+        )
+        await engine.close()
+        return out
+
+    (picture_text, _), (video_text, _) = asyncio.run(run())
+    assert picture_text == reference(model, tokenizer, processing, picture_ids, picture, 8)
+    tensor = torch.tensor([video_ids])
+    expected = model.generate(
+        input_ids=tensor,
+        attention_mask=torch.ones_like(tensor),
+        mm_token_type_ids=processing.token_types(tensor),
+        max_new_tokens=8,
+        do_sample=False,
+        **video.tensors,
+    )
+    assert video_text == tokenizer.decode(expected[0, len(video_ids) :], skip_special_tokens=True)

@@ -89,6 +89,40 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
         preprocessor={"class": "Qwen2VLImageProcessorPil", "min_pixels": 56 * 56, "max_pixels": 224 * 224},
         weight_std=0.15,
     ),
+    # Qwen2.5-VL: windowed attention in the vision tower (one full-attention block here) and a
+    # merger projecting to out_hidden_size.
+    "qwen2_5_vl": TinyRecipe(
+        "Qwen2_5_VLConfig",
+        "qwen2_5",
+        {
+            "head_dim": 16,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        },
+        end_of_turn=("<|im_end|>", "<|endoftext|>"),
+        tower=(
+            "vision_config",
+            {
+                "depth": 1,
+                "hidden_size": 32,
+                "out_hidden_size": TINY_SIZES["hidden_size"],
+                "num_heads": 2,
+                "intermediate_size": 64,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "window_size": 56,
+                "fullatt_block_indexes": [0],
+            },
+        ),
+        media_token_ids={
+            "image_token_id": "<|image_pad|>",
+            "video_token_id": "<|video_pad|>",
+            "vision_start_token_id": "<|vision_start|>",
+            "vision_end_token_id": "<|vision_end|>",
+        },
+        preprocessor={"class": "Qwen2VLImageProcessorPil", "min_pixels": 56 * 56, "max_pixels": 224 * 224},
+        weight_std=0.15,
+    ),
     # Qwen2-Audio: a Whisper-style encoder over 128 log-mel bins; its tokenizer (Qwen2.5's
     # vocabulary) adds the three audio tokens.
     "qwen2_audio": TinyRecipe(

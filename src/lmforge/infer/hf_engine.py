@@ -40,6 +40,7 @@ from lmforge.infer.engine import (
 )
 from lmforge.infer.multimodal import MediaInputs, MediaProcessing, media_processing_for
 from lmforge.infer.sampling import TokenSampler
+from lmforge.infer.vision import SECONDS_PER_GRID
 
 if TYPE_CHECKING:
     from lmforge.config import Config
@@ -350,8 +351,9 @@ class HuggingFaceEngine(Engine):
         input_ids = input_ids.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         media = self._media_inputs(rows, device)
+        seconds = media.pop(SECONDS_PER_GRID, None)
         if media and self.media is not None and self.media.mrope:
-            positions = self._media_positions(rows, input_ids, attention, media)
+            positions = self._media_positions(rows, input_ids, attention, media, seconds)
         with _cpu_threads(self.prefill_threads):
             out = self.model(
                 input_ids=input_ids,
@@ -373,7 +375,7 @@ class HuggingFaceEngine(Engine):
         out = {}
         for key in dict.fromkeys(key for part in parts for key in part.tensors):
             joined = torch.cat([part.tensors[key] for part in parts if key in part.tensors], dim=0).to(device)
-            out[key] = joined.to(dtype) if joined.is_floating_point() else joined
+            out[key] = joined.to(dtype) if joined.is_floating_point() and key != SECONDS_PER_GRID else joined
         return out
 
     def _media_positions(
@@ -382,6 +384,7 @@ class HuggingFaceEngine(Engine):
         input_ids: torch.Tensor,
         attention: torch.Tensor,
         media: dict[str, torch.Tensor],
+        seconds_per_grid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """M-RoPE position ids (3, rows, width) from the model; each row keeps its offset for decoding."""
         assert self.media is not None
@@ -391,6 +394,7 @@ class HuggingFaceEngine(Engine):
             image_grid_thw=media.get("image_grid_thw"),
             video_grid_thw=media.get("video_grid_thw"),
             attention_mask=attention,
+            **({"second_per_grid_ts": seconds_per_grid} if seconds_per_grid is not None else {}),
         )
         for row, delta in zip(rows, deltas.view(-1).tolist(), strict=True):
             row.delta = int(delta)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_DECODED_PIXELS = 64 * 1024 * 1024
+SECONDS_PER_GRID = "second_per_grid_ts"  # rotary-position input only, not a model input
 MAX_VIDEO_FRAMES = 20_000  # frames a clip may hold at all (about 11 minutes at 30 fps)
 
 
@@ -108,8 +109,10 @@ class VisionProcessing(MediaProcessing):
             image_counts = self._token_counts(out["image_grid_thw"])
         video_counts: list[int] = []
         if videos:
-            inputs.tensors["pixel_values_videos"] = torch.cat([patches for patches, _ in videos])
-            grid = torch.cat([g for _, g in videos])
+            inputs.tensors["pixel_values_videos"] = torch.cat([patches for patches, _, _ in videos])
+            grid = torch.cat([g for _, g, _ in videos])
+            # seconds each temporal patch spans (Qwen2.5-VL spaces its time positions by it)
+            inputs.tensors[SECONDS_PER_GRID] = torch.tensor([seconds for _, _, seconds in videos])
             inputs.tensors["video_grid_thw"] = grid
             video_counts = self._token_counts(grid)
         images_left, videos_left = iter(image_counts), iter(video_counts)
@@ -145,9 +148,11 @@ class VisionProcessing(MediaProcessing):
             raise MediaInputError(f"{name}: the image data is damaged or truncated") from None
         return bounded(picture, self.max_pixels, self.min_pixels)
 
-    def _video_patches(self, data: bytes, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clip's sampled frames as (patches, grid) in the model's temporal-patch layout."""
-        frames = [bounded(f, self.video_max_pixels, self.video_min_pixels) for f in self._frames(data, name)]
+    def _video_patches(self, data: bytes, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The clip's sampled frames as (patches, grid) in the model's temporal-patch layout, and
+        the seconds one temporal patch spans."""
+        frames, seconds_per_frame = self._frames(data, name)
+        frames = [bounded(f, self.video_max_pixels, self.video_min_pixels) for f in frames]
         step = int(getattr(self.image_processor, "temporal_patch_size", 2))
         while len(frames) % step:
             frames.append(frames[-1])  # the last temporal patch is filled by repeating the last frame
@@ -156,9 +161,11 @@ class VisionProcessing(MediaProcessing):
         except ValueError as exc:
             raise MediaInputError(f"{name}: the video frames cannot be processed ({exc})") from None
         patch_size = int(getattr(self.image_processor, "patch_size", 14))
-        return join_temporal_patches(out["pixel_values"], out["image_grid_thw"], step, patch_size)
+        patches, grid = join_temporal_patches(out["pixel_values"], out["image_grid_thw"], step, patch_size)
+        return patches, grid, step * seconds_per_frame
 
-    def _frames(self, data: bytes, name: str) -> list[Any]:
+    def _frames(self, data: bytes, name: str) -> tuple[list[Any], float]:
+        """Frames sampled evenly over the clip, and the seconds between two of them."""
         import av
 
         try:
@@ -176,7 +183,7 @@ class VisionProcessing(MediaProcessing):
             raise MediaInputError(f"{name}: not a video that can be decoded (MP4, WebM, MKV, ...)") from None
         if not frames:
             raise MediaInputError(f"{name}: the video has no frames")
-        return frames
+        return frames, (duration / len(frames) if duration > 0 else 1.0 / self.video_fps)
 
 
 def _count_frames(av: Any, data: bytes, name: str) -> tuple[int, float]:
