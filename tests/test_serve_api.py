@@ -187,7 +187,7 @@ def test_raw_completions(client):
 
 def test_health(server):
     body = httpx.get(f"{server.root}/health").json()
-    assert body["status"] == "ok" and body["model"] == "tiny-chat"
+    assert body["status"] == "ok" and body["model"] == "tiny-chat" and body["inputs"] == ["text"]
     assert body["tokens_generated"] > 0
 
 

@@ -71,6 +71,12 @@ def image(url: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+def test_health_says_which_inputs_the_model_takes(server):
+    import httpx
+
+    assert httpx.get(f"{server.root}/health").json()["inputs"] == ["text", "image", "video"]
+
+
 def test_the_reply_depends_on_the_picture_and_usage_counts_its_tokens(client):
     red = ask(client, image(data_url(RED)))
     blue = ask(client, image(data_url(BLUE)))

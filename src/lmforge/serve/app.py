@@ -40,7 +40,9 @@ def create_app(service: ChatService, *, api_key: str | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": service.model_name, **service.engine.stats()}
+        media = service.engine.media
+        inputs = ["text", *sorted(media.kinds)] if media is not None else ["text"]
+        return {"status": "ok", "model": service.model_name, "inputs": inputs, **service.engine.stats()}
 
     @app.get("/v1/models", dependencies=auth)
     async def list_models() -> dict[str, Any]:

@@ -70,6 +70,10 @@ def main(argv: list[str]) -> int:
         if server.started:
             host = f"[{env.host}]" if ":" in env.host else env.host
             print(f"lmforge api: serving {service.model_name} at http://{host}:{env.port}/v1", flush=True)
+            if service.engine.media is not None:
+                logger.info(
+                    "the model takes text and %s input", ", ".join(sorted(service.engine.media.kinds))
+                )
             if env.host in ("0.0.0.0", "::") and not env.api_key:
                 logger.warning(
                     "listening on all interfaces without API_KEY: anyone who reaches this port can use it"
