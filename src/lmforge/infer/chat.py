@@ -2,21 +2,26 @@
 
 Type ``clear`` to start over and ``exit`` (or Ctrl-D) to leave. The system prompt is the
 config's ``default_system`` (``lmforge chat cfg.yaml default_system='Be brief.'``). Prompts
-go through the same template and engine as ``lmforge api``.
+go through the same template and engine as ``lmforge api``. With a multimodal model,
+``/image PATH`` (or ``/video PATH``, ``/audio PATH``) attaches a local file to the next message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from lmforge.config import load_config
 from lmforge.conversation import Conversation, Message
 from lmforge.infer.engine import Engine, SamplingOptions
+from lmforge.infer.multimodal import MediaInputError, MediaInputs
 from lmforge.infer.prompting import PromptBuilder
 
 HELP = "Chat started. Type `clear` to reset the history, `exit` to quit."
+MEDIA_HELP = "Type `/{kinds} PATH` to attach a file to your next message."
+MEDIA_COMMANDS = {"/image": "image", "/video": "video", "/audio": "audio"}
 
 
 class ChatSession:
@@ -27,16 +32,38 @@ class ChatSession:
         self.prompts = prompts
         self.options = options
         self.messages: list[Message] = []
+        self.media: list[tuple[str, bytes, str]] = []  # (kind, file bytes, name), in conversation order
+        self.attached: list[tuple[str, bytes, str]] = []  # waiting for the next message
 
     def clear(self) -> None:
-        self.messages = []
+        self.messages, self.media, self.attached = [], [], []
+
+    def attach(self, kind: str, path: str) -> str:
+        """Read a local file to go with the next message; raises ValueError saying why not."""
+        takes = self.engine.media.kinds if self.engine.media is not None else frozenset()
+        if kind not in takes:
+            what = ", ".join(sorted(takes)) if takes else "text only"
+            raise ValueError(f"this model takes {what}; it cannot take {kind} input")
+        file = Path(path).expanduser()
+        if not path or not file.is_file():
+            raise ValueError(f"no such file: {path}")
+        self.attached.append((kind, file.read_bytes(), str(file)))
+        return f"Attached {file.name} ({kind}); it goes with your next message."
 
     async def reply(self, text: str, out: TextIO) -> str:
-        self.messages.append(Message(role="user", content=text))
-        prompt_ids = self.prompts.encode(Conversation(messages=list(self.messages)))
+        placeholders = "".join(f"<{kind}>" for kind, _, _ in self.attached)
+        self.messages.append(Message(role="user", content=placeholders + text))
+        media = self.media + self.attached
+        try:
+            prompt_ids, inputs = await self._encode(media)
+        except (MediaInputError, ValueError):
+            self.messages.pop()
+            self.attached = []
+            raise
         room = self.engine.context_length - len(prompt_ids)
         if room <= 0:
             self.messages.pop()
+            self.attached = []
             raise ValueError(
                 f"the conversation is {len(prompt_ids)} tokens, the model's context {self.engine.context_length}; "
                 "type `clear` to start over"
@@ -44,8 +71,14 @@ class ChatSession:
         options = SamplingOptions(
             **{**self.options.__dict__, "max_new_tokens": min(self.options.max_new_tokens, room)}
         )
+        self.media, self.attached = media, []
         raw = ""
-        async for chunk in self.engine.generate(prompt_ids, options):
+        chunks = (
+            self.engine.generate(prompt_ids, options, inputs)
+            if inputs
+            else self.engine.generate(prompt_ids, options)
+        )
+        async for chunk in chunks:
             raw += chunk.text
             out.write(chunk.text)
             out.flush()
@@ -53,6 +86,16 @@ class ChatSession:
         parsed = self.prompts.parse(raw)
         self.messages.append(Message(role="assistant", content=parsed.content, reasoning=parsed.reasoning))
         return parsed.content
+
+    async def _encode(self, media: list[tuple[str, bytes, str]]) -> tuple[list[int], MediaInputs | None]:
+        """Prompt ids for the history, with every medium so far processed and its placeholders expanded."""
+        prompt_ids = self.prompts.encode(Conversation(messages=list(self.messages)))
+        if not media or self.engine.media is None:
+            return prompt_ids, None
+        processing = self.engine.media
+        kinds, blobs, names = (list(column) for column in zip(*media, strict=True))
+        inputs = await asyncio.to_thread(processing.process, blobs, names, kinds)
+        return processing.expand(prompt_ids, inputs), inputs
 
 
 def main(argv: list[str]) -> int:
@@ -85,6 +128,8 @@ def main(argv: list[str]) -> int:
 
 def _loop(session: ChatSession, runner: asyncio.Runner) -> None:
     print(HELP, flush=True)
+    if session.engine.media is not None:
+        print(MEDIA_HELP.format(kinds=" PATH` or `/".join(sorted(session.engine.media.kinds))), flush=True)
     while True:
         try:
             text = input("\nUser: ")
@@ -99,6 +144,13 @@ def _loop(session: ChatSession, runner: asyncio.Runner) -> None:
             print("History cleared.", flush=True)
             continue
         if not text.strip():
+            continue
+        word, _, rest = text.strip().partition(" ")
+        if word.lower() in MEDIA_COMMANDS:
+            try:
+                print(session.attach(MEDIA_COMMANDS[word.lower()], rest.strip()), flush=True)
+            except (ValueError, OSError) as exc:
+                print(exc, flush=True)
             continue
         print("Assistant: ", end="", flush=True)
         try:
