@@ -429,6 +429,26 @@ def test_video_sampling_follows_video_fps_and_video_maxlen(vl):
     assert grid(capped) == 2
     with pytest.raises(MediaInputError, match="^clip: not a video that can be decoded"):
         processing.process([b"\x00\x00\x00\x18ftypmp42 but nothing else"], ["clip"], ["video"])
+    with pytest.raises(MediaInputError, match="^song: the file has no video stream"):
+        processing.process([_silent_mp4_audio_only()], ["song"], ["video"])
+
+
+def _silent_mp4_audio_only() -> bytes:
+    """An MP4 holding one second of silence and no picture."""
+    import av
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for _ in range(16):
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
 
 
 def test_qwen2_5_vl_takes_pictures_and_spaces_video_time_by_the_real_frame_interval(tiny_model):

@@ -152,7 +152,11 @@ class VisionProcessing(MediaProcessing):
         """The clip's sampled frames as (patches, grid) in the model's temporal-patch layout, and
         the seconds one temporal patch spans."""
         frames, seconds_per_frame = self._frames(data, name)
-        frames = [bounded(f, self.video_max_pixels, self.video_min_pixels) for f in frames]
+        size = frames[0].size  # a stream may change resolution midway; patches need one grid
+        frames = [
+            bounded(f if f.size == size else f.resize(size), self.video_max_pixels, self.video_min_pixels)
+            for f in frames
+        ]
         step = int(getattr(self.image_processor, "temporal_patch_size", 2))
         while len(frames) % step:
             frames.append(frames[-1])  # the last temporal patch is filled by repeating the last frame
@@ -179,6 +183,8 @@ class VisionProcessing(MediaProcessing):
                         frames.append(frame.to_image())
                     if index >= max(keep):
                         break
+        except MediaInputError:
+            raise
         except (av.FFmpegError, ValueError, OSError, IndexError, StopIteration):
             raise MediaInputError(f"{name}: not a video that can be decoded (MP4, WebM, MKV, ...)") from None
         if not frames:
