@@ -17,6 +17,7 @@ BASE = {
         "deepspeed": None,
         "flash-attn": None,
         "bitsandbytes": None,
+        "av": "18.1.0",
     },
 }
 
@@ -34,6 +35,11 @@ def report(**changes):
 def test_cpu_machine_gets_only_the_no_gpu_note():
     warnings = warnings_for(report())
     assert len(warnings) == 1 and "no GPU found" in warnings[0]
+
+
+def test_missing_pyav_is_named_with_the_extra_that_installs_it():
+    warnings = warnings_for(report(libraries={"av": None}))
+    assert any("av (PyAV) is not installed" in w and "lmforge[video]" in w for w in warnings)
 
 
 def test_nvcc_and_torch_cuda_major_mismatch():
