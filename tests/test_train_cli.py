@@ -116,7 +116,7 @@ def test_config_errors_stop_with_one_line_and_exit_2(
     cases = {
         "media": (
             {"dataset": "pictures"},
-            "dataset 'pictures' has images columns, but lmforge trains on text only",
+            "dataset 'pictures' has images columns, but the model takes text only",
         ),
         "quantization": ({"quantization_bit": 4}, "needs a CUDA GPU"),
         "no_output_dir": ({"output_dir": None}, "'output_dir' is required"),

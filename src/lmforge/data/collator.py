@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from lmforge.data.media import MEDIA_COLUMN, batch_media
 from lmforge.data.packing import LENGTHS_COLUMN, position_ids_for
 from lmforge.model.loss import IGNORE_INDEX
 
@@ -22,6 +23,7 @@ class TrainingCollator:
     pad_token_id: int
     pad_to_multiple_of: int | None = None
     flatten: bool = False
+    media: Any = None  # a multimodal model's MediaProcessing: samples' media become pixel/audio features
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:
@@ -50,6 +52,10 @@ class TrainingCollator:
             batch["position_ids"] = torch.tensor(positions, dtype=torch.long)
         else:
             batch["attention_mask"] = torch.tensor(masks, dtype=torch.long)
+        if self.media is not None and MEDIA_COLUMN in features[0]:
+            batch.update(
+                batch_media([list(f[MEDIA_COLUMN]) for f in features], batch["input_ids"], self.media)
+            )
         return batch
 
     def _flattened(self, features: list[dict[str, Any]], packed: bool) -> dict[str, torch.Tensor]:

@@ -13,14 +13,18 @@ import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lmforge.data.checks import pt_text, sft_view
 from lmforge.data.formats import BadRecord, Converter
+from lmforge.data.media import MediaDrop, expand_sample, media_refs, placeholder_counts
 from lmforge.data.truncation import IGNORE_INDEX, split_text, truncate
 from lmforge.errors import DataError
+
+if TYPE_CHECKING:
+    from lmforge.infer.multimodal import MediaProcessing
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ChunkOutput:
     truncated: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     first_dropped: dict[str, str] = field(default_factory=dict)
+    media: list[list[str]] | None = None  # per sample, its ``kind:path`` media (multimodal models only)
 
 
 def _flatten(lists: list[list[int]], total: int) -> np.ndarray:
@@ -70,8 +75,13 @@ def encode_chunk(
     settings: EncodeSettings,
     locate: Callable[[int], str],
     dataset: str,
+    media: MediaProcessing | None = None,
 ) -> ChunkOutput:
-    """Encode one chunk of rows; ``indices`` are their record indices (for drop messages)."""
+    """Encode one chunk of rows; ``indices`` are their record indices (for drop messages).
+
+    With ``media`` (a multimodal model's processing) each sample's media placeholders are
+    expanded to the model's token counts and its media references are kept (``out.media``).
+    """
     out = ChunkOutput(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
     kept: list[Any] = []
     kept_index: list[int] = []
@@ -96,21 +106,42 @@ def encode_chunk(
         all_ids: list[list[int]] = []
         all_labels: list[list[int]] = []
         all_index: list[int] = []
+        all_media: list[list[str]] = []
         cutoff = settings.cutoff_len
-        for sample, index in zip(encoded, kept_index, strict=True):
+        for sample, index, conv in zip(encoded, kept_index, kept, strict=True):
             ids, labels = sample.input_ids, sample.labels
+            refs: list[str] = []
+            if media is not None:
+                try:
+                    refs = media_refs(conv)
+                    if refs:
+                        ids, labels = expand_sample(list(ids), list(labels), refs, media)
+                except MediaDrop as drop:
+                    _drop(out, drop.reason, drop.detail, index, locate, dataset, settings.strict)
+                    continue
             if len(ids) > cutoff:
                 fitted = truncate(ids, labels, cutoff)
                 if fitted is None:
                     detail = f"no trained token within cutoff_len {cutoff}"
                     _drop(out, "nothing to train on", detail, index, locate, dataset, settings.strict)
                     continue
+                if (
+                    refs
+                    and media is not None
+                    and placeholder_counts(fitted[0], media) != placeholder_counts(ids, media)
+                ):
+                    detail = f"{len(ids)} tokens with its media; raise cutoff_len or lower image_max_pixels"
+                    _drop(out, "media cut by cutoff_len", detail, index, locate, dataset, settings.strict)
+                    continue
                 ids, labels = fitted
                 out.truncated += 1
             all_ids.append(ids)
             all_labels.append(labels)
             all_index.append(index)
+            all_media.append(refs)
         _pack(all_ids, all_labels, out)
+        if media is not None:
+            out.media = all_media
         untrained = _untrained(out.labels, out.lengths)
         if untrained.any():  # rare: a sample whose template trains nothing (checked on the flat arrays)
             for position in np.flatnonzero(untrained).tolist():
@@ -121,6 +152,10 @@ def encode_chunk(
             keep_tokens = np.repeat(~untrained, out.lengths)
             out.ids, out.labels = out.ids[keep_tokens], out.labels[keep_tokens]
             out.lengths = out.lengths[~untrained]
+            if out.media is not None:
+                out.media = [
+                    refs for refs, gone in zip(out.media, untrained.tolist(), strict=True) if not gone
+                ]
         return out
     return _pack_pretraining(kept, tokenizer, settings, out)
 

@@ -20,6 +20,7 @@ import numpy as np
 from lmforge.data import cache
 from lmforge.data.encode import ChunkOutput, EncodeSettings, encode_chunk
 from lmforge.data.formats import check_columns, detect_format, make_converter
+from lmforge.data.media import MEDIA_COLUMN
 from lmforge.data.readers import Records, data_files, read_records
 from lmforge.data.registry import resolve_datasets
 from lmforge.data.report import DataReport, DatasetReport
@@ -64,11 +65,14 @@ def training_seed(config: Any) -> int:
     return int(config.training_kwargs.get("seed", 42) or 42)
 
 
-def load_sft_datasets(config: Any, tokenizer: Any, template: Any, stage: str = "sft") -> DatasetBundle:
+def load_sft_datasets(
+    config: Any, tokenizer: Any, template: Any, stage: str = "sft", media: Any = None
+) -> DatasetBundle:
     """Train and eval sets for ``stage`` (``sft``: chat samples; ``pt``: plain text, every token trained).
 
     See docs/data.md for every key this reads. Raises DataError/ConfigError (one line) for
-    anything the user can fix.
+    anything the user can fix. ``media`` (a multimodal model's ``MediaProcessing``) expands
+    media placeholders and keeps each sample's media in a ``media`` column.
     """
     data = config.data
     settings = encode_settings(data, stage)
@@ -86,6 +90,8 @@ def load_sft_datasets(config: Any, tokenizer: Any, template: Any, stage: str = "
             "config key 'dataset' is required: dataset names from dataset_info.json, or file paths"
         )
     if data.streaming:
+        if media is not None:
+            raise ConfigError("streaming: true reads text only; set streaming: false to train on media")
         from lmforge.data.streaming import load_streaming
 
         return load_streaming(config, tokenizer, template, settings, train_specs, eval_specs, seed)
@@ -94,12 +100,16 @@ def load_sft_datasets(config: Any, tokenizer: Any, template: Any, stage: str = "
     hub = _hub_kwargs(config)
     train_parts = []
     for spec in train_specs:
-        dataset, part_report = encode_dataset(spec, tokenizer, template, settings, data, seed, "train", hub)
+        dataset, part_report = encode_dataset(
+            spec, tokenizer, template, settings, data, seed, "train", hub, media
+        )
         train_parts.append(dataset)
         report.datasets.append(part_report)
     eval_parts = []
     for spec in eval_specs:
-        dataset, part_report = encode_dataset(spec, tokenizer, template, settings, data, seed, "eval", hub)
+        dataset, part_report = encode_dataset(
+            spec, tokenizer, template, settings, data, seed, "eval", hub, media
+        )
         eval_parts.append(dataset)
         report.datasets.append(part_report)
 
@@ -137,7 +147,13 @@ def _hub_kwargs(config: Any) -> dict[str, Any]:
 
 
 def dataset_cache_key(
-    spec: DatasetSpec, tokenizer: Any, template: Any, settings: EncodeSettings, data_args: Any, seed: int
+    spec: DatasetSpec,
+    tokenizer: Any,
+    template: Any,
+    settings: EncodeSettings,
+    data_args: Any,
+    seed: int,
+    media: Any = None,
 ) -> str:
     """The cache key of ``spec`` encoded with these settings (hashes the data files' bytes)."""
     if spec.source == "file":
@@ -153,6 +169,7 @@ def dataset_cache_key(
             "settings": settings.__dict__,
             "max_samples": data_args.max_samples,
             "seed": seed if spec.num_samples is not None else None,
+            "media": media.fingerprint() if media is not None else None,
         }
     )
 
@@ -166,11 +183,12 @@ def encode_dataset(
     seed: int,
     split: str = "train",
     hub: dict[str, Any] | None = None,
+    media: Any = None,
 ) -> tuple[datasets.Dataset, DatasetReport]:
     """One dataset, encoded: from the cache when its key matches, else built and cached."""
     import datasets
 
-    key = dataset_cache_key(spec, tokenizer, template, settings, data_args, seed)
+    key = dataset_cache_key(spec, tokenizer, template, settings, data_args, seed, media)
     hit = None if data_args.overwrite_cache else cache.lookup(key)
     if hit is not None:
         report = DatasetReport(**cache.read_report(hit))
@@ -192,6 +210,7 @@ def encode_dataset(
         settings,
         data_args.preprocessing_batch_size,
         data_args.preprocessing_num_workers,
+        media,
     )
     dataset = assemble(outputs, report, fingerprint=key)
     if report.samples == 0:
@@ -211,6 +230,7 @@ def run_chunks(
     settings: EncodeSettings,
     batch_size: int,
     num_workers: int | None,
+    media: Any = None,
 ) -> list[ChunkOutput]:
     """Encode ``indices`` of ``records`` chunk by chunk, in this process or in worker processes."""
     convert = make_converter(spec)
@@ -227,6 +247,7 @@ def run_chunks(
             settings=settings,
             locate=records.locate,
             dataset=spec.name,
+            media=media,
         )
 
     workers = min(num_workers or 1, len(chunks), os.cpu_count() or 1)
@@ -254,18 +275,21 @@ def assemble(outputs: list[ChunkOutput], report: DatasetReport, fingerprint: str
     report.tokens = int(len(ids))
     report.trained_tokens = int(np.count_nonzero(labels != IGNORE_INDEX))
     pa_offsets = pa.array(offsets)
-    table = pa.table(
-        {
-            "input_ids": pa.ListArray.from_arrays(pa_offsets, pa.array(ids)),
-            "labels": pa.ListArray.from_arrays(pa_offsets, pa.array(labels)),
-        }
-    )
-    features = datasets.Features(
-        {
-            "input_ids": datasets.List(datasets.Value("int32")),
-            "labels": datasets.List(datasets.Value("int32")),
-        }
-    )
+    columns = {
+        "input_ids": pa.ListArray.from_arrays(pa_offsets, pa.array(ids)),
+        "labels": pa.ListArray.from_arrays(pa_offsets, pa.array(labels)),
+    }
+    schema = {
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "labels": datasets.List(datasets.Value("int32")),
+    }
+    if any(o.media is not None for o in outputs):  # a multimodal model: each sample's media references
+        columns[MEDIA_COLUMN] = pa.array(
+            [refs for o in outputs for refs in (o.media or [[]] * len(o.lengths))], type=pa.list_(pa.string())
+        )
+        schema[MEDIA_COLUMN] = datasets.List(datasets.Value("string"))
+    table = pa.table(columns)
+    features = datasets.Features(schema)
     # An explicit fingerprint: datasets would otherwise hash the whole table (seconds for large sets).
     fingerprint = fingerprint or f"lmforge-{report.name}-{report.samples}-{report.tokens}"
     return datasets.Dataset(

@@ -12,6 +12,7 @@ Pictures and video frames: ``infer/vision.py``; sound: ``infer/audio.py``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import defaultdict
@@ -57,10 +58,22 @@ class MediaProcessing:
     placeholders: dict[str, int]
     #: position ids come from the model's ``get_rope_index`` (M-RoPE), not from the row length
     mrope = False
+    #: the model's forward takes ``second_per_grid_ts`` (Qwen2.5-VL's video time spacing)
+    time_positions = False
 
     @property
     def kinds(self) -> frozenset[str]:
         return frozenset(self.placeholders)
+
+    def fingerprint(self) -> str:
+        """Everything that changes token counts or features (a cache key for encoded datasets)."""
+        plain = (int, float, str, bool, dict, list, type(None))
+        settings = {k: v for k, v in vars(self).items() if isinstance(v, plain)}
+        for name in ("image_processor", "feature_extractor"):
+            processor = getattr(self, name, None)
+            if processor is not None and hasattr(processor, "to_dict"):
+                settings[name] = processor.to_dict()
+        return json.dumps([type(self).__name__, settings], sort_keys=True, default=str)
 
     def process(
         self, blobs: list[bytes], where: list[str] | None = None, kinds: list[str] | None = None

@@ -76,7 +76,7 @@ class VisionProcessing(MediaProcessing):
     def for_model(cls, model_config: Any, path: str, model_args: ModelArguments) -> VisionProcessing:
         from transformers import AutoImageProcessor
 
-        return cls(
+        processing = cls(
             AutoImageProcessor.from_pretrained(path),  # the PIL backend when torchvision is absent
             image_token_id=int(model_config.image_token_id),
             video_token_id=getattr(model_config, "video_token_id", None),
@@ -88,6 +88,8 @@ class VisionProcessing(MediaProcessing):
             video_fps=model_args.video_fps,
             video_maxlen=model_args.video_maxlen,
         )
+        processing.time_positions = getattr(model_config, "model_type", None) == "qwen2_5_vl"
+        return processing
 
     def _process(self, blobs: list[bytes], where: list[str], kinds: list[str]) -> MediaInputs:
         pictures, picture_names, videos = [], [], []

@@ -47,6 +47,9 @@ def prepare_trainable(
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     if kind == "full":
         model.requires_grad_(True)
+        for name, param in model.named_parameters():
+            if frozen_media_module(name, finetuning_args):
+                param.requires_grad_(False)
     elif kind == "freeze":
         _freeze_all_but(model, finetuning_args)
     else:
@@ -160,7 +163,9 @@ def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningAr
                 f"config key 'lora_target': {', '.join(missing)} not found among the model's linear layers; "
                 f"choose from: all, {', '.join(sorted(linear))}"
             )
+    excluded = [pattern for pattern, frozen in _media_module_patterns(args) if frozen]
     lora_config = LoraConfig(
+        exclude_modules=rf".*\.({'|'.join(excluded)})\..*" if excluded else None,
         task_type=TaskType.CAUSAL_LM,
         r=args.lora_rank,
         lora_alpha=args.lora_alpha if args.lora_alpha is not None else 2 * args.lora_rank,
@@ -174,6 +179,23 @@ def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningAr
         return get_peft_model(model, lora_config)
     except ValueError as exc:
         raise ConfigError(f"LoRA set-up failed: {str(exc).splitlines()[0]}") from None
+
+
+# Parameter-name parts of multimodal towers and projectors (Qwen2-VL keeps its merger, the
+# projector, inside ``visual``), and the LLaMA-Factory key that freezes each.
+def _media_module_patterns(args: FinetuningArguments) -> list[tuple[str, bool]]:
+    return [
+        ("visual", args.freeze_vision_tower),
+        ("vision_tower", args.freeze_vision_tower),
+        ("audio_tower", args.freeze_vision_tower),
+        ("multi_modal_projector", args.freeze_multi_modal_projector),
+    ]
+
+
+def frozen_media_module(name: str, args: FinetuningArguments) -> bool:
+    """True for a parameter of a tower or projector the config keeps frozen (LLaMA-Factory's defaults)."""
+    parts = name.split(".")
+    return any(pattern in parts and frozen for pattern, frozen in _media_module_patterns(args))
 
 
 def _linear_module_names(model: nn.Module) -> set[str]:

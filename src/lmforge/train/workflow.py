@@ -73,8 +73,9 @@ def run_training(
 
     tokenizer = load_tokenizer(config.model)
     template = _set_chat_template(config, tokenizer)
+    media = training_media(config)
     with args.main_process_first(desc="preparing the datasets"):
-        data = data or _load_data(config, tokenizer, template)
+        data = data or _load_data(config, tokenizer, template, media)
     train_set, eval_set = _arrange(config, args, data)
 
     from transformers import set_seed
@@ -82,6 +83,7 @@ def run_training(
     set_seed(args.seed)  # adapter initialisation is random: same seed, same run
     model, chunked = _load_model(config, args)
     collator = TrainingCollator(
+        media=media,
         pad_token_id=tokenizer.pad_token_id,
         pad_to_multiple_of=8 if torch.cuda.is_available() and not packing_enabled(config) else None,
         flatten=packing_enabled(config)
@@ -208,16 +210,38 @@ def _set_chat_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> An
     return template
 
 
-def _load_data(config: Config, tokenizer: PreTrainedTokenizerBase, template: Any) -> PreparedData:
+def training_media(config: Config) -> Any:
+    """The media processing of a multimodal model (Qwen2-VL, Qwen2.5-VL, Qwen2-Audio); None for text models."""
+    from transformers import AutoConfig
+
+    from lmforge.infer.multimodal import GRID_VISION_MODELS, WHISPER_AUDIO_MODELS, media_processing_for
+    from lmforge.model.loader import model_path
+
+    path = model_path(config.model)
+    try:
+        model_config = AutoConfig.from_pretrained(path, trust_remote_code=config.model.trust_remote_code)
+    except (OSError, ValueError):
+        return None  # the model load reports it, with the reason
+    if getattr(model_config, "model_type", None) not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS:
+        return None
+    return media_processing_for(model_config, path, config.model)
+
+
+def _load_data(
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: Any, media: Any = None
+) -> PreparedData:
     from lmforge.data import load_sft_datasets
 
-    refuse_media_datasets(config)
-    bundle = load_sft_datasets(config, tokenizer, template, config.finetuning.stage)
+    if media is None:
+        refuse_media_datasets(config)
+    elif packing_enabled(config):
+        raise ConfigError("packing cannot hold media samples yet; set packing: false to train on media")
+    bundle = load_sft_datasets(config, tokenizer, template, config.finetuning.stage, media=media)
     return PreparedData(train=bundle.train, eval=bundle.eval, report=bundle.report)
 
 
 def refuse_media_datasets(config: Config) -> None:
-    """Training reads text only so far: a dataset with media columns must not train with its
+    """A text model trains on text only: a dataset with media columns must not train with its
     pictures, videos or sounds silently left out (the model would learn answers about media it never saw)."""
     from lmforge.data.registry import resolve_datasets
 
@@ -227,8 +251,9 @@ def refuse_media_datasets(config: Config) -> None:
             kinds = [kind for kind in ("images", "videos", "audios") if getattr(spec.columns, kind, None)]
             if kinds:
                 raise ConfigError(
-                    f"{key} '{spec.name}' has {' and '.join(kinds)} columns, but lmforge trains on text only so far "
-                    f"and its media would be silently ignored; choose a text dataset, or remove "
+                    f"{key} '{spec.name}' has {' and '.join(kinds)} columns, but the model takes text only "
+                    f"and its media would be silently ignored; choose a multimodal model (Qwen2-VL, Qwen2.5-VL, "
+                    f"Qwen2-Audio) or a text dataset, or remove "
                     f"{', '.join(repr(k) for k in kinds)} from its columns in dataset_info.json to train on the text alone"
                 )
 
