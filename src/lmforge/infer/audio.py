@@ -1,8 +1,8 @@
 """Sound for Qwen2-Audio: WAV (PCM) clips to Whisper log-mel features.
 
-Clips are read with the standard library ``wave`` module (no ffmpeg or libsndfile needed),
-mixed to mono, resampled in the frequency domain to the feature extractor's rate and cut to
-its window (30 s). The encoder halves the frame rate twice, so each second of sound fills 25
+WAV clips are read with the standard library ``wave`` module (no ffmpeg needed), mixed to
+mono, resampled in the frequency domain to the feature extractor's rate and cut to its window
+(30 s). Other formats (MP3, FLAC, ...) are decoded by PyAV when it is installed. The encoder halves the frame rate twice, so each second of sound fills 25
 ``<|AUDIO|>`` tokens.
 """
 
@@ -63,10 +63,7 @@ class AudioProcessing(MediaProcessing):
                 channels, width, rate = clip.getnchannels(), clip.getsampwidth(), clip.getframerate()
                 frames = clip.readframes(clip.getnframes())
         except (wave.Error, EOFError, ValueError):
-            raise MediaInputError(
-                f"{name}: not a WAV (PCM) audio file; convert other formats first, e.g. "
-                "`ffmpeg -i in.mp3 -ar 16000 out.wav`"
-            ) from None
+            return self._decode_compressed(data, name)
         if width not in (1, 2, 3, 4) or rate <= 0 or channels <= 0:
             raise MediaInputError(f"{name}: unsupported WAV sample format ({width} bytes, {rate} Hz)")
         samples = _pcm_to_float(frames, width)
@@ -74,10 +71,48 @@ class AudioProcessing(MediaProcessing):
         if usable == 0:
             raise MediaInputError(f"{name}: the audio clip is empty")
         mono = samples[:usable].reshape(-1, channels).mean(axis=1)
+        return self._fit(mono, rate)
+
+    def _fit(self, mono: np.ndarray, rate: int) -> np.ndarray:
         mono = mono[: int(math.ceil(self.max_samples * rate / self.rate))]  # what the window can hold
         if rate != self.rate:
             mono = resample(mono, max(1, round(len(mono) * self.rate / rate)))
         return mono[: self.max_samples].astype(np.float32)
+
+    def _decode_compressed(self, data: bytes, name: str) -> np.ndarray:
+        """MP3, FLAC, OGG, M4A, ... through PyAV (FFmpeg) when it is installed."""
+        try:
+            import av
+        except ImportError:
+            raise MediaInputError(
+                f"{name}: not a WAV (PCM) audio file; other formats need PyAV on this machine "
+                "(pip install 'lmforge[video]') or converting, e.g. `ffmpeg -i in.mp3 -ar 16000 out.wav`"
+            ) from None
+        limit = self.max_samples
+        try:
+            with av.open(io.BytesIO(data)) as container:
+                if not container.streams.audio:
+                    raise MediaInputError(f"{name}: the file has no audio stream")
+                to_mono = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+                parts, total = [], 0
+                for frame in container.decode(audio=0):
+                    for out in to_mono.resample(frame):
+                        chunk = out.to_ndarray().reshape(-1)
+                        parts.append(chunk)
+                        total += len(chunk)
+                    if total >= limit:
+                        break
+                for out in to_mono.resample(None):  # what the resampler still holds
+                    parts.append(out.to_ndarray().reshape(-1))
+        except MediaInputError:
+            raise
+        except (av.FFmpegError, ValueError, OSError):
+            raise MediaInputError(
+                f"{name}: not an audio file that can be decoded (WAV, MP3, FLAC, ...)"
+            ) from None
+        if not parts or sum(len(p) for p in parts) == 0:
+            raise MediaInputError(f"{name}: the audio clip is empty")
+        return self._fit(np.concatenate(parts).astype(np.float32), self.rate)
 
 
 def resample(samples: np.ndarray, target: int) -> np.ndarray:
