@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from PIL import Image
@@ -270,3 +271,26 @@ def test_a_vision_model_still_trains_on_text_only_data(tiny_model, tmp_path):
     _, tokenizer, media, bundle = encoded(settings(tiny_model("qwen2_vl"), folder, tmp_path, dataset="hi"))
     batch = TrainingCollator(pad_token_id=tokenizer.pad_token_id, media=media)([bundle.train[0]])
     assert bundle.train[0]["media"] == [] and "pixel_values" not in batch
+
+
+@pytest.mark.parametrize("finetuning_type", ["lora", "full"])
+def test_towers_train_only_when_the_config_unfreezes_them(tiny_model, finetuning_type):
+    from transformers import AutoConfig
+
+    from lmforge.model.adapter import prepare_trainable
+    from lmforge.model.loader import auto_model_class
+
+    path = tiny_model("qwen2_vl")
+
+    def trainable_tower_params(**keys: Any) -> int:
+        config = build_config({"model_name_or_path": str(path), "finetuning_type": finetuning_type, **keys})
+        model = auto_model_class(AutoConfig.from_pretrained(path)).from_pretrained(path)
+        model = prepare_trainable(model, config.model, config.finetuning)
+        return sum(
+            p.numel() for n, p in model.named_parameters() if p.requires_grad and ".visual." in f".{n}"
+        )
+
+    assert (
+        trainable_tower_params() == 0
+    )  # freeze_vision_tower and freeze_multi_modal_projector default to true
+    assert trainable_tower_params(freeze_vision_tower=False, freeze_multi_modal_projector=False) > 0

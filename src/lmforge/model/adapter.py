@@ -163,7 +163,8 @@ def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningAr
                 f"config key 'lora_target': {', '.join(missing)} not found among the model's linear layers; "
                 f"choose from: all, {', '.join(sorted(linear))}"
             )
-    excluded = [pattern for pattern, frozen in _media_module_patterns(args) if frozen]
+    parts = {part for name, _ in model.named_modules() for part in name.split(".")}
+    excluded = [pattern for pattern, frozen in _media_module_patterns(args) if frozen and pattern in parts]
     lora_config = LoraConfig(
         exclude_modules=rf".*\.({'|'.join(excluded)})\..*" if excluded else None,
         task_type=TaskType.CAUSAL_LM,
