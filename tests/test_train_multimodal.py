@@ -294,3 +294,23 @@ def test_towers_train_only_when_the_config_unfreezes_them(tiny_model, finetuning
         trainable_tower_params() == 0
     )  # freeze_vision_tower and freeze_multi_modal_projector default to true
     assert trainable_tower_params(freeze_vision_tower=False, freeze_multi_modal_projector=False) > 0
+
+
+def test_streaming_refuses_media_but_streams_text_for_a_vision_model(tiny_model, tmp_path):
+    from lmforge.errors import ConfigError
+
+    data = write_vision_data(tmp_path / "data")
+    with pytest.raises(
+        ConfigError, match="streaming: true reads text only, and dataset 'pictures' has media"
+    ):
+        encoded(settings(tiny_model("qwen2_vl"), data, tmp_path, streaming=True, max_steps=2))
+    folder = tmp_path / "text"
+    folder.mkdir()
+    (folder / "hi.json").write_text(
+        json.dumps([{"instruction": "Say hi.", "output": "Hi."}]), encoding="utf-8"
+    )
+    (folder / "dataset_info.json").write_text(json.dumps({"hi": {"file_name": "hi.json"}}), encoding="utf-8")
+    _, _, _, bundle = encoded(
+        settings(tiny_model("qwen2_vl"), folder, tmp_path, dataset="hi", streaming=True)
+    )
+    assert next(iter(bundle.train))["input_ids"]

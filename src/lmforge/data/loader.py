@@ -90,8 +90,12 @@ def load_sft_datasets(
             "config key 'dataset' is required: dataset names from dataset_info.json, or file paths"
         )
     if data.streaming:
-        if media is not None:
-            raise ConfigError("streaming: true reads text only; set streaming: false to train on media")
+        with_media = [spec.name for spec in train_specs + eval_specs if media_columns(spec)]
+        if media is not None and with_media:
+            raise ConfigError(
+                f"streaming: true reads text only, and dataset '{with_media[0]}' has media; "
+                "set streaming: false to train on its media"
+            )
         from lmforge.data.streaming import load_streaming
 
         return load_streaming(config, tokenizer, template, settings, train_specs, eval_specs, seed)
@@ -128,6 +132,11 @@ def load_sft_datasets(
     if data.tokenized_path:
         save_bundle(bundle, Path(data.tokenized_path))
     return bundle
+
+
+def media_columns(spec: DatasetSpec) -> list[str]:
+    """The image, video and audio columns a dataset's entry names."""
+    return [kind for kind in ("images", "videos", "audios") if getattr(spec.columns, kind, None)]
 
 
 def _drop_text(part: DatasetReport) -> str:

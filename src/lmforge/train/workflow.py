@@ -243,12 +243,13 @@ def _load_data(
 def refuse_media_datasets(config: Config) -> None:
     """A text model trains on text only: a dataset with media columns must not train with its
     pictures, videos or sounds silently left out (the model would learn answers about media it never saw)."""
+    from lmforge.data.loader import media_columns
     from lmforge.data.registry import resolve_datasets
 
     data = config.data
     for key, names in (("dataset", data.dataset), ("eval_dataset", data.eval_dataset)):
         for spec in resolve_datasets(names, data.dataset_dir, data.media_dir):
-            kinds = [kind for kind in ("images", "videos", "audios") if getattr(spec.columns, kind, None)]
+            kinds = media_columns(spec)
             if kinds:
                 raise ConfigError(
                     f"{key} '{spec.name}' has {' and '.join(kinds)} columns, but the model takes text only "
