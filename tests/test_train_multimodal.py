@@ -258,7 +258,10 @@ def test_lmforge_train_fine_tunes_qwen2_vl_on_pictures_with_the_towers_frozen(ti
         timeout=600,
         env=env,
     )
-    assert refused.returncode == 2 and "packing cannot hold media samples yet" in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "packing cannot hold media samples yet (dataset 'pictures' has images)" in refused.stderr
+    )
 
 
 def test_a_vision_model_still_trains_on_text_only_data(tiny_model, tmp_path):

@@ -232,17 +232,15 @@ def _load_data(
 ) -> PreparedData:
     from lmforge.data import load_sft_datasets
 
-    if media is None:
-        refuse_media_datasets(config)
-    elif packing_enabled(config):
-        raise ConfigError("packing cannot hold media samples yet; set packing: false to train on media")
+    refuse_media_datasets(config, media)
     bundle = load_sft_datasets(config, tokenizer, template, config.finetuning.stage, media=media)
     return PreparedData(train=bundle.train, eval=bundle.eval, report=bundle.report)
 
 
-def refuse_media_datasets(config: Config) -> None:
-    """A text model trains on text only: a dataset with media columns must not train with its
-    pictures, videos or sounds silently left out (the model would learn answers about media it never saw)."""
+def refuse_media_datasets(config: Config, media: Any = None) -> None:
+    """Datasets with media columns train only where their media reach the model: never with the
+    pictures, videos or sounds silently left out (the model would learn answers about media it
+    never saw), so a text model or packing refuses them."""
     from lmforge.data.loader import media_columns
     from lmforge.data.registry import resolve_datasets
 
@@ -250,12 +248,17 @@ def refuse_media_datasets(config: Config) -> None:
     for key, names in (("dataset", data.dataset), ("eval_dataset", data.eval_dataset)):
         for spec in resolve_datasets(names, data.dataset_dir, data.media_dir):
             kinds = media_columns(spec)
-            if kinds:
+            if kinds and media is None:
                 raise ConfigError(
                     f"{key} '{spec.name}' has {' and '.join(kinds)} columns, but the model takes text only "
                     f"and its media would be silently ignored; choose a multimodal model (Qwen2-VL, Qwen2.5-VL, "
                     f"Qwen2-Audio) or a text dataset, or remove "
                     f"{', '.join(repr(k) for k in kinds)} from its columns in dataset_info.json to train on the text alone"
+                )
+            if kinds and packing_enabled(config):
+                raise ConfigError(
+                    f"packing cannot hold media samples yet ({key} '{spec.name}' has {' and '.join(kinds)}); "
+                    "set packing: false to train on media"
                 )
 
 
