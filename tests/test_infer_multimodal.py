@@ -30,13 +30,18 @@ PROMPT = (
 )
 
 
-@pytest.fixture(scope="module")
-def vl(tiny_model):
-    path = str(tiny_model("qwen2_vl"))
+def load_tiny(path, **model_args):
+    """(model, left-padding tokenizer, media processing) of a tiny multimodal model folder."""
+    path = str(path)
     config = AutoConfig.from_pretrained(path)
     model = auto_model_class(config).from_pretrained(path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    processing = media_processing_for(config, path, ModelArguments())
+    return model, tokenizer, media_processing_for(config, path, ModelArguments(**model_args))
+
+
+@pytest.fixture(scope="module")
+def vl(tiny_model):
+    model, tokenizer, processing = load_tiny(tiny_model("qwen2_vl"))
     assert isinstance(processing, VisionProcessing)
     return model, tokenizer, processing
 
@@ -253,11 +258,7 @@ def wav(freq: float, seconds: float = 1.0, rate: int = 16000, width: int = 2, ch
 
 @pytest.fixture(scope="module")
 def audio(tiny_model):
-    path = str(tiny_model("qwen2_audio"))
-    config = AutoConfig.from_pretrained(path)
-    model = auto_model_class(config).from_pretrained(path, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    processing = media_processing_for(config, path, ModelArguments())
+    model, tokenizer, processing = load_tiny(tiny_model("qwen2_audio"))
     assert isinstance(processing, AudioProcessing)
     return model, tokenizer, processing
 
@@ -487,11 +488,7 @@ def _silent_mp4_audio_only() -> bytes:
 def test_qwen2_5_vl_takes_pictures_and_spaces_video_time_by_the_real_frame_interval(tiny_model):
     """Qwen2.5-VL places video patches in time by seconds per temporal patch: 4 s sampled as only
     4 frames (video_maxlen) makes each of the 2 patches span 2 s, and generate given that interval agrees."""
-    path = str(tiny_model("qwen2_5_vl"))
-    config = AutoConfig.from_pretrained(path)
-    model = auto_model_class(config).from_pretrained(path, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    processing = media_processing_for(config, path, ModelArguments(video_maxlen=4))
+    model, tokenizer, processing = load_tiny(tiny_model("qwen2_5_vl"), video_maxlen=4)
     assert isinstance(processing, VisionProcessing) and processing.kinds == {"image", "video"}
     engine = HuggingFaceEngine(model, tokenizer, context_length=4096, media=processing)
     picture_ids, picture = image_prompt(tokenizer, processing, png((90, 200, 40)))

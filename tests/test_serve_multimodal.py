@@ -8,21 +8,13 @@ take (audio, video) or cannot decode are refused with 400 naming the message par
 from __future__ import annotations
 
 import base64
-import io
 
 import openai
 import pytest
-from PIL import Image
+
+from test_infer_multimodal import mp4, png, wav  # tests/ is on sys.path
 
 MODEL = "tiny-vl"
-
-
-def png(color: tuple[int, int, int], size: tuple[int, int] = (90, 60)) -> bytes:
-    buffer = io.BytesIO()
-    picture = Image.new("RGB", size, color)
-    picture.paste((255 - color[0], 255 - color[1], 255 - color[2]), (0, 0, size[0] // 2, size[1] // 3))
-    picture.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def data_url(picture: bytes) -> str:
@@ -147,8 +139,6 @@ def video(url: str) -> dict:
 
 
 def test_a_video_reaches_the_model_beside_a_picture(client, media_dir):
-    from test_infer_multimodal import mp4
-
     clip = mp4([(200, 30, 30), (30, 200, 30)] * 10)  # 2 s at 10 fps
     (media_dir / "clip.mp4").write_bytes(clip)
     inline = "data:video/mp4;base64," + base64.b64encode(clip).decode()
@@ -179,21 +169,6 @@ def test_an_image_placeholder_typed_as_text_is_a_clear_400(client):
 
 
 # --- audio: a tiny random-weight Qwen2-Audio -------------------------------------------------
-
-
-def wav(freq: float, seconds: float = 1.0, rate: int = 16000) -> bytes:
-    import wave
-
-    import numpy as np
-
-    tone = (0.5 * np.sin(2 * np.pi * freq * np.arange(int(rate * seconds)) / rate) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(tone.tobytes())
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

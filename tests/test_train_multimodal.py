@@ -8,10 +8,6 @@ audio features, and the loss sees them. Towers stay frozen by default, as in LLa
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from lmforge.config import build_config
 from lmforge.data import load_sft_datasets
@@ -27,30 +22,17 @@ from lmforge.data.collator import TrainingCollator
 from lmforge.model.loader import load_tokenizer
 from lmforge.templates import resolve_template
 from lmforge.train.workflow import training_media
+from test_infer_multimodal import png, wav  # tests/ is on sys.path
+from test_train_cli import lmforge
 
 IGNORE = -100
-
-
-def picture(path: Path, color: tuple[int, int, int], size: tuple[int, int]) -> None:
-    image = Image.new("RGB", size, color)
-    image.paste((255 - color[0], 255 - color[1], 255 - color[2]), (0, 0, size[0] // 2, size[1] // 2))
-    image.save(path)
-
-
-def tone(path: Path, freq: float, seconds: float) -> None:
-    samples = (0.4 * np.sin(2 * np.pi * freq * np.arange(int(16000 * seconds)) / 16000) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(samples.tobytes())
 
 
 def write_vision_data(folder: Path) -> Path:
     """A sharegpt dataset in LLaMA-Factory's mllm_demo shape: `<image>` in the text, paths beside it."""
     (folder / "pics").mkdir(parents=True, exist_ok=True)
-    picture(folder / "pics" / "red.png", (220, 30, 30), (90, 60))
-    picture(folder / "pics" / "blue.png", (30, 30, 220), (56, 56))
+    (folder / "pics" / "red.png").write_bytes(png((220, 30, 30), (90, 60)))
+    (folder / "pics" / "blue.png").write_bytes(png((30, 30, 220), (56, 56)))
     rows = [
         {
             "messages": [
@@ -175,7 +157,7 @@ def test_the_collated_batch_carries_the_pictures_and_the_loss_sees_them(tiny_mod
 def test_audio_clips_expand_and_collate_for_qwen2_audio(tiny_model, tmp_path):
     folder = tmp_path / "sounds"
     folder.mkdir()
-    tone(folder / "a.wav", 440, 1.0)
+    (folder / "a.wav").write_bytes(wav(440, 1.0))
     rows = [
         {
             "messages": [
@@ -225,14 +207,7 @@ def test_lmforge_train_fine_tunes_qwen2_vl_on_pictures_with_the_towers_frozen(ti
     )
     cfg = tmp_path / "vl.yaml"
     cfg.write_text(yaml.safe_dump(values), encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "lmforge", "train", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    done = lmforge(["train", str(cfg)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "dropped 1 records (1 unreadable media)" in done.stderr
     out = tmp_path / "out"
@@ -251,13 +226,7 @@ def test_lmforge_train_fine_tunes_qwen2_vl_on_pictures_with_the_towers_frozen(ti
 
     values["packing"] = True
     cfg.write_text(yaml.safe_dump({**values, "output_dir": str(tmp_path / "packed")}), encoding="utf-8")
-    refused = subprocess.run(
-        [sys.executable, "-m", "lmforge", "train", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    refused = lmforge(["train", str(cfg)], tmp_path)
     assert (
         refused.returncode == 2
         and "packing cannot hold media samples yet (dataset 'pictures' has images)" in refused.stderr

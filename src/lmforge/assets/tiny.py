@@ -50,6 +50,30 @@ class TinyRecipe:
     weight_std: float | None = None
 
 
+def _qwen_vl(config_class: str, vision: dict[str, Any]) -> TinyRecipe:
+    """A Qwen2-VL-family recipe: Qwen2.5's vocabulary and vision tokens, M-RoPE over (time, height,
+    width) with head_dim / 2 = sum(mrope_section), and an image processor that keeps a picture to a
+    few dozen tokens (fast tests)."""
+    return TinyRecipe(
+        config_class,
+        "qwen2_5",
+        {
+            "head_dim": 16,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        },
+        end_of_turn=("<|im_end|>", "<|endoftext|>"),
+        tower=("vision_config", vision),
+        media_token_ids={
+            "image_token_id": "<|image_pad|>",
+            "video_token_id": "<|video_pad|>",
+            "vision_start_token_id": "<|vision_start|>",
+            "vision_end_token_id": "<|vision_end|>",
+        },
+        preprocessor={"class": "Qwen2VLImageProcessorPil", "min_pixels": 56 * 56, "max_pixels": 224 * 224},
+        weight_std=0.15,
+    )
+
+
 TINY_ARCHES: dict[str, TinyRecipe] = {
     "qwen2": TinyRecipe("Qwen2Config", "qwen2_5", end_of_turn=("<|im_end|>", "<|endoftext|>")),
     "qwen3": TinyRecipe(
@@ -57,71 +81,36 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
     ),
     "llama": TinyRecipe("LlamaConfig", "smollm2", end_of_turn=("<|im_end|>",)),
     "llama3": TinyRecipe("LlamaConfig", "llama3", end_of_turn=("<|end_of_text|>", "<|eot_id|>")),
-    # Qwen2-VL: M-RoPE over (time, height, width) needs head_dim / 2 = sum(mrope_section).
-    "qwen2_vl": TinyRecipe(
+    # Qwen2-VL: the merger projects patches into the language model's hidden size.
+    "qwen2_vl": _qwen_vl(
         "Qwen2VLConfig",
-        "qwen2_5",
         {
-            "head_dim": 16,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+            "hidden_size": TINY_SIZES["hidden_size"],
+            "depth": 1,
+            "embed_dim": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
         },
-        end_of_turn=("<|im_end|>", "<|endoftext|>"),
-        tower=(
-            "vision_config",
-            {
-                "hidden_size": TINY_SIZES["hidden_size"],  # the merger projects into the language model
-                "depth": 1,
-                "embed_dim": 32,
-                "num_heads": 2,
-                "mlp_ratio": 2,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-            },
-        ),
-        media_token_ids={
-            "image_token_id": "<|image_pad|>",
-            "video_token_id": "<|video_pad|>",
-            "vision_start_token_id": "<|vision_start|>",
-            "vision_end_token_id": "<|vision_end|>",
-        },
-        # a few dozen image tokens per picture keeps tests fast
-        preprocessor={"class": "Qwen2VLImageProcessorPil", "min_pixels": 56 * 56, "max_pixels": 224 * 224},
-        weight_std=0.15,
     ),
     # Qwen2.5-VL: windowed attention in the vision tower (one full-attention block here) and a
     # merger projecting to out_hidden_size.
-    "qwen2_5_vl": TinyRecipe(
+    "qwen2_5_vl": _qwen_vl(
         "Qwen2_5_VLConfig",
-        "qwen2_5",
         {
-            "head_dim": 16,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+            "depth": 1,
+            "hidden_size": 32,
+            "out_hidden_size": TINY_SIZES["hidden_size"],
+            "num_heads": 2,
+            "intermediate_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [0],
         },
-        end_of_turn=("<|im_end|>", "<|endoftext|>"),
-        tower=(
-            "vision_config",
-            {
-                "depth": 1,
-                "hidden_size": 32,
-                "out_hidden_size": TINY_SIZES["hidden_size"],
-                "num_heads": 2,
-                "intermediate_size": 64,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-                "window_size": 56,
-                "fullatt_block_indexes": [0],
-            },
-        ),
-        media_token_ids={
-            "image_token_id": "<|image_pad|>",
-            "video_token_id": "<|video_pad|>",
-            "vision_start_token_id": "<|vision_start|>",
-            "vision_end_token_id": "<|vision_end|>",
-        },
-        preprocessor={"class": "Qwen2VLImageProcessorPil", "min_pixels": 56 * 56, "max_pixels": 224 * 224},
-        weight_std=0.15,
     ),
     # Qwen2-Audio: a Whisper-style encoder over 128 log-mel bins; its tokenizer (Qwen2.5's
     # vocabulary) adds the three audio tokens.

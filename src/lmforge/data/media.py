@@ -73,21 +73,14 @@ def expand_sample(
     ids: list[int], labels: list[int], refs: list[str], media: MediaProcessing
 ) -> tuple[list[int], list[int]]:
     """``ids`` and ``labels`` with each placeholder repeated once per feature of its medium."""
-    from lmforge.infer.multimodal import MediaInputError
+    from lmforge.infer.multimodal import MediaInputError, repeat_each
 
     inputs = load_media(refs, media)
     try:
-        expanded = media.expand(ids, inputs)  # also checks the placeholder count of every kind
+        times = media.repeats(ids, inputs)
     except MediaInputError as exc:
         raise MediaDrop("media placeholders do not match", str(exc)) from None
-    queues: dict[int, list[int]] = {}
-    for token, count in inputs.items:
-        queues.setdefault(token, []).append(count)
-    counts = {token: iter(values) for token, values in queues.items()}
-    out_labels: list[int] = []
-    for token, label in zip(ids, labels, strict=True):
-        out_labels.extend([label] * (next(counts[token]) if token in counts else 1))
-    return expanded, out_labels
+    return repeat_each(ids, times), repeat_each(labels, times)
 
 
 def placeholder_counts(ids: list[int], media: MediaProcessing) -> Counter[int]:
@@ -106,8 +99,10 @@ def batch_media(
         inputs = load_media(refs, media)
     except MediaDrop as exc:  # the file changed since encoding
         raise ValueError(f"cannot load the media of a training batch: {exc.detail}") from None
+    from lmforge.infer.multimodal import SECONDS_PER_GRID
+
     out: dict[str, Any] = {
-        k: v for k, v in inputs.tensors.items() if k != "second_per_grid_ts" or media.time_positions
+        k: v for k, v in inputs.tensors.items() if k != SECONDS_PER_GRID or media.time_positions
     }
     if media.mrope:
         out["mm_token_type_ids"] = media.token_types(input_ids)

@@ -73,12 +73,7 @@ class ChatSession:
         )
         self.media, self.attached = media, []
         raw = ""
-        chunks = (
-            self.engine.generate(prompt_ids, options, inputs)
-            if inputs
-            else self.engine.generate(prompt_ids, options)
-        )
-        async for chunk in chunks:
+        async for chunk in self.engine.generate(prompt_ids, options, inputs):
             raw += chunk.text
             out.write(chunk.text)
             out.flush()

@@ -38,9 +38,8 @@ from lmforge.infer.engine import (
     SamplingOptions,
     default_stop_token_ids,
 )
-from lmforge.infer.multimodal import MediaInputs, MediaProcessing, media_processing_for
+from lmforge.infer.multimodal import SECONDS_PER_GRID, MediaInputs, MediaProcessing, media_processing_for
 from lmforge.infer.sampling import TokenSampler
-from lmforge.infer.vision import SECONDS_PER_GRID
 
 if TYPE_CHECKING:
     from lmforge.config import Config
@@ -169,10 +168,10 @@ class HuggingFaceEngine(Engine):
     def generate(
         self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
     ) -> AsyncIterator[GenerationChunk]:
-        if media is not None and media.tokens_per_item and self.media is None:
+        media = media if media is not None and media.items else None
+        if media is not None and self.media is None:
             raise ValueError("this model takes text only")
         loop = asyncio.get_running_loop()
-        media = media if media is not None and media.tokens_per_item else None
         request = _Request(list(prompt_ids), options, loop, asyncio.Queue(), media=media)
         with self._cond:
             if self._closing:

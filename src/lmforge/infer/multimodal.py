@@ -33,6 +33,8 @@ GRID_VISION_MODELS = {"qwen2_vl", "qwen2_5_vl"}
 # Model types whose audio encoder reads Whisper log-mel features of up to 30 s.
 WHISPER_AUDIO_MODELS = {"qwen2_audio"}
 NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
+# Seconds per temporal video patch: an input to Qwen2.5-VL's rotary positions, not to every model.
+SECONDS_PER_GRID = "second_per_grid_ts"
 
 
 class MediaInputError(ValueError):
@@ -97,6 +99,12 @@ class MediaProcessing:
 
     def expand(self, prompt_ids: list[int], inputs: MediaInputs) -> list[int]:
         """``prompt_ids`` with each placeholder repeated once per feature of its medium."""
+        return repeat_each(prompt_ids, self.repeats(prompt_ids, inputs))
+
+    def repeats(self, prompt_ids: list[int], inputs: MediaInputs) -> list[int]:
+        """How many times each token of ``prompt_ids`` stands in the model's input (1, or a
+        medium's feature count for its placeholder); a placeholder count that does not match
+        the media is a :class:`MediaInputError`. Training repeats labels by the same counts."""
         queues: dict[int, list[int]] = defaultdict(list)
         for token, count in inputs.items:
             queues[token].append(count)
@@ -109,13 +117,15 @@ class MediaProcessing:
                     f"placeholders (is the {noun} token written in the text?)"
                 )
         iters = {token: iter(counts) for token, counts in queues.items()}
-        out: list[int] = []
-        for t in prompt_ids:
-            if t in iters:
-                out.extend([t] * next(iters[t]))
-            else:
-                out.append(t)
-        return out
+        return [next(iters[t]) if t in iters else 1 for t in prompt_ids]
+
+
+def repeat_each(values: list[int], times: list[int]) -> list[int]:
+    """``values[i]`` repeated ``times[i]`` times, in order."""
+    out: list[int] = []
+    for value, n in zip(values, times, strict=True):
+        out.extend([value] * n)
+    return out
 
 
 def media_processing_for(model_config: Any, path: str, model_args: ModelArguments) -> MediaProcessing | None:

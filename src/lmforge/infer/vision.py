@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lmforge.infer.multimodal import MediaInputError, MediaInputs, MediaProcessing, bounded
+from lmforge.infer.multimodal import SECONDS_PER_GRID, MediaInputError, MediaInputs, MediaProcessing, bounded
 
 if TYPE_CHECKING:
     from lmforge.config.model import ModelArguments
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_DECODED_PIXELS = 64 * 1024 * 1024
-SECONDS_PER_GRID = "second_per_grid_ts"  # rotary-position input only, not a model input
 MAX_VIDEO_FRAMES = 20_000  # frames a clip may hold at all (about 11 minutes at 30 fps)
 
 

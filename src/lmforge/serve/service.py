@@ -430,11 +430,7 @@ class ChatService:
         self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
     ) -> AsyncIterator[GenerationChunk]:
         try:
-            return (
-                self.engine.generate(prompt_ids, options, media)
-                if media
-                else self.engine.generate(prompt_ids, options)
-            )
+            return self.engine.generate(prompt_ids, options, media)
         except Exception as exc:
             raise engine_error(exc) from None
 
