@@ -187,18 +187,24 @@ class HuggingFaceEngine(Engine):
         return self._stream(request)
 
     async def _stream(self, request: _Request) -> AsyncIterator[GenerationChunk]:
+        ended = False
         try:
             while True:
                 item = await request.queue.get()
                 if item is _END:
+                    ended = True
                     return
                 if isinstance(item, BaseException):
+                    ended = True
                     raise item
                 yield item
         finally:
+            # Counted here, under the lock and together with _in_flight, so that /health never
+            # shows a request gone but not yet counted; the worker drops its rows at its next step.
             with self._cond:
                 if not request.cancelled and request in self._waiting:
                     self._waiting.remove(request)
+                self.requests_cancelled += not ended
                 request.cancelled = True
                 self._in_flight -= 1
 
@@ -408,7 +414,6 @@ class HuggingFaceEngine(Engine):
             chosen.append(token)
             if row.request.cancelled and not row.finished:
                 row.finished = True
-                self.requests_cancelled += row.index == 0
         self.tokens_generated += len(rows)
         return chosen
 
