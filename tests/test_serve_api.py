@@ -185,6 +185,46 @@ def test_raw_completions(client):
     assert "".join(c.choices[0].text for c in streamed) == reply.choices[0].text
 
 
+def test_raw_completions_take_token_ids(client, tiny_chat_model):
+    from transformers import AutoTokenizer
+
+    echoed = client.completions.create(model="tiny-chat", prompt="Once upon a time", max_tokens=1, echo=True)
+    text = client.completions.create(model="tiny-chat", prompt="Once upon a time", max_tokens=4)
+    prompt_ids = AutoTokenizer.from_pretrained(tiny_chat_model)("Once upon a time")["input_ids"]
+    one = client.completions.create(model="tiny-chat", prompt=prompt_ids, max_tokens=4)
+    assert one.choices[0].text == text.choices[0].text and one.usage.prompt_tokens == len(prompt_ids)
+    several = client.completions.create(model="tiny-chat", prompt=[prompt_ids, prompt_ids[:2]], max_tokens=4)
+    assert [c.index for c in several.choices] == [0, 1]
+    assert several.choices[0].text == text.choices[0].text
+    assert several.usage.prompt_tokens == len(prompt_ids) + 2
+    assert echoed.choices[0].text.startswith("Once upon a time")
+
+
+@pytest.mark.parametrize("prompt", [[5, -3], [[1, 2], [10**9]], [], [[]]])
+def test_raw_completion_token_ids_outside_the_vocabulary_are_400(client, prompt):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="tiny-chat", prompt=prompt, max_tokens=2)
+    assert info.value.body["param"] == "prompt"
+    message = info.value.body["message"]
+    assert ("outside the model's vocabulary" in message) if any(prompt) else ("must not be empty" in message)
+
+
+@pytest.mark.parametrize(
+    "extreme",
+    [
+        {"temperature": 1e-300},
+        {"extra_body": {"repetition_penalty": 5e-324}},
+        {"top_p": 1e-300, "temperature": 2},
+    ],
+)
+def test_extreme_sampling_settings_still_answer(client, extreme):
+    greedy = client.chat.completions.create(**hello(max_tokens=3, temperature=0))
+    reply = client.chat.completions.create(**hello(max_tokens=3, **extreme))
+    assert reply.usage.completion_tokens == 3 and reply.choices[0].finish_reason == "length"
+    if "temperature" in extreme and "top_p" not in extreme:
+        assert reply.choices[0].message.content == greedy.choices[0].message.content
+
+
 def test_health(server):
     body = httpx.get(f"{server.root}/health").json()
     assert body["status"] == "ok" and body["model"] == "tiny-chat" and body["inputs"] == ["text"]

@@ -30,6 +30,9 @@ class EngineUnavailable(LmforgeError):
     """The engine is shutting down or failed (HTTP 503)."""
 
 
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
+
 @dataclass
 class SamplingOptions:
     """What one request asks of the sampler. ``temperature`` 0 means greedy decoding."""
@@ -47,7 +50,8 @@ class SamplingOptions:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0
+        # below this, dividing logits by the temperature overflows float32 (vLLM draws the same line)
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
 
 
 @dataclass
@@ -73,6 +77,11 @@ class Engine(abc.ABC):
     context_length: int
     #: turns pictures or sounds into model inputs; None for an engine that takes text only
     media: MediaProcessing | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids a prompt may hold: ``0 <= id < vocab_size``."""
+        return len(self.tokenizer)
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once the event loop runs (engines that need it start workers here)."""

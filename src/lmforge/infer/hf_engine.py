@@ -132,6 +132,10 @@ class HuggingFaceEngine(Engine):
             media=media,
         )
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().num_embeddings)
+
     async def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="lmforge-hf-engine", daemon=True)

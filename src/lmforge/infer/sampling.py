@@ -6,6 +6,7 @@ seeds, so selection runs per row, using transformers' logits processors for the 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -47,7 +48,10 @@ class TokenSampler:
         scores = logits.float().unsqueeze(0)
         if self.processors:
             scores = self.processors(ids_so_far, scores)
-        if self.greedy:
-            return int(scores.argmax(-1))
+        overflowed = bool(torch.isnan(scores).any() or torch.isposinf(scores).any())
+        if self.greedy or overflowed or not bool(torch.isfinite(scores).any()):
+            # Greedy, or settings so extreme (a temperature or penalty near zero) that float32
+            # overflowed: sampling at such a setting tends to taking the best token, so take it.
+            return int(torch.nan_to_num(scores, nan=-math.inf).argmax(-1))
         probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator))

@@ -331,15 +331,7 @@ class ChatService:
 
     def _prepare_completion(self, request: CompletionRequest) -> list[tuple[list[int], SamplingOptions]]:
         self.check_model(request.model)
-        prompt = request.prompt
-        if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
-            prompts_ids = [list(prompt)]
-        else:
-            texts = [prompt] if isinstance(prompt, str) else list(prompt)
-            if not texts or any(not t for t in texts):
-                raise bad_request("'prompt' must not be empty", param="prompt")
-            tokenizer = self.engine.tokenizer
-            prompts_ids = [list(tokenizer(t)["input_ids"]) for t in texts]
+        prompts_ids = self._completion_prompts(request.prompt)
         if request.stream and len(prompts_ids) > 1:
             raise bad_request("streaming takes one prompt per request", param="prompt")
         return [
@@ -357,6 +349,28 @@ class ChatService:
             )
             for ids in prompts_ids
         ]
+
+    def _completion_prompts(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[list[int]]:
+        """Token ids of each prompt: text is tokenized; token ids must be ones the model has."""
+        items: list[Any] = [prompt] if isinstance(prompt, str) else list(prompt)
+        if items and all(isinstance(i, int) for i in items):
+            items = [items]
+        if not items or any(len(i) == 0 for i in items):
+            raise bad_request("'prompt' must not be empty", param="prompt")
+        vocab = self.engine.vocab_size
+        prompts_ids: list[list[int]] = []
+        for item in items:
+            if isinstance(item, str):
+                prompts_ids.append(list(self.engine.tokenizer(item)["input_ids"]))
+                continue
+            bad = next((i for i in item if not 0 <= i < vocab), None)
+            if bad is not None:
+                raise bad_request(
+                    f"'prompt' holds token id {bad}, outside the model's vocabulary (0..{vocab - 1})",
+                    param="prompt",
+                )
+            prompts_ids.append(list(item))
+        return prompts_ids
 
     async def completion(self, request: CompletionRequest) -> dict[str, Any]:
         jobs = self._prepare_completion(request)
