@@ -265,6 +265,15 @@ def test_schema_violation_names_the_field(client):
     assert info.value.body["param"] == "temperature"
 
 
+def test_empty_stop_sequence_is_400(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(**hello(stop=["ok", ""]))
+    assert info.value.body["param"] == "stop" and "must not be empty" in info.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="tiny-chat", prompt="Once", stop="", max_tokens=2)
+    assert info.value.body["param"] == "stop"
+
+
 def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])

@@ -30,6 +30,14 @@ class EngineUnavailable(LmforgeError):
     """The engine is shutting down or failed (HTTP 503)."""
 
 
+class EngineRejected(LmforgeError):
+    """The engine refused the request's settings (HTTP 400); ``param`` names the field when known."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 GREEDY_BELOW_TEMPERATURE = 1e-5
 
 

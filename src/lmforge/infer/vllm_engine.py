@@ -17,6 +17,7 @@ from lmforge.errors import ConfigError
 from lmforge.infer.engine import (
     Engine,
     EngineOverloaded,
+    EngineRejected,
     EngineUnavailable,
     GenerationChunk,
     SamplingOptions,
@@ -180,6 +181,11 @@ class VllmEngine(Engine):
         except Exception as exc:
             if type(exc).__name__ in ("EngineDeadError", "EngineGenerateError"):
                 raise EngineUnavailable(f"vllm engine failed: {exc}") from None
+            if any(kind.__name__ == "VLLMClientError" for kind in type(exc).__mro__):
+                # vLLM's own request validation (its message says what and often which parameter)
+                raise EngineRejected(
+                    f"vllm refused the request: {exc}", getattr(exc, "parameter", None)
+                ) from None
             raise
         finally:
             self.inflight -= 1

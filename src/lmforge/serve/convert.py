@@ -130,6 +130,8 @@ def sampling_options(
         raise bad_request("logprobs are not supported by this server", param="logprobs")
     if len(request.stop_list()) > 4:
         raise bad_request("'stop' takes at most 4 sequences", param="stop")
+    if "" in request.stop_list():
+        raise bad_request("'stop' sequences must not be empty", param="stop")
     if prompt_tokens >= context_length:
         raise ApiError(
             400,

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lmforge.infer.engine import EngineOverloaded, EngineUnavailable
+from lmforge.infer.engine import EngineOverloaded, EngineRejected, EngineUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 
 def engine_error(exc: Exception) -> ApiError:
-    """The HTTP form of an engine's refusal: 429 when busy, 503 when unavailable."""
+    """The HTTP form of an engine's refusal: 400 for settings it rejects, 429 when busy, 503 when unavailable."""
+    if isinstance(exc, EngineRejected):
+        return ApiError(400, str(exc), param=exc.param, code="invalid_request")
     if isinstance(exc, EngineOverloaded):
         return ApiError(429, str(exc), code="server_busy", headers={"Retry-After": "1"})
     if isinstance(exc, EngineUnavailable):

