@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge.infer.detokenize import IncrementalText
-from lmforge.infer.engine import EngineOverloaded, SamplingOptions
+from lmforge.infer.engine import EngineOverloaded, EngineRejected, SamplingOptions
 from lmforge.infer.hf_engine import HuggingFaceEngine
 
 
@@ -76,6 +76,23 @@ def test_seeded_sampling_is_reproducible_and_queue_is_bounded(model_and_tokenize
 
     a, b = asyncio.run(run())
     assert a == b
+
+
+def test_an_empty_prompt_is_refused_not_crashed_on(model_and_tokenizer):
+    engine = HuggingFaceEngine(*model_and_tokenizer, context_length=2048, max_batch=2)
+    assert engine.vocab_size == model_and_tokenizer[0].get_input_embeddings().num_embeddings
+
+    async def run():
+        await engine.start()
+        try:
+            with pytest.raises(EngineRejected, match="no tokens"):
+                engine.generate([], SamplingOptions(max_new_tokens=2))
+            return await collect(engine, [5, 6], SamplingOptions(max_new_tokens=2, temperature=0))
+        finally:
+            await engine.close()
+
+    texts, finish, counts = asyncio.run(run())
+    assert counts == [2] and finish == ["length"]  # the engine still serves
 
 
 def test_stop_token_ids_end_a_choice(model_and_tokenizer):

@@ -200,6 +200,12 @@ def test_raw_completions_take_token_ids(client, tiny_chat_model):
     assert echoed.choices[0].text.startswith("Once upon a time")
 
 
+def test_raw_completion_text_that_encodes_to_nothing_is_400(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="tiny-chat", prompt=["fine", "\x1d"], max_tokens=2)
+    assert info.value.body["param"] == "prompt" and "encodes to no tokens" in info.value.body["message"]
+
+
 @pytest.mark.parametrize("prompt", [[5, -3], [[1, 2], [10**9]], [], [[]]])
 def test_raw_completion_token_ids_outside_the_vocabulary_are_400(client, prompt):
     with pytest.raises(openai.BadRequestError) as info:

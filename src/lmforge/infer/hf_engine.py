@@ -33,6 +33,7 @@ from lmforge.infer.detokenize import IncrementalText
 from lmforge.infer.engine import (
     Engine,
     EngineOverloaded,
+    EngineRejected,
     EngineUnavailable,
     GenerationChunk,
     SamplingOptions,
@@ -172,6 +173,8 @@ class HuggingFaceEngine(Engine):
     def generate(
         self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
     ) -> AsyncIterator[GenerationChunk]:
+        if not prompt_ids:
+            raise EngineRejected("the prompt holds no tokens", "prompt")
         media = media if media is not None and media.items else None
         if media is not None and self.media is None:
             raise ValueError("this model takes text only")

@@ -144,6 +144,8 @@ class VllmEngine(Engine):
     def generate(
         self, prompt_ids: list[int], options: SamplingOptions, media: Any = None
     ) -> AsyncIterator[GenerationChunk]:
+        if not prompt_ids:
+            raise EngineRejected("the prompt holds no tokens", "prompt")
         if media is not None:  # the service refuses media first (this engine's ``media`` is None)
             raise ValueError("the vllm engine serves text only")
         if self.inflight >= self.capacity:

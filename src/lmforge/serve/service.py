@@ -361,7 +361,10 @@ class ChatService:
         prompts_ids: list[list[int]] = []
         for item in items:
             if isinstance(item, str):
-                prompts_ids.append(list(self.engine.tokenizer(item)["input_ids"]))
+                ids = list(self.engine.tokenizer(item)["input_ids"])
+                if not ids:  # text the tokenizer drops entirely, such as a lone control character
+                    raise bad_request(f"'prompt' {item!r} encodes to no tokens", param="prompt")
+                prompts_ids.append(ids)
                 continue
             bad = next((i for i in item if not 0 <= i < vocab), None)
             if bad is not None:
