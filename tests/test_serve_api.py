@@ -231,6 +231,15 @@ def test_extreme_sampling_settings_still_answer(client, extreme):
         assert reply.choices[0].message.content == greedy.choices[0].message.content
 
 
+def test_any_64_bit_seed_is_taken_and_larger_ones_are_400(client):
+    for seed in (-(2**63), -1, 2**63 - 1):
+        reply = client.chat.completions.create(**hello(max_tokens=2, n=2, temperature=1.0, seed=seed))
+        assert [c.finish_reason for c in reply.choices] == ["length", "length"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(**hello(max_tokens=2, seed=2**70))
+    assert info.value.body["param"] == "seed"
+
+
 def test_health(server):
     body = httpx.get(f"{server.root}/health").json()
     assert body["status"] == "ok" and body["model"] == "tiny-chat" and body["inputs"] == ["text"]

@@ -39,7 +39,9 @@ class TokenSampler:
                 self.processors.append(TopPLogitsWarper(options.top_p))
             self.generator = torch.Generator()
             if options.seed is not None:
-                self.generator.manual_seed(options.seed + seed_offset)
+                self.generator.manual_seed(
+                    (options.seed + seed_offset) % 2**64
+                )  # any int: torch takes 0..2**64-1
             else:
                 self.generator.seed()
 
