@@ -1,7 +1,8 @@
 """Never a bare 500: schemathesis fuzzes every route of a real `lmforge api` from its own OpenAPI spec.
 
 Bodies are generated from the request schemas (valid and invalid), with the model name fixed so
-that they reach the engine (tests/fuzz_hooks.py). Any 5xx answer fails the run; a fixed seed
+that they reach the engine (tests/fuzz_hooks.py). Any 5xx answer, or a stream that does not end in
+[DONE] or goes on after an error event, fails the run; a fixed seed
 makes a failure reproducible with the command the fuzzer prints.
 """
 
@@ -53,7 +54,7 @@ def test_no_request_gets_a_server_error(server, tmp_path):
     }
     command = [
         cli, "run", f"{server.root}/openapi.json",
-        "--checks", "not_a_server_error",
+        "--checks", "not_a_server_error,stream_ends_well",
         "--max-examples", "150", "--seed", "20261129", "--workers", "1",
         "--request-timeout", "60", "--generation-database", "none",
     ]  # fmt: skip
