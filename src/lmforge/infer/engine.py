@@ -116,6 +116,15 @@ class Engine(abc.ABC):
         """Counters for ``/health`` (running and waiting requests, tokens generated)."""
         return {}
 
+    @property
+    def failure(self) -> str | None:
+        """Why the engine can serve no more requests (it died), or None while it can.
+
+        The server reports it on ``/health`` and exits, so that whatever supervises the
+        process restarts it instead of routing requests to a server that fails them all.
+        """
+        return None
+
 
 def default_stop_token_ids(tokenizer: Any, model_config: Any = None) -> list[int]:
     """The EOS ids of the tokenizer and of the model's generation config."""

@@ -23,6 +23,7 @@ from lmforge.infer.engine import (
     SamplingOptions,
     default_stop_token_ids,
 )
+from lmforge.infer.hf_engine import model_context_length
 
 if TYPE_CHECKING:
     from lmforge.config import Config
@@ -73,6 +74,7 @@ class VllmEngine(Engine):
         self.inflight = 0
         self.tokens_generated = 0
         self.requests_cancelled = 0
+        self.closed = False
 
     @classmethod
     def from_config(cls, config: Config) -> VllmEngine:
@@ -94,9 +96,13 @@ class VllmEngine(Engine):
             _check_adapter_rank(adapters[0], config.serving.vllm_max_lora_rank)
             lora = LoRARequest("adapter", 1, adapters[0])
         tokenizer = load_tokenizer(config.model)
+        model_config = _model_config(config, path)
+        _check_cpu_head_size(model_config)
         kwargs = engine_arguments(config, path)
         if "max_model_len" not in (config.serving.vllm_config or {}):
-            kwargs["max_model_len"] = min(kwargs["max_model_len"], _model_context(config, path))
+            kwargs["max_model_len"] = min(
+                kwargs["max_model_len"], model_context_length(model_config, config.model.model_max_length)
+            )
         try:
             args = AsyncEngineArgs(**kwargs)
         except TypeError as exc:
@@ -113,7 +119,14 @@ class VllmEngine(Engine):
         )
 
     async def close(self) -> None:
+        self.closed = True
         self.engine.shutdown()
+
+    @property
+    def failure(self) -> str | None:
+        if self.closed or not self.engine.errored:
+            return None
+        return "vLLM's engine core stopped (its error is logged above)"
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -196,14 +209,44 @@ class VllmEngine(Engine):
                 await self.engine.abort(request_id)
 
 
-def _model_context(config: Config, path: str) -> int:
-    """The model's own context length, so that ``vllm_maxlen`` never asks for more than it has."""
+def _model_config(config: Config, path: str) -> Any:
+    """The model's transformers config: its context length and attention head width."""
     from transformers import AutoConfig
 
-    from lmforge.infer.hf_engine import model_context_length
+    return AutoConfig.from_pretrained(path, trust_remote_code=config.model.trust_remote_code)
 
-    model_config = AutoConfig.from_pretrained(path, trust_remote_code=config.model.trust_remote_code)
-    return model_context_length(model_config, config.model.model_max_length)
+
+def attention_head_size(model_config: Any) -> int | None:
+    """The width of one attention head (a multimodal model's language model's), None if unknown."""
+    text = getattr(model_config, "text_config", None) or model_config
+    head_dim = getattr(text, "head_dim", None)
+    if isinstance(head_dim, int) and head_dim > 0:
+        return head_dim
+    hidden, heads = getattr(text, "hidden_size", None), getattr(text, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+        return hidden // heads
+    return None
+
+
+def _check_cpu_head_size(model_config: Any) -> None:
+    """Refuse, before the engine starts, a model whose heads vLLM's CPU attention cannot take.
+
+    vLLM checks this only inside its kernel, on the first request, and its engine dies there;
+    the server would have started, looked healthy, and failed every request.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    size = attention_head_size(model_config)
+    if supported and size is not None and size not in supported:
+        raise ConfigError(
+            f"infer_backend: vllm on a CPU takes attention heads {', '.join(map(str, supported))} wide; "
+            f"this model's are {size} wide; serve it with infer_backend: huggingface"
+        )
 
 
 def _check_adapter_rank(adapter: str, max_rank: int) -> None:

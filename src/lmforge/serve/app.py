@@ -39,10 +39,14 @@ def create_app(service: ChatService, *, api_key: str | None = None) -> FastAPI:
     auth = [Depends(require_api_key(api_key))]
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        media = service.engine.media
-        inputs = ["text", *sorted(media.kinds)] if media is not None else ["text"]
-        return {"status": "ok", "model": service.model_name, "inputs": inputs, **service.engine.stats()}
+    async def health() -> Any:
+        engine = service.engine
+        inputs = ["text", *sorted(engine.media.kinds)] if engine.media is not None else ["text"]
+        body = {"status": "ok", "model": service.model_name, "inputs": inputs, **engine.stats()}
+        failure = engine.failure
+        if failure is not None:
+            return JSONResponse({**body, "status": "error", "error": failure}, status_code=503)
+        return body
 
     @app.get("/v1/models", dependencies=auth)
     async def list_models() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from lmforge.config.environment import server_environment
 from lmforge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+ENGINE_CHECK_S = 1.0  # how often the server looks whether its engine died
 
 
 def served_model_name(config: Config, env_name: str | None) -> str:
@@ -78,12 +79,22 @@ def main(argv: list[str]) -> int:
                 logger.warning(
                     "listening on all interfaces without API_KEY: anyone who reaches this port can use it"
                 )
+        while not task.done():
+            await asyncio.wait({task}, timeout=ENGINE_CHECK_S)
+            failure = service.engine.failure
+            if failure is not None and not task.done():
+                failed.append(failure)
+                server.should_exit = True
         await task
 
+    failed: list[str] = []
     asyncio.run(serve())
     if not server.started:
         print(
             f"lmforge api: could not listen on {env.host}:{env.port} (see the error above)", file=sys.stderr
         )
+        return 1
+    if failed:
+        print(f"lmforge api: the engine failed and the server stopped: {failed[0]}", file=sys.stderr)
         return 1
     return 0
