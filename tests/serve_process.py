@@ -142,10 +142,11 @@ def make_lora_adapter(model_dir: Path, folder: Path, targets: tuple[str, ...] = 
 
 
 def make_scripted_model(
-    source: Path, folder: Path, template_name: str, scripts: list[tuple[dict, str]]
+    source: Path, folder: Path, template_name: str, scripts: list[tuple[dict, str] | tuple[dict, str, str]]
 ) -> Path:
     """The tiny model with its output layer solved so that greedy decoding answers each scripted
-    conversation (OpenAI format) with exactly the given text.
+    conversation (OpenAI format) with exactly the given text. A script's optional third item is
+    text the reply was begun with (a forced tool call's opening), tokenized after the prompt.
 
     The layers stay random; only ``lm_head`` is replaced: the hidden states at the reply's
     positions (teacher-forced) are linearly independent, so a least-squares solve makes each
@@ -165,10 +166,11 @@ def make_scripted_model(
     hook = model.lm_head.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
     states, targets = [], []
     with torch.no_grad():
-        for conv, reply in scripts:
+        for conv, reply, *opening in scripts:
             prompt = template.encode(
                 tokenizer, Conversation.from_openai(conv), add_generation_prompt=True
             ).input_ids
+            prompt += tokenizer("".join(opening), add_special_tokens=False)["input_ids"]
             answer = tokenizer(reply, add_special_tokens=False)["input_ids"]
             captured.clear()
             model(torch.tensor([prompt + answer]))

@@ -43,15 +43,33 @@ class PromptBuilder:
             enable_thinking=True if thinking is None else bool(thinking),
         )
 
+    def _with_default_system(self, conv: Conversation) -> Conversation:
+        if conv.system is None and self.default_system is not None:
+            return dataclasses.replace(conv, system=self.default_system)
+        return conv
+
     def encode(self, conv: Conversation, *, enable_thinking: bool | None = None) -> list[int]:
         """Prompt ids ending with the assistant's generation prompt."""
-        if conv.system is None and self.default_system is not None:
-            conv = dataclasses.replace(conv, system=self.default_system)
         thinking = self.enable_thinking if enable_thinking is None else enable_thinking
         encoded = self.template.encode(
-            self.tokenizer, conv, add_generation_prompt=True, enable_thinking=thinking
+            self.tokenizer,
+            self._with_default_system(conv),
+            add_generation_prompt=True,
+            enable_thinking=thinking,
         )
         return list(encoded.input_ids)
+
+    def tool_call_opening(
+        self, conv: Conversation, function: str | None, *, enable_thinking: bool | None = None
+    ) -> str | None:
+        """The reply's opening that makes it a call of ``function`` (any tool when None); None
+        when this template writes no tool calls (see :mod:`lmforge.templates.forcing`)."""
+        from lmforge.templates.forcing import forced_tool_call_prefix
+
+        thinking = self.enable_thinking if enable_thinking is None else enable_thinking
+        return forced_tool_call_prefix(
+            self.template, self.tokenizer, self._with_default_system(conv), function, enable_thinking=thinking
+        )
 
     @property
     def stop_words(self) -> list[str]:

@@ -71,18 +71,29 @@ def to_conversation(request: ChatCompletionRequest) -> Conversation:
 
 
 def _selected_tools(request: ChatCompletionRequest) -> list[dict[str, Any]] | None:
+    if not request.tools and request.tool_choice not in (None, "none", "auto"):
+        raise bad_request(
+            "'tool_choice' asks for a tool call, but the request has no 'tools'", param="tool_choice"
+        )
     if not request.tools or request.tool_choice == "none":
         return None
     tools = [t.model_dump(exclude_none=True) for t in request.tools]
-    if isinstance(request.tool_choice, NamedToolChoice):
+    if isinstance(request.tool_choice, NamedToolChoice):  # the reply is forced to call it (service)
         name = request.tool_choice.function.get("name")
-        chosen = [t for t in tools if t["function"]["name"] == name]
-        if not chosen:
+        if not any(t["function"]["name"] == name for t in tools):
             raise bad_request(
                 f"tool_choice names function {name!r}, which is not in 'tools'", param="tool_choice"
             )
-        return chosen
     return tools
+
+
+def forced_tool_call(request: ChatCompletionRequest) -> tuple[bool, str | None]:
+    """Whether the reply must be a tool call, and of which function (None: any of the tools)."""
+    if not request.tools:
+        return False, None
+    if isinstance(request.tool_choice, NamedToolChoice):
+        return True, request.tool_choice.function.get("name")
+    return request.tool_choice == "required", None
 
 
 def check_role_order(conv: Conversation) -> None:

@@ -18,10 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge.config.generating import GeneratingArguments
+from lmforge.conversation import Conversation
 from lmforge.infer.engine import Engine, GenerationChunk, SamplingOptions
 from lmforge.infer.multimodal import MediaInputError, MediaInputs
 from lmforge.infer.prompting import PromptBuilder
-from lmforge.serve.convert import MediaRef, media_refs, sampling_options, to_conversation
+from lmforge.serve.convert import (
+    MediaRef,
+    forced_tool_call,
+    media_refs,
+    sampling_options,
+    to_conversation,
+)
 from lmforge.serve.errors import ApiError, bad_request, engine_error
 from lmforge.serve.media import (
     MediaError,
@@ -45,6 +52,22 @@ def _without_partial_tag(text: str, tag: str) -> str:
         if text.endswith(tag[:n]):
             return text[:-n]
     return text
+
+
+@dataclass
+class PreparedChat:
+    """A checked chat request: prompt ids, sampling options, media, and how to read the reply.
+
+    ``hold``: tools are offered, so the reply is held until it ends (only the whole text tells
+    a call from an answer). ``opening``: text the reply was begun with for the model (a forced
+    tool call's start), already at the end of ``prompt_ids`` and part of the parsed reply.
+    """
+
+    prompt_ids: list[int]
+    options: SamplingOptions
+    hold: bool
+    media: MediaInputs | None
+    opening: str = ""
 
 
 @dataclass
@@ -146,10 +169,7 @@ class ChatService:
 
     # --- chat ------------------------------------------------------------------------------
 
-    async def prepare_chat(
-        self, request: ChatCompletionRequest
-    ) -> tuple[list[int], SamplingOptions, bool, MediaInputs | None]:
-        """Prompt ids, sampling options, whether the reply must be held for tool parsing, and media."""
+    async def prepare_chat(self, request: ChatCompletionRequest) -> PreparedChat:
         self.check_model(request.model)
         conv = to_conversation(request)
         media = await self.load_media(request)
@@ -160,6 +180,9 @@ class ChatService:
             raise bad_request(
                 f"the chat template cannot render these messages: {exc}", param="messages"
             ) from None
+        opening = self._tool_call_opening(request, conv, thinking)
+        if opening:
+            prompt_ids += self.engine.tokenizer(opening, add_special_tokens=False)["input_ids"]
         if media is not None and self.engine.media is not None:
             try:
                 prompt_ids = self.engine.media.expand(prompt_ids, media)
@@ -175,7 +198,24 @@ class ChatService:
             stop_strings=self.prompts.stop_strings(),
             stop_token_ids=self.prompts.stop_token_ids(),
         )
-        return prompt_ids, options, bool(conv.tools), media
+        return PreparedChat(prompt_ids, options, bool(conv.tools), media, opening)
+
+    def _tool_call_opening(
+        self, request: ChatCompletionRequest, conv: Conversation, thinking: bool | None
+    ) -> str:
+        """The reply's forced start for ``tool_choice`` "required" or a named function ("" otherwise)."""
+        forced, function = forced_tool_call(request)
+        if not forced:
+            return ""
+        opening = self.prompts.tool_call_opening(conv, function, enable_thinking=thinking)
+        if opening is None:
+            raise bad_request(
+                f"tool_choice {request.tool_choice if isinstance(request.tool_choice, str) else function!r} "
+                f"needs a chat template that writes tool calls, and template {self.prompts.template.name!r} "
+                "writes none; serve the model with a template that has a tool format (`lmforge template list`)",
+                param="tool_choice",
+            )
+        return opening
 
     async def load_media(self, request: ChatCompletionRequest) -> MediaInputs | None:
         """The request's pictures as model inputs (None without media), after every check.
@@ -243,13 +283,14 @@ class ChatService:
             except MediaError as exc:
                 raise bad_request(f"{ref.param}: {exc}", param=ref.param, code="invalid_media") from None
 
-    def _choices(self, options: SamplingOptions, hold: bool) -> list[ChoiceText]:
-        return [ChoiceText(self.prompts.parse, hold) for _ in range(options.n)]
+    def _choices(self, chat: PreparedChat, *, hold: bool) -> list[ChoiceText]:
+        return [ChoiceText(self.prompts.parse, hold, raw=chat.opening) for _ in range(chat.options.n)]
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        prompt_ids, options, hold, media = await self.prepare_chat(request)
-        choices = self._choices(options, hold=True)
-        async for chunk in self._generate(prompt_ids, options, media):
+        prepared = await self.prepare_chat(request)
+        prompt_ids = prepared.prompt_ids
+        choices = self._choices(prepared, hold=True)
+        async for chunk in self._generate(prompt_ids, prepared.options, prepared.media):
             choice = choices[chunk.index]
             choice.feed(chunk)
             if chunk.finish_reason:
@@ -276,17 +317,15 @@ class ChatService:
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Checks run now (errors become HTTP statuses); the returned iterator yields chunk bodies."""
-        prompt_ids, options, hold, media = await self.prepare_chat(request)
-        chunks = self._generate(prompt_ids, options, media)
+        prepared = await self.prepare_chat(request)
+        chunks = self._generate(prepared.prompt_ids, prepared.options, prepared.media)
         first = await _first_or_error(chunks)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return self._chat_chunks(prompt_ids, options, hold, first, chunks, include_usage)
+        return self._chat_chunks(prepared, first, chunks, include_usage)
 
     async def _chat_chunks(
         self,
-        prompt_ids: list[int],
-        options: SamplingOptions,
-        hold: bool,
+        prepared: PreparedChat,
         first: GenerationChunk | None,
         chunks: AsyncIterator[GenerationChunk],
         include_usage: bool,
@@ -307,8 +346,8 @@ class ChatService:
                 body["usage"] = None
             return body
 
-        choices = self._choices(options, hold)
-        for i in range(options.n):
+        choices = self._choices(prepared, hold=prepared.hold)
+        for i in range(prepared.options.n):
             yield chunk(i, {"role": "assistant", "content": ""})
         try:
             async for piece in _prepend(first, chunks):
@@ -325,7 +364,8 @@ class ChatService:
         finally:
             await chunks.aclose()
         if include_usage:
-            yield {**base, "choices": [], "usage": _usage(len(prompt_ids), sum(c.tokens for c in choices))}
+            usage = _usage(len(prepared.prompt_ids), sum(c.tokens for c in choices))
+            yield {**base, "choices": [], "usage": usage}
 
     # --- raw completions -------------------------------------------------------------------
 
