@@ -17,6 +17,7 @@ from serve_process import VLLM_ENV, free_port, make_head_dim_32_model, make_lora
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 PROMPT = [{"role": "user", "content": "Tell me a story"}]
+PENALTIES = {"frequency_penalty": 1.5, "presence_penalty": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def model_and_adapter(tiny_model, tmp_path_factory):
     return model, make_lora_adapter(model, tmp_path_factory.mktemp("lora"))
 
 
-def hf_greedy(model, adapter, max_tokens):
+def hf_greedy(model, adapter, max_tokens, **sampling):
     """The reply the huggingface engine gives (adapter merged at load), through the same template."""
     from lmforge.config import build_config
     from lmforge.conversation import Conversation
@@ -41,7 +42,7 @@ def hf_greedy(model, adapter, max_tokens):
     prompts = PromptBuilder.from_config(config, engine.tokenizer)
     ids = prompts.encode(Conversation.from_openai({"messages": PROMPT}))
     options = SamplingOptions(
-        max_new_tokens=max_tokens, temperature=0, stop_token_ids=prompts.stop_token_ids()
+        max_new_tokens=max_tokens, temperature=0, stop_token_ids=prompts.stop_token_ids(), **sampling
     )
 
     async def run():
@@ -75,11 +76,15 @@ def test_vllm_serves_base_plus_lora_like_the_merged_model(api_server, model_and_
         reply = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=6)
         streamed = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=6, stream=True)
         text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        penalised = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=10, **PENALTIES)
     assert reply.usage.completion_tokens == 6 and reply.choices[0].finish_reason == "length"
     assert text == reply.choices[0].message.content
     with_adapter = hf_greedy(model, adapter, 6)
     assert reply.choices[0].message.content == with_adapter
     assert with_adapter != hf_greedy(model, None, 6)  # so the adapter was really applied
+    # OpenAI's presence/frequency penalties mean the same on both engines (vLLM's are the reference)
+    assert penalised.choices[0].message.content == hf_greedy(model, adapter, 10, **PENALTIES)
+    assert penalised.choices[0].message.content != hf_greedy(model, adapter, 10)  # they took effect
 
 
 def test_vllm_refuses_heads_its_cpu_kernels_cannot_take_before_starting(tiny_model, tmp_path):

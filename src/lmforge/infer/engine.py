@@ -50,6 +50,10 @@ class SamplingOptions:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    # OpenAI's penalties on tokens already generated (the prompt's do not count): a token's
+    # logit drops by frequency_penalty per earlier use, and by presence_penalty once it was used.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     seed: int | None = None

@@ -259,7 +259,7 @@ class HuggingFaceEngine(Engine):
             _Row(
                 request=request,
                 index=i,
-                sampler=TokenSampler(options, seed_offset=i),
+                sampler=TokenSampler(options, seed_offset=i, prompt_length=len(request.prompt_ids)),
                 text=IncrementalText(
                     self.tokenizer, options.stop, skip_special_tokens=options.skip_special_tokens
                 ),

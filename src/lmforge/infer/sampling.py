@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 class TokenSampler:
     """Greedy or seeded random sampling for one sequence."""
 
-    def __init__(self, options: SamplingOptions, seed_offset: int = 0) -> None:
+    def __init__(self, options: SamplingOptions, seed_offset: int = 0, prompt_length: int = 0) -> None:
         self.greedy = options.greedy
+        self.presence_penalty = options.presence_penalty
+        self.frequency_penalty = options.frequency_penalty
+        self.prompt_length = prompt_length  # output tokens start here in ``ids_so_far``
         self.processors = LogitsProcessorList()
         if options.repetition_penalty != 1.0:
             self.processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty))
@@ -48,6 +51,8 @@ class TokenSampler:
     def choose(self, logits: torch.Tensor, ids_so_far: torch.Tensor) -> int:
         """``logits``: ``[vocab]`` for the next position; ``ids_so_far``: ``[1, length]`` prompt + output."""
         scores = logits.float().unsqueeze(0)
+        if self.presence_penalty or self.frequency_penalty:
+            scores = self._penalise_output(scores, ids_so_far)
         if self.processors:
             scores = self.processors(ids_so_far, scores)
         overflowed = bool(torch.isnan(scores).any() or torch.isposinf(scores).any())
@@ -57,3 +62,13 @@ class TokenSampler:
             return int(torch.nan_to_num(scores, nan=-math.inf).argmax(-1))
         probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def _penalise_output(self, scores: torch.Tensor, ids_so_far: torch.Tensor) -> torch.Tensor:
+        """OpenAI's presence and frequency penalties, over the tokens generated so far (as vLLM)."""
+        output = ids_so_far[0, self.prompt_length :]
+        if output.numel() == 0:
+            return scores
+        counts = torch.bincount(output, minlength=scores.shape[-1])[: scores.shape[-1]].to(scores.dtype)
+        return (
+            scores - counts * self.frequency_penalty - (counts > 0).to(scores.dtype) * self.presence_penalty
+        )

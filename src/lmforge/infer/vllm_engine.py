@@ -146,6 +146,8 @@ class VllmEngine(Engine):
             top_p=1.0 if options.greedy else options.top_p,
             top_k=0 if options.greedy else max(0, options.top_k),
             repetition_penalty=options.repetition_penalty,
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
             seed=options.seed,
             stop=list(options.stop) or None,
             stop_token_ids=sorted(set(options.stop_token_ids) | set(self.eos_ids)) or None,

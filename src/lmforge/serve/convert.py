@@ -174,6 +174,8 @@ def sampling_options(
             if request.repetition_penalty is not None
             else defaults.repetition_penalty
         ),
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
         stop=request.stop_list() + [s for s in stop_strings if s not in request.stop_list()],
         stop_token_ids=list(stop_token_ids),
         seed=request.seed,
