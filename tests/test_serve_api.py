@@ -289,6 +289,15 @@ def test_empty_stop_sequence_is_400(client):
     assert info.value.body["param"] == "stop"
 
 
+def test_json_response_formats_are_400_not_ignored(client):
+    for fmt in ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(**hello(response_format=fmt))
+        assert info.value.body["param"] == "response_format" and fmt["type"] in info.value.body["message"]
+    plain = client.chat.completions.create(**hello(max_tokens=2, response_format={"type": "text"}))
+    assert plain.usage.completion_tokens == 2
+
+
 def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])

@@ -58,6 +58,13 @@ def to_conversation(request: ChatCompletionRequest) -> Conversation:
     """The request's messages and tools as a Conversation, refusing a malformed dialogue."""
     if not request.messages:
         raise bad_request("'messages' must contain at least one message", param="messages")
+    if request.response_format is not None and request.response_format.type != "text":
+        # ignoring it would hand back free text to a client that asked for JSON
+        raise bad_request(
+            f"response_format {request.response_format.type!r} is not supported by this server "
+            "(only 'text'); ask for JSON in the messages instead",
+            param="response_format",
+        )
     raw: dict[str, Any] = {"messages": [m.model_dump(exclude_none=True) for m in request.messages]}
     tools = _selected_tools(request)
     if tools:

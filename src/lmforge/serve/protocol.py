@@ -1,7 +1,9 @@
 """Request and response bodies of OpenAI's Chat Completions and Completions APIs.
 
 Requests are validated here (a wrong type or range becomes a 400 naming the field); fields
-OpenAI defines that we do not act on are accepted and ignored, so stock clients work.
+OpenAI defines that we do not act on are accepted and ignored, so stock clients work, except
+where ignoring one would change the answer a client relies on (``logprobs``, a JSON
+``response_format``): those are a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+class ResponseFormat(_Lenient):
+    type: str
+
+
 class _SamplingFields(_Lenient):
     """Sampling fields the two endpoints share. ``None`` means "the server's default"."""
 
@@ -135,6 +141,7 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[ToolDef] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None  # only "text": JSON modes need constrained decoding
     enable_thinking: bool | None = None  # lmforge extension for thinking models
 
 
