@@ -628,9 +628,14 @@ def render_table() -> str:
     ]
     commands = []
     notes = []
+    kept = _published_lines()
     for name, row in rows.items():
         path = STORE / f"{name}.json"
         if not path.exists():
+            # measured elsewhere (another checkout, an earlier session): keep what RESULTS.md says of it
+            lines += [line for line in kept if line.startswith(f"| {name} |")]
+            commands += [line for line in kept if line.startswith(f"- **{name}**")]
+            notes += [line for line in kept if line.startswith((f"- {name}:", f"- {name},"))]
             continue
         result = json.loads(path.read_text())
         lm, lf_runs = result["runs"]["lmforge"], result["runs"]["llamafactory"]
@@ -723,6 +728,16 @@ EXPLANATIONS = [
     "load above the core count are slow for both tools and noisy; the ratios are more trustworthy than the "
     "absolute numbers, and only when the loads of the two sides were similar.",
 ]
+
+
+def _published_lines() -> list[str]:
+    """The lines of the block RESULTS.md holds now (rows whose stored runs are not in this checkout)."""
+    if not RESULTS.exists():
+        return []
+    text = RESULTS.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        return []
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].splitlines()
 
 
 def write_results(block: str) -> None:
