@@ -103,9 +103,13 @@ def plain_fast_tokenizer(folder: Path, args: dict[str, Any]) -> None:
     tok_path, cfg_path = folder / "tokenizer.json", folder / "tokenizer_config.json"
     tok, cfg = _read_json(tok_path), _read_json(cfg_path)
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg.pop("auto_map", None)  # a remote-code tokenizer class (InternLM2, MiniCPM-V) is not needed
     bos = _token_content(cfg.get("bos_token"))
-    if cfg.get("add_bos_token") and bos:
-        bos_id = next(entry["id"] for entry in tok["added_tokens"] if entry["content"] == bos)
+    current = tok.get("post_processor")
+    adds_bos = bool(current) and current.get("type") == "TemplateProcessing" and bos in json.dumps(current)
+    if cfg.get("add_bos_token") and bos and not adds_bos:
+        added = {entry["content"]: entry["id"] for entry in tok["added_tokens"]}
+        bos_id = added[bos] if bos in added else tok["model"]["vocab"][bos]
         template = {
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
@@ -117,7 +121,6 @@ def plain_fast_tokenizer(folder: Path, args: dict[str, Any]) -> None:
             ],
             "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
         }
-        current = tok.get("post_processor")
         tok["post_processor"] = (
             {"type": "Sequence", "processors": [current, template]} if current else template
         )

@@ -15,7 +15,7 @@ import re
 from lmforge.templates import tools as tool_texts
 from lmforge.templates.spec import Template
 
-_PLACEHOLDER = re.compile(r"\{(content|bos|eos|tools_header|system|tools|index)\}")
+_PLACEHOLDER = re.compile(r"\{(content|bos|eos|tools_header|system|tools|index|turn)\}")
 _SPECIAL = {"bos": "(bos_token or '')", "eos": "(eos_token or '')"}
 
 
@@ -188,7 +188,7 @@ def to_jinja(t: Template) -> str:
     merge = t.system_style in ("first_user", "last_user", "none")
     out: list[str] = [
         f"{{#- lmforge template '{t.name}': written from lmforge's own definition -#}}",
-        "{%- set ns = namespace(defs='', body='', first_user=-1, last_user=-1, last_query=-1, found=false) -%}",
+        "{%- set ns = namespace(defs='', body='', first_user=-1, last_user=-1, last_query=-1, found=false, turn=0) -%}",
         "{%- if messages and messages[0].role == 'system' -%}",
         f"{{%- set system_text = messages[0].content {strip} -%}}{{%- set msgs = messages[1:] -%}}",
         "{%- set has_system = true -%}",
@@ -245,7 +245,7 @@ def to_jinja(t: Template) -> str:
         )
     if t.tools_in in ("before_first_user", "before_last_user"):
         out.append(f"{{%- if loop.index0 == {tools_at} and ns.defs -%}}{{{{- ns.defs -}}}}{{%- endif -%}}")
-    out.append("{{- " + _slot(t.user, content="text") + " -}}")
+    out.append("{%- set ns.turn = ns.turn + 1 -%}{{- " + _slot(t.user, content="text", turn="(ns.turn | string)") + " -}}")
     # tool
     result = _RESULTS.get(t.tool_format, "(message.content or '')")
     out.append(

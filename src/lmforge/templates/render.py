@@ -64,7 +64,7 @@ def special_strings(tokenizer: Any) -> dict[str, str]:
     }
 
 
-_SLOT_FIELD = re.compile(r"\{(content|bos|eos|system|tools|tools_header)\}")
+_SLOT_FIELD = re.compile(r"\{(content|bos|eos|system|tools|tools_header|turn)\}")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -149,11 +149,13 @@ def render(
     tools_at = last_user if t.tools_in == "before_last_user" else first_user
     media_count = {"image": 0, "video": 0, "audio": 0}
     turn = 0
+    user_turn = 0
     last_query = _last_query_index(messages)
     for i, msg in enumerate(messages):
         prev = messages[i - 1].role if i else None
         nxt = messages[i + 1].role if i + 1 < len(messages) else None
         if msg.role == "user":
+            user_turn += 1
             text = clean(msg.content)
             if i == first_user and definitions and t.tools_in == "first_user":
                 text = definitions + text
@@ -161,7 +163,8 @@ def render(
                 text = fill(t.system_user_join, sp, text, system=system_text)
             if i == tools_at and definitions and t.tools_in in ("before_first_user", "before_last_user"):
                 out.add(definitions)
-            out.add(fill(t.user, sp, _media(t, text, media_count)))
+            # {turn}: the 1-based number of this user message (ChatGLM2 writes "[Round N]").
+            out.add(fill(t.user, sp, _media(t, text, media_count), turn=str(user_turn)))
         elif msg.role == "tool":
             if prev != "tool":
                 out.add(fill(t.tool_group_start, sp))

@@ -4,7 +4,8 @@ Every template in :mod:`lmforge.templates.registry` is one :class:`Template` val
 rendering rules live in :mod:`~lmforge.templates.render` and read these fields; nothing
 here is specific to one model family. Slot strings use ``{content}`` for the text they
 wrap and ``{bos}`` / ``{eos}`` for the tokenizer's own BOS/EOS strings (resolved at
-encode time, so base-model templates work with any vocabulary).
+encode time, so base-model templates work with any vocabulary). The user slot may also
+use ``{turn}``, the 1-based number of that user message (ChatGLM2's ``[Round N]``).
 """
 
 from __future__ import annotations
