@@ -9,6 +9,7 @@ import pytest
 from lmforge.conversation import Conversation, Message, ToolCall
 from lmforge.errors import ConfigError
 from lmforge.templates import get_template, list_templates, resolve_template
+from lmforge.templates.registry import FAMILY_MODULES
 from lmforge.templates.render import fill, render, special_strings
 from test_templates_official import _tokenizer
 
@@ -48,6 +49,24 @@ def tok_for(name: str) -> Any:
 # Templates whose special tokens are plain text in the stand-in vocabulary, so BPE may merge
 # across their boundaries: checked for labels on the reply text only.
 FOREIGN_VOCAB = {"gemma", "gemma2", "gemma3", "glm4", "llama4", "phi4", "zephyr"}
+
+# The entries of lmforge.templates.families: those whose vocabulary (or a vocabulary with the same
+# special tokens) is offline are checked with it; the others are foreign-vocabulary templates.
+FAMILY_NAMES = {t.name for module in FAMILY_MODULES for t in module.TEMPLATES}
+FAMILY_ASSET.update(
+    {"smollm": "smollm2", "smollm2": "smollm2", "intern2": "internlm2", "cohere": "command_r"}
+    | {name: "mistral_nemo" for name in ("ministral", "pixtral", "ministral3")}
+    | {name: "mistral_v3" for name in ("llava_next_mistral", "llava_next_video_mistral")}
+    | {"llama2_zh": "mistral_v1"}
+)
+for _name in FAMILY_NAMES - set(FAMILY_ASSET):
+    _user = get_template(_name).user
+    if _user.startswith("<|im_start|>") and get_template(_name).stop_words == ("<|im_end|>",):
+        # ChatML: Qwen's vocabularies have its tokens
+        FAMILY_ASSET[_name] = "qwen3" if get_template(_name).thinking == "qwen3" else "qwen2_5"
+    elif _user.startswith("<|start_header_id|>"):  # the Llama 3 header tokens
+        FAMILY_ASSET[_name] = "llama3_2"
+FOREIGN_VOCAB |= FAMILY_NAMES - set(FAMILY_ASSET)
 
 
 def three_turns(system: str | None = "Be brief.") -> Conversation:
