@@ -207,8 +207,12 @@ def test_proven_entries_exist() -> None:
 
 def test_template_list_marks_official_and_documented(capsys: pytest.CaptureFixture[str]) -> None:
     assert lmforge_main(["template", "list"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-    status = {row[0]: row[1] for row in rows if len(row) > 1}
+    lines = capsys.readouterr().out.strip().splitlines()
+    status = {row[0]: row[1] for row in (line.split() for line in lines[1:-2])}
+    official = sum(value == "official" for value in status.values())
+    assert lines[-1] == f"{len(TEMPLATES)} templates: {official} official (proven token for token), " + (
+        f"{len(TEMPLATES) - official} documented"
+    )
     assert status["intern2"] == "official" and status["cohere"] == "official"
     assert status["gpt_oss"] == "documented" and status["baichuan2"] == "documented"
     assert set(status) == set(TEMPLATES) | {"auto"}

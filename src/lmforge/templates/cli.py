@@ -52,14 +52,22 @@ def _list() -> int:
     from lmforge.templates.registry import PROVEN_AGAINST
 
     rows = [
-        (t.name, t.families, "official" if t.name in PROVEN_AGAINST else "documented")
+        (
+            t.name,
+            t.families + (f" [{t.note}]" if t.note else ""),
+            "official" if t.name in PROVEN_AGAINST else "documented",
+        )
         for t in list_templates()
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"{'template':<{width}}  {'checked against':<15} model families")
+    print(f"{'template':<{width}}  {'checked against':<15} model families [notes]")
     for name, families, proof in rows:
         print(f"{name:<{width}}  {proof:<15} {families}")
     print(f"{'auto':<{width}}  {'-':<15} the tokenizer's own chat_template")
+    official = sum(proof == "official" for _, _, proof in rows)
+    print(
+        f"\n{len(rows)} templates: {official} official (proven token for token), {len(rows) - official} documented"
+    )
     return 0
 
 
