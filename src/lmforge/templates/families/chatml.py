@@ -50,6 +50,16 @@ QWEN_VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 
 QWEN3_NOTHINK = replace(QWEN3, thinking="none", no_thinking_prefix="")
 
+# Qwen3.5 / 3.6: Qwen3's text, with vision placeholders.
+_QWEN3_5 = replace(
+    QWEN3,
+    name="qwen3_5",
+    families="Qwen3.5 (thinking)",
+    image_token=QWEN_IMAGE,
+    video_token=QWEN_VIDEO,
+    note="tool calls use Qwen3's JSON <tool_call> format, not Qwen3.5's XML parameters; " + MEDIA_LATER,
+)
+
 TEMPLATES: list[Template] = [
     # ---- ChatML proper, other system prompts ----
     # SmolLM2-Instruct's tokenizer_config.json: ChatML with this default system prompt.
@@ -253,30 +263,15 @@ TEMPLATES: list[Template] = [
         audio_token="<|audio_start|><|audio_pad|><|audio_end|>",
         note=MEDIA_LATER,
     ),
+    _QWEN3_5,
     replace(
-        QWEN3,
-        name="qwen3_5",
-        families="Qwen3.5 (thinking)",
-        image_token=QWEN_IMAGE,
-        video_token=QWEN_VIDEO,
-        note="tool calls use Qwen3's JSON <tool_call> format, not Qwen3.5's XML parameters; " + MEDIA_LATER,
-    ),
-    replace(
-        QWEN3_NOTHINK,
+        _QWEN3_5,
         name="qwen3_5_nothink",
         families="Qwen3.5 with thinking off",
-        image_token=QWEN_IMAGE,
-        video_token=QWEN_VIDEO,
-        note="tool calls use Qwen3's JSON <tool_call> format, not Qwen3.5's XML parameters; " + MEDIA_LATER,
+        thinking="none",
+        no_thinking_prefix="",
     ),
-    replace(
-        QWEN3,
-        name="qwen3_6",
-        families="Qwen3.6 (reasoning only)",
-        image_token=QWEN_IMAGE,
-        video_token=QWEN_VIDEO,
-        note="tool calls use Qwen3's JSON <tool_call> format, not Qwen3.5's XML parameters; " + MEDIA_LATER,
-    ),
+    replace(_QWEN3_5, name="qwen3_6", families="Qwen3.6 (reasoning only)"),
     replace(QWEN3, name="mimo", families="MiMo-7B (RL, SFT)", default_system=HELPFUL_SYSTEM),
     replace(
         QWEN3,

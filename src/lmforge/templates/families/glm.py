@@ -12,6 +12,16 @@ GLM_IMAGE = "<|begin_of_image|><|image|><|end_of_image|>"
 GLM_VIDEO = "<|begin_of_video|><|video|><|end_of_video|>"
 THINK_AS_TAGS = "thinking blocks are written as <think>"
 
+_GLM4V = replace(
+    GLM4,
+    name="glm4v",
+    families="GLM-4.1V-Thinking (text format)",
+    stop_words=("<|user|>", "<|observation|>", "</answer>"),
+    image_token=GLM_IMAGE,
+    video_token=GLM_VIDEO,
+    note=THINK_AS_TAGS + "; " + MEDIA_LATER,
+)
+
 TEMPLATES: list[Template] = [
     Template(
         name="chatglm2",
@@ -55,24 +65,8 @@ TEMPLATES: list[Template] = [
         ),
         note=THINK_AS_TAGS,
     ),
-    replace(
-        GLM4,
-        name="glm4v",
-        families="GLM-4.1V-Thinking (text format)",
-        stop_words=("<|user|>", "<|observation|>", "</answer>"),
-        image_token=GLM_IMAGE,
-        video_token=GLM_VIDEO,
-        note=THINK_AS_TAGS + "; " + MEDIA_LATER,
-    ),
-    replace(
-        GLM4,
-        name="glm4_5v",
-        families="GLM-4.5V (text format)",
-        stop_words=("<|user|>", "<|observation|>", "</answer>"),
-        image_token=GLM_IMAGE,
-        video_token=GLM_VIDEO,
-        note=THINK_AS_TAGS + "; " + MEDIA_LATER,
-    ),
+    _GLM4V,
+    replace(_GLM4V, name="glm4_5v", families="GLM-4.5V (text format)"),
     replace(
         GLM4,
         name="glm_ocr",
