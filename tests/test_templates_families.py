@@ -6,6 +6,8 @@ passed to ``register_template``): at tag v0.9.2 (83 names) and in its current ve
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lmforge.cli import main as lmforge_main
@@ -257,3 +259,11 @@ def test_multimodal_text_format_has_the_media_token(name: str, image: str) -> No
     )
     text = get_template(name).render_text(tok, conv)
     assert image + "What is this?" in text
+
+
+def test_docs_list_every_template_with_its_status() -> None:
+    """docs/templates.md's full list stays in step with the registry (regenerate it when adding one)."""
+    docs = (Path(__file__).parents[1] / "docs" / "templates.md").read_text(encoding="utf-8")
+    for name, template in TEMPLATES.items():
+        status = "official" if name in PROVEN_AGAINST else "documented"
+        assert f"| `{name}` | {template.families.replace('|', chr(92) + '|')} | {status}" in docs, name
