@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from lmforge.data.preview import preview_template
 from lmforge.errors import ConfigError
 
 USAGE = """\
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> int:
 
     config = load_config(rest)
     tokenizer = _tokenizer(config)
-    template = _template(config, tokenizer)
+    template = preview_template(config, tokenizer)
     if command == "preview":
         preview(config, tokenizer, template, n, sys.stdout)
     else:
@@ -77,14 +78,6 @@ def _tokenizer(config: Any) -> Any:
     from lmforge.model.loader import load_tokenizer
 
     return load_tokenizer(config.model)
-
-
-def _template(config: Any, tokenizer: Any) -> Any:
-    if config.finetuning.stage == "pt" and not config.data.template:
-        return None
-    from lmforge.templates import resolve_template
-
-    return resolve_template(config.data.template, tokenizer)
 
 
 # ---------------------------------------------------------------- preview

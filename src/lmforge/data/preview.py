@@ -43,6 +43,15 @@ class DatasetPreview:
     dropped: list[str] = field(default_factory=list)
 
 
+def preview_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> Template | None:
+    """The template the run applies: none for pre-training without one."""
+    if config.finetuning.stage == "pt" and not config.data.template:
+        return None
+    from lmforge.templates import resolve_template
+
+    return resolve_template(config.data.template, tokenizer)
+
+
 def dataset_specs(config: Config) -> list[tuple[str, Any]]:
     """(split, spec) for every train and eval dataset the config names."""
     from lmforge.data.registry import resolve_datasets

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
@@ -51,6 +52,14 @@ class ChatSession:
         return f"Attached {file.name} ({kind}); it goes with your next message."
 
     async def reply(self, text: str, out: TextIO) -> str:
+        async for delta in self.stream(text):
+            out.write(delta)
+            out.flush()
+        out.write("\n")
+        return self.messages[-1].content or ""
+
+    async def stream(self, text: str) -> AsyncIterator[str]:
+        """Yield the answer to ``text`` as it is generated; it joins the history once complete."""
         placeholders = "".join(f"<{kind}>" for kind, _, _ in self.attached)
         self.messages.append(Message(role="user", content=placeholders + text))
         media = self.media + self.attached
@@ -75,12 +84,9 @@ class ChatSession:
         raw = ""
         async for chunk in self.engine.generate(prompt_ids, options, inputs):
             raw += chunk.text
-            out.write(chunk.text)
-            out.flush()
-        out.write("\n")
+            yield chunk.text
         parsed = self.prompts.parse(raw)
         self.messages.append(Message(role="assistant", content=parsed.content, reasoning=parsed.reasoning))
-        return parsed.content
 
     async def _encode(self, media: list[tuple[str, bytes, str]]) -> tuple[list[int], MediaInputs | None]:
         """Prompt ids for the history, with every medium so far processed and its placeholders expanded."""
