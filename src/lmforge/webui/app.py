@@ -441,9 +441,11 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
         stop_button.click(on_stop, [job_list, language], status)
 
         def refresh(job_id: str | None, lang: str) -> tuple[Any, str, pd.DataFrame, str]:
-            job = jobs.get(job_id) or jobs.latest()
-            view = job_view(job, lang)
-            return (gr.update(choices=job_choices(jobs), value=job.id if job else None), *view)
+            job = jobs.get(job_id)
+            if job is not None:  # keep the selection: a tick still in flight must not undo a new one
+                return (gr.update(choices=job_choices(jobs)), *job_view(job, lang))
+            job = jobs.latest()  # a fresh page (or a second tab) attaches to the newest running job
+            return (gr.update(choices=job_choices(jobs), value=job.id if job else None), *job_view(job, lang))
 
         timer.tick(
             refresh, [job_list, language], [job_list, progress, loss_plot, log_tail], show_progress="hidden"

@@ -26,6 +26,7 @@ from lmforge.webui.settings import CheckedRun, to_yaml
 
 LOG_NAME = "train.log"
 CONFIG_NAME = "config.yaml"
+PID_NAME = "pid"  # the child's process id, for whoever must find the run without this server
 TRAINER_LOG = "trainer_log.jsonl"  # written by lmforge.train.callbacks.JsonlLog
 ERROR_PREFIX = "lmforge train: error: "
 
@@ -146,6 +147,7 @@ class JobManager:
                 env=env,
                 start_new_session=True,
             )
+        (folder / PID_NAME).write_text(str(process.pid), encoding="utf-8")
         job = Job(job_id, folder, run.output_dir.resolve(), argv, process)
         with self._lock:
             self._jobs[job_id] = job
