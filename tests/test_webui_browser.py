@@ -39,6 +39,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        f"no browser at {CHROMIUM}: `make test` installs Debian's chromium (mk/webui.mk)",
+        allow_module_level=True,
+    )
 START_TIMEOUT_S = 180
 RUN_TIMEOUT_MS = 240_000
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -91,8 +96,6 @@ def server(folder: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def page(server: str, folder: Path) -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no browser at {CHROMIUM}: `make test` installs Debian's chromium (mk/webui.mk)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
