@@ -67,8 +67,11 @@ def suggest(model: str, language: str) -> tuple[Any, str]:
     return gr.update(value=found.name), f"{found.name} ({found.proof}): {found.why}"
 
 
-def describe_template(name: str) -> str:
-    return f"{name}: {proof_of(name)}" if name else ""
+def describe_template(name: str, shown: str) -> Any:
+    """The chosen template's proof; a suggestion already naming it (with its reason) stays."""
+    if not name or shown.startswith(f"{name} ("):
+        return gr.update()
+    return f"{name} ({proof_of(name)})"
 
 
 def preview_html(values: dict[str, Any]) -> str:
@@ -353,7 +356,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
 
         model.submit(on_model, [model, language], [template, template_status])
         model.blur(on_model, [model, language], [template, template_status])
-        template.input(describe_template, template, template_status)
+        template.change(describe_template, [template, template_status], template_status)
 
         def on_trust(ticked: bool, lang: str) -> Any:
             if ticked:
