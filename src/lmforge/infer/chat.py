@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
-from lmforge.config import load_config
+from lmforge.config import GeneratingArguments, load_config
 from lmforge.conversation import Conversation, Message
 from lmforge.infer.engine import Engine, SamplingOptions
 from lmforge.infer.multimodal import MediaInputError, MediaInputs
@@ -99,16 +99,12 @@ class ChatSession:
         return processing.expand(prompt_ids, inputs), inputs
 
 
-def main(argv: list[str]) -> int:
-    from lmforge.infer.engine import create_engine
-
-    config = load_config(argv)
-    engine = create_engine(config)
-    engine.claim_cpu_threads()
-    prompts = PromptBuilder.from_config(config, engine.tokenizer)
-    gen = config.generating
-    options = SamplingOptions(
-        max_new_tokens=gen.max_new_tokens,
+def chat_options(
+    gen: GeneratingArguments, prompts: PromptBuilder, max_new_tokens: int | None = None
+) -> SamplingOptions:
+    """The config's sampling settings with the template's stops (greedy unless ``do_sample``)."""
+    return SamplingOptions(
+        max_new_tokens=gen.max_new_tokens if max_new_tokens is None else max_new_tokens,
         temperature=gen.temperature if gen.do_sample else 0.0,
         top_p=gen.top_p,
         top_k=gen.top_k,
@@ -117,7 +113,16 @@ def main(argv: list[str]) -> int:
         stop_token_ids=prompts.stop_token_ids(),
         skip_special_tokens=gen.skip_special_tokens,
     )
-    session = ChatSession(engine, prompts, options)
+
+
+def main(argv: list[str]) -> int:
+    from lmforge.infer.engine import create_engine
+
+    config = load_config(argv)
+    engine = create_engine(config)
+    engine.claim_cpu_threads()
+    prompts = PromptBuilder.from_config(config, engine.tokenizer)
+    session = ChatSession(engine, prompts, chat_options(config.generating, prompts))
     with asyncio.Runner() as runner:
         runner.run(engine.start())
         try:

@@ -143,6 +143,13 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
         labelled.append((component, key, attr))
         return component
 
+    def template_picker(key: str, elem_id: str | None = None) -> gr.Dropdown:
+        """A template dropdown: the registered names and auto; a name typed in is accepted."""
+        picker = gr.Dropdown(
+            template_choices(), value="auto", label=label(key, "en"), allow_custom_value=True, elem_id=elem_id
+        )
+        return named(picker, key)
+
     with gr.Blocks(title="lmforge", analytics_enabled=False) as app:
         language = gr.State("en")
         with gr.Row():
@@ -156,16 +163,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
                     gr.Textbox(label=LABELS["model_name_or_path"][0], elem_id="train-model", scale=3),
                     "model_name_or_path",
                 )
-                template = named(
-                    gr.Dropdown(
-                        template_choices(),
-                        value="auto",
-                        label=LABELS["template"][0],
-                        allow_custom_value=True,
-                        elem_id="train-template",
-                    ),
-                    "template",
-                )
+                template = template_picker("template", "train-template")
                 template_status = named(
                     gr.Textbox(
                         label=LABELS["template_status"][0],
@@ -466,16 +464,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
                     gr.Textbox(label=LABELS["chat_adapter"][0], elem_id="chat-adapter", scale=3),
                     "chat_adapter",
                 )
-                chat_template = named(
-                    gr.Dropdown(
-                        template_choices(),
-                        value="auto",
-                        label=LABELS["chat_template"][0],
-                        allow_custom_value=True,
-                        elem_id="chat-template",
-                    ),
-                    "chat_template",
-                )
+                chat_template = template_picker("chat_template", "chat-template")
                 backend = named(
                     gr.Radio(backends(), value="huggingface", label=LABELS["backend"][0]), "backend"
                 )
@@ -570,15 +559,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
                 export_adapter = named(
                     gr.Textbox(label=LABELS["export_adapter"][0], elem_id="export-adapter"), "export_adapter"
                 )
-                export_template = named(
-                    gr.Dropdown(
-                        template_choices(),
-                        value="auto",
-                        label=LABELS["export_template"][0],
-                        allow_custom_value=True,
-                    ),
-                    "export_template",
-                )
+                export_template = template_picker("export_template")
             with gr.Row():
                 export_dir = named(
                     gr.Textbox(label=LABELS["export_dir"][0], elem_id="export-dir", scale=3), "export_dir"

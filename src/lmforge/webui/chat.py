@@ -15,8 +15,8 @@ from typing import Any
 from lmforge.config import Config, build_config
 from lmforge.conversation import Message
 from lmforge.errors import ConfigError
-from lmforge.infer.chat import ChatSession
-from lmforge.infer.engine import Engine, SamplingOptions, create_engine
+from lmforge.infer.chat import ChatSession, chat_options
+from lmforge.infer.engine import Engine, create_engine
 from lmforge.infer.prompting import PromptBuilder
 from lmforge.templates import resolve_template
 from lmforge.webui import paths
@@ -81,17 +81,7 @@ class ChatModel:
             raise ConfigError("load a model first")
         template = resolve_template(self.config.data.template, self.engine.tokenizer)
         prompts = PromptBuilder(self.engine.tokenizer, template, default_system=system.strip() or None)
-        gen = self.config.generating
-        options = SamplingOptions(
-            max_new_tokens=max_new_tokens,
-            temperature=gen.temperature if gen.do_sample else 0.0,
-            top_p=gen.top_p,
-            top_k=gen.top_k,
-            repetition_penalty=gen.repetition_penalty,
-            stop=prompts.stop_strings(),
-            stop_token_ids=prompts.stop_token_ids(),
-            skip_special_tokens=gen.skip_special_tokens,
-        )
+        options = chat_options(self.config.generating, prompts, max_new_tokens)
         session = ChatSession(self.engine, prompts, options)
         session.messages = [
             Message(role=turn["role"], content=_text(turn["content"]))

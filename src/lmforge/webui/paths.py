@@ -32,13 +32,22 @@ def _safetensors_only(folder: Path, what: str) -> None:
         )
 
 
-def model_folder(path: str, what: str = "model folder") -> Path:
-    """A Hugging Face model folder: config.json and safetensors weights."""
+def _folder_with(path: str, what: str, marker: str, hint: str) -> Path:
     folder = _folder(path, what)
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"{what} {str(folder)!r} has no config.json; pick a Hugging Face model folder")
+    if not (folder / marker).is_file():
+        raise ConfigError(f"{what} {str(folder)!r} has no {marker}; {hint}")
+    return folder
+
+
+def _weights_folder(path: str, what: str, marker: str, hint: str) -> Path:
+    folder = _folder_with(path, what, marker, hint)
     _safetensors_only(folder, what)
     return folder
+
+
+def model_folder(path: str, what: str = "model folder") -> Path:
+    """A Hugging Face model folder: config.json and safetensors weights."""
+    return _weights_folder(path, what, "config.json", "pick a Hugging Face model folder")
 
 
 def tokenizer_folder(path: str, what: str = "model folder") -> Path:
@@ -53,19 +62,12 @@ def tokenizer_folder(path: str, what: str = "model folder") -> Path:
 
 def adapter_folder(path: str, what: str = "adapter folder") -> Path:
     """A PEFT adapter folder: adapter_config.json and safetensors weights."""
-    folder = _folder(path, what)
-    if not (folder / "adapter_config.json").is_file():
-        raise ConfigError(f"{what} {str(folder)!r} has no adapter_config.json; pick a LoRA output folder")
-    _safetensors_only(folder, what)
-    return folder
+    return _weights_folder(path, what, "adapter_config.json", "pick a LoRA output folder")
 
 
 def dataset_folder(path: str, what: str = "dataset folder") -> Path:
     """A folder with a dataset_info.json (LLaMA-Factory's dataset registry)."""
-    folder = _folder(path, what)
-    if not (folder / "dataset_info.json").is_file():
-        raise ConfigError(f"{what} {str(folder)!r} has no dataset_info.json")
-    return folder
+    return _folder_with(path, what, "dataset_info.json", "pick the folder that holds your datasets")
 
 
 def config_file(path: str, what: str = "config file") -> Path:
