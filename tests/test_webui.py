@@ -120,3 +120,41 @@ def test_shell_text_in_the_form_stays_a_literal_value(
     assert error is not None and "\n" not in error and "; rm -rf /" in error, job.log_tail()
     assert not (tmp_path / "pwned").exists()
     assert (REPO_ROOT / "pyproject.toml").is_file()
+
+
+def test_chat_takes_pictures_for_a_vision_model_and_refuses_them_for_text(tmp_path: Path, tiny_model) -> None:
+    """Two turns with the tiny Qwen2-VL, a picture in the first; the text-only tiny Llama says it takes none."""
+    import asyncio
+
+    from PIL import Image
+
+    from lmforge.webui.chat import ChatModel, PageChat, chat_values
+
+    picture = tmp_path / "square.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(picture)
+
+    async def talk(
+        model_dir: Path, template: str, turns: list[tuple[str, list[str]]]
+    ) -> tuple[list[int], PageChat]:
+        chat = ChatModel()
+        await chat.load(chat_values(str(model_dir), "", template, "huggingface", False))
+        page, updates = PageChat(), []
+        try:
+            for text, files in turns:
+                count, before = 0, page
+                async for _shown, kept in chat.stream(before, text, "Be brief.", 6, files):
+                    count, page = count + 1, kept
+                updates.append(count)
+        finally:
+            await chat.unload()
+        return updates, page
+
+    updates, page = asyncio.run(
+        talk(tiny_model("qwen2_vl"), "qwen2_vl", [("What is this?", [str(picture)]), ("And?", [])])
+    )
+    assert all(count >= 2 for count in updates)  # streamed: pieces, then the complete reply
+    assert [kind for kind, _, _ in page.media] == ["image"]
+    assert page.messages[0].content == "<image>What is this?" and len(page.messages) == 4
+    assert "📎 square.png" in page.shown[0]["content"]
+    with pytest.raises(ValueError, match="text only"):
+        asyncio.run(talk(tiny_model("llama"), "chatml", [("What is this?", [str(picture)])]))

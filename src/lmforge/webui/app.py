@@ -23,7 +23,7 @@ from lmforge.model.loader import load_tokenizer
 from lmforge.templates import list_templates
 from lmforge.templates.suggest import proof_of, suggest_template
 from lmforge.webui import paths
-from lmforge.webui.chat import ChatModel, backends, chat_values
+from lmforge.webui.chat import ChatModel, PageChat, backends, chat_values
 from lmforge.webui.jobs import Job, JobManager
 from lmforge.webui.labels import LABELS, LANGUAGES, label, message
 from lmforge.webui.settings import (
@@ -506,8 +506,22 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
                 clear = named(
                     gr.Button(label("clear", "en"), elem_id="chat-clear", scale=0), "clear", "value"
                 )
+            attach = named(
+                gr.File(
+                    file_count="multiple", type="filepath", label=LABELS["attach"][0], elem_id="chat-attach"
+                ),
+                "attach",
+            )
+            chat_page = gr.State(PageChat())
 
         chat_trust.change(on_trust, [chat_trust, language], trust_warning)
+
+        def on_chat_model(value: str, lang: str) -> tuple[Any, str]:
+            picked, why = suggest(value, lang)
+            return picked, why
+
+        chat_model.blur(on_chat_model, [chat_model, language], [chat_template, chat_status])
+        chat_model.submit(on_chat_model, [chat_model, language], [chat_template, chat_status])
 
         async def on_load_model(
             path: str, adapter: str, name: str, engine: str, trusted: bool, lang: str
@@ -531,24 +545,22 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
         unload_model.click(on_unload, language, chat_status)
 
         async def on_send(
-            history: list[dict[str, Any]], text: str, prompt: str, limit: float, lang: str
-        ) -> AsyncIterator[tuple[Any, str, str]]:
+            text: str, files: list[str] | None, page: PageChat, prompt: str, limit: float, lang: str
+        ) -> AsyncIterator[tuple[Any, ...]]:
             if not text.strip():
-                yield history, text, ""
+                yield page.shown, text, files, page, ""
                 return
             try:
-                async for shown in chat.stream(history or [], text, prompt, int(limit)):
-                    yield shown, "", ""
-            except (LmforgeError, ValueError) as exc:
-                yield history, text, _error(exc, lang)
+                async for shown, kept in chat.stream(page, text, prompt, int(limit), files or []):
+                    yield shown, "", None, kept, ""
+            except (LmforgeError, ValueError, OSError) as exc:
+                yield page.shown, text, files, page, _error(exc, lang)
 
-        send.click(
-            on_send, [chatbot, user_text, system, max_new_tokens, language], [chatbot, user_text, chat_status]
-        )
-        user_text.submit(
-            on_send, [chatbot, user_text, system, max_new_tokens, language], [chatbot, user_text, chat_status]
-        )
-        clear.click(lambda: [], None, chatbot)
+        chat_inputs = [user_text, attach, chat_page, system, max_new_tokens, language]
+        chat_outputs = [chatbot, user_text, attach, chat_page, chat_status]
+        send.click(on_send, chat_inputs, chat_outputs)
+        user_text.submit(on_send, chat_inputs, chat_outputs)
+        clear.click(lambda: ([], PageChat(), None), None, [chatbot, chat_page, attach])
 
         # ------------------------------------------------------------ Export
         with named(gr.Tab(label("tab_export", "en"), elem_id="tab-export"), "tab_export"):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, build_config
@@ -20,6 +22,14 @@ from lmforge.infer.engine import Engine, create_engine
 from lmforge.infer.prompting import PromptBuilder
 from lmforge.templates import resolve_template
 from lmforge.webui import paths
+
+# (kind, file bytes, file name): what ChatSession keeps for each medium in the conversation
+Attachment = tuple[str, bytes, str]
+MEDIA_SUFFIXES = {
+    "image": {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"},
+    "audio": {".wav", ".mp3", ".flac", ".ogg", ".m4a"},
+    "video": {".mp4", ".webm", ".mov", ".avi", ".mkv"},
+}
 
 
 def backends() -> list[str]:
@@ -45,6 +55,15 @@ def chat_values(
     return values
 
 
+@dataclass
+class PageChat:
+    """One page's conversation: what the model saw (messages with media placeholders, the media) and what is shown."""
+
+    messages: list[Message] = field(default_factory=list)
+    media: list[Attachment] = field(default_factory=list)
+    shown: list[dict[str, Any]] = field(default_factory=list)
+
+
 class ChatModel:
     """The loaded engine (or none) and what it needs to build prompts."""
 
@@ -68,6 +87,8 @@ class ChatModel:
             self.name = values["model_name_or_path"] + (
                 f" + {values['adapter_name_or_path']}" if "adapter_name_or_path" in values else ""
             )
+            if self.media_kinds:
+                self.name += f" (takes {', '.join(sorted(self.media_kinds))})"
         return self.name
 
     async def unload(self) -> None:
@@ -75,40 +96,54 @@ class ChatModel:
             await self.engine.close()
         self.engine, self.config, self.name = None, None, ""
 
-    def session(self, history: list[dict[str, Any]], system: str, max_new_tokens: int) -> ChatSession:
-        """A ChatSession over this page's history (the page keeps it; the server keeps none)."""
+    @property
+    def media_kinds(self) -> frozenset[str]:
+        """What the loaded model takes besides text ("image", "video", "audio")."""
+        media = self.engine.media if self.engine is not None else None
+        return media.kinds if media is not None else frozenset()
+
+    def session(self, page: PageChat, system: str, max_new_tokens: int) -> ChatSession:
+        """A ChatSession over one page's conversation so far."""
         if self.engine is None or self.config is None:
             raise ConfigError("load a model first")
         template = resolve_template(self.config.data.template, self.engine.tokenizer)
         prompts = PromptBuilder(self.engine.tokenizer, template, default_system=system.strip() or None)
-        options = chat_options(self.config.generating, prompts, max_new_tokens)
-        session = ChatSession(self.engine, prompts, options)
-        session.messages = [
-            Message(role=turn["role"], content=_text(turn["content"]))
-            for turn in history
-            if turn.get("role") in ("user", "assistant")
-        ]
+        session = ChatSession(
+            self.engine, prompts, chat_options(self.config.generating, prompts, max_new_tokens)
+        )
+        session.messages, session.media = list(page.messages), list(page.media)
         return session
 
     async def stream(
-        self, history: list[dict[str, Any]], text: str, system: str, max_new_tokens: int
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """The history with the user's message and the reply so far, after each new piece."""
-        session = self.session(history, system, max_new_tokens)
-        shown = [*history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        self, page: PageChat, text: str, system: str, max_new_tokens: int, files: list[str]
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], PageChat]]:
+        """The shown conversation after each new piece of the reply; the page's state once it is complete.
+
+        ``files`` (uploaded through the page) go with this message, as ``/image PATH`` does in
+        ``lmforge chat``.
+        """
+        session = self.session(page, system, max_new_tokens)
+        for file in files:
+            session.attach(media_kind(file), file)
+        names = ", ".join(Path(file).name for file in files)
+        shown = [
+            *page.shown,
+            {"role": "user", "content": text + (f"\n\n📎 {names}" if names else "")},
+            {"role": "assistant", "content": ""},
+        ]
         async for delta in session.stream(text):
             shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + delta}
-            yield list(shown)
+            yield list(shown), page
         shown[-1] = {"role": "assistant", "content": session.messages[-1].content}
-        yield shown
+        yield shown, PageChat(session.messages, session.media, shown)
 
 
-def _text(content: Any) -> str:
-    """A chatbot message's text (Gradio may hand back a list of parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
-    if isinstance(content, dict):
-        return str(content.get("text", ""))
-    return str(content)
+def media_kind(path: str) -> str:
+    """image, audio or video, from a file's suffix; ValueError for anything else."""
+    suffix = Path(path).suffix.lower()
+    for kind, suffixes in MEDIA_SUFFIXES.items():
+        if suffix in suffixes:
+            return kind
+    raise ValueError(
+        f"{Path(path).name}: not a picture, sound or video file this page knows ({suffix or 'no suffix'})"
+    )

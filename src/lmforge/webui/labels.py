@@ -66,6 +66,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "message": ("Message", "消息"),
     "send": ("Send", "发送"),
     "clear": ("Clear", "清空历史"),
+    "attach": (
+        "Pictures, sounds or videos for the next message (multimodal models)",
+        "随下一条消息发送的图片、音频或视频（多模态模型）",
+    ),
     "export_model": ("Base model folder", "基座模型文件夹"),
     "export_adapter": ("Adapter folder", "适配器文件夹"),
     "export_template": ("Chat template saved with the model", "随模型保存的对话模板"),
