@@ -349,11 +349,8 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
         for component in inputs:
             component.change(show_yaml, inputs, yaml_view, show_progress="hidden")
 
-        def on_model(value: str, lang: str) -> tuple[Any, str]:
-            return suggest(value, lang)
-
-        model.submit(on_model, [model, language], [template, template_status])
-        model.blur(on_model, [model, language], [template, template_status])
+        model.submit(suggest, [model, language], [template, template_status])
+        model.blur(suggest, [model, language], [template, template_status])
         template.change(describe_template, [template, template_status], template_status)
 
         def on_trust(ticked: bool, lang: str) -> Any:
@@ -516,12 +513,8 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
 
         chat_trust.change(on_trust, [chat_trust, language], trust_warning)
 
-        def on_chat_model(value: str, lang: str) -> tuple[Any, str]:
-            picked, why = suggest(value, lang)
-            return picked, why
-
-        chat_model.blur(on_chat_model, [chat_model, language], [chat_template, chat_status])
-        chat_model.submit(on_chat_model, [chat_model, language], [chat_template, chat_status])
+        chat_model.blur(suggest, [chat_model, language], [chat_template, chat_status])
+        chat_model.submit(suggest, [chat_model, language], [chat_template, chat_status])
 
         async def on_load_model(
             path: str, adapter: str, name: str, engine: str, trusted: bool, lang: str
