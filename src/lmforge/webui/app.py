@@ -76,8 +76,7 @@ def describe_template(name: str, shown: str) -> Any:
 
 def preview_html(values: dict[str, Any]) -> str:
     """The first samples of each chosen dataset, trained text in <mark>, everything escaped."""
-    check_run({**values, "output_dir": values.get("output_dir") or "."})
-    config = build_config(values)
+    config = check_run({**values, "output_dir": values.get("output_dir") or "."}).config
     tokenizer = load_tokenizer(config.model)
     template = preview_template(config, tokenizer)
     parts = []

@@ -47,7 +47,11 @@ def check_exposure(host: str, auth: tuple[str, str] | None) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmforge webui", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="lmforge webui",
+        description="Train, watch, chat and export from a browser. Listens on 127.0.0.1; any other "
+        f"--host needs --auth user:password (or {AUTH_ENV}=user:password).",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument(
