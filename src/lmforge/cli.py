@@ -86,6 +86,11 @@ COMMANDS: tuple[Command, ...] = (
         "List chat templates or render a conversation: `template list`, `template render ...`.",
     ),
     Command(
+        "webui",
+        "lmforge.webui.cli:main",
+        "Train, watch, chat and export from a browser: `webui [--host 127.0.0.1] [--port 7860] [--auth u:p]`.",
+    ),
+    Command(
         "assets",
         "lmforge.assets.cli:main",
         "Fetch the offline test assets (real tokenizers, a small chat model): `assets fetch`, `assets list`.",

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from lmforge.data.preview import preview_template
 from lmforge.errors import ConfigError
 
 USAGE = """\
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> int:
 
     config = load_config(rest)
     tokenizer = _tokenizer(config)
-    template = _template(config, tokenizer)
+    template = preview_template(config, tokenizer)
     if command == "preview":
         preview(config, tokenizer, template, n, sys.stdout)
     else:
@@ -79,87 +80,32 @@ def _tokenizer(config: Any) -> Any:
     return load_tokenizer(config.model)
 
 
-def _template(config: Any, tokenizer: Any) -> Any:
-    if config.finetuning.stage == "pt" and not config.data.template:
-        return None
-    from lmforge.templates import resolve_template
-
-    return resolve_template(config.data.template, tokenizer)
-
-
-def _all_specs(config: Any) -> list[tuple[str, Any]]:
-    from lmforge.data.registry import resolve_datasets
-
-    data = config.data
-    specs = [("train", s) for s in resolve_datasets(data.dataset, data.dataset_dir, data.media_dir)]
-    specs += [("eval", s) for s in resolve_datasets(data.eval_dataset, data.dataset_dir, data.media_dir)]
-    if not specs:
-        raise ConfigError(
-            "config key 'dataset' is required: dataset names from dataset_info.json, or file paths"
-        )
-    return specs
-
-
 # ---------------------------------------------------------------- preview
 
 
 def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> None:
     """Print the first ``n`` samples of every dataset with their trained tokens marked."""
-    from lmforge.data.encode import encode_chunk
-    from lmforge.data.formats import check_columns, detect_format, make_converter
-    from lmforge.data.loader import _hub_kwargs, encode_settings
-    from lmforge.data.readers import read_records
+    from lmforge.data.preview import preview_datasets
 
-    stage = config.finetuning.stage
-    settings = encode_settings(config.data, stage)
     colour = out.isatty()
-    for split, spec in _all_specs(config):
-        records = read_records(spec, **_hub_kwargs(config))
-        spec = detect_format(spec, records.column_names, records.rows(range(1))[0])
-        check_columns(spec, records.column_names)
-        indices = range(min(n, len(records)))
-        chunk = encode_chunk(
-            records.rows(indices),
-            indices,
-            convert=make_converter(spec),
-            template=template,
-            tokenizer=tokenizer,
-            settings=settings,
-            locate=records.locate,
-            dataset=spec.name,
-        )
-        out.write(f"=== {split} dataset '{spec.name}' ({spec.formatting}, {len(records)} records)\n")
-        start = 0
-        for number, length in enumerate(chunk.lengths.tolist()):
-            ids = chunk.ids[start : start + length].tolist()
-            labels = chunk.labels[start : start + length].tolist()
-            start += length
-            trained = sum(1 for label in labels if label != -100)
-            out.write(f"--- sample {number}: {length} tokens, {trained} trained\n")
-            out.write(highlight(tokenizer, ids, labels, colour) + "\n")
-        for reason, count in chunk.dropped.items():
-            out.write(
-                f"--- dropped {count} of the first {len(indices)} records: {reason} "
-                f"(first: {chunk.first_dropped[reason]})\n"
-            )
+    for found in preview_datasets(config, tokenizer, template, n):
+        out.write(f"=== {found.split} dataset '{found.name}' ({found.formatting}, {found.records} records)\n")
+        for number, sample in enumerate(found.samples):
+            out.write(f"--- sample {number}: {len(sample.ids)} tokens, {sample.trained} trained\n")
+            out.write(highlight(tokenizer, sample, colour) + "\n")
+        for line in found.dropped:
+            out.write(f"--- {line}\n")
         out.write("\n")
 
 
-def highlight(tokenizer: Any, ids: list[int], labels: list[int], colour: bool) -> str:
-    """Decode ``ids`` with trained runs marked (ANSI green, or ``[[...]]``)."""
-    pieces = []
-    start = 0
-    while start < len(ids):
-        trained = labels[start] != -100
-        stop = start
-        while stop < len(ids) and (labels[stop] != -100) == trained:
-            stop += 1
-        text = tokenizer.decode(ids[start:stop], skip_special_tokens=False)
-        if trained:
-            text = f"{GREEN}{text}{RESET}" if colour else f"[[{text}]]"
-        pieces.append(text)
-        start = stop
-    return "".join(pieces)
+def highlight(tokenizer: Any, sample: Any, colour: bool) -> str:
+    """Decode a sample with trained runs marked (ANSI green, or ``[[...]]``)."""
+    from lmforge.data.preview import trained_runs
+
+    return "".join(
+        (f"{GREEN}{text}{RESET}" if colour else f"[[{text}]]") if trained else text
+        for text, trained in trained_runs(tokenizer, sample)
+    )
 
 
 # ---------------------------------------------------------------- stats
@@ -170,6 +116,7 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     import pyarrow.compute as pc
 
     from lmforge.data.loader import _hub_kwargs, encode_dataset, encode_settings, training_seed
+    from lmforge.data.preview import dataset_specs
 
     stage = config.finetuning.stage
     settings = encode_settings(config.data, stage)
@@ -182,7 +129,7 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     all_lengths = []
     drops: list[str] = []
     totals = {"records": 0, "samples": 0, "truncated": 0, "dropped": 0, "tokens": 0, "trained": 0}
-    for split, spec in _all_specs(config):
+    for split, spec in dataset_specs(config):
         dataset, report = encode_dataset(
             spec, tokenizer, template, settings, config.data, seed, split, _hub_kwargs(config)
         )

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
-from lmforge.config import load_config
+from lmforge.config import GeneratingArguments, load_config
 from lmforge.conversation import Conversation, Message
 from lmforge.infer.engine import Engine, SamplingOptions
 from lmforge.infer.multimodal import MediaInputError, MediaInputs
@@ -51,6 +52,14 @@ class ChatSession:
         return f"Attached {file.name} ({kind}); it goes with your next message."
 
     async def reply(self, text: str, out: TextIO) -> str:
+        async for delta in self.stream(text):
+            out.write(delta)
+            out.flush()
+        out.write("\n")
+        return self.messages[-1].content or ""
+
+    async def stream(self, text: str) -> AsyncIterator[str]:
+        """Yield the answer to ``text`` as it is generated; it joins the history once complete."""
         placeholders = "".join(f"<{kind}>" for kind, _, _ in self.attached)
         self.messages.append(Message(role="user", content=placeholders + text))
         media = self.media + self.attached
@@ -75,12 +84,9 @@ class ChatSession:
         raw = ""
         async for chunk in self.engine.generate(prompt_ids, options, inputs):
             raw += chunk.text
-            out.write(chunk.text)
-            out.flush()
-        out.write("\n")
+            yield chunk.text
         parsed = self.prompts.parse(raw)
         self.messages.append(Message(role="assistant", content=parsed.content, reasoning=parsed.reasoning))
-        return parsed.content
 
     async def _encode(self, media: list[tuple[str, bytes, str]]) -> tuple[list[int], MediaInputs | None]:
         """Prompt ids for the history, with every medium so far processed and its placeholders expanded."""
@@ -93,16 +99,12 @@ class ChatSession:
         return processing.expand(prompt_ids, inputs), inputs
 
 
-def main(argv: list[str]) -> int:
-    from lmforge.infer.engine import create_engine
-
-    config = load_config(argv)
-    engine = create_engine(config)
-    engine.claim_cpu_threads()
-    prompts = PromptBuilder.from_config(config, engine.tokenizer)
-    gen = config.generating
-    options = SamplingOptions(
-        max_new_tokens=gen.max_new_tokens,
+def chat_options(
+    gen: GeneratingArguments, prompts: PromptBuilder, max_new_tokens: int | None = None
+) -> SamplingOptions:
+    """The config's sampling settings with the template's stops (greedy unless ``do_sample``)."""
+    return SamplingOptions(
+        max_new_tokens=gen.max_new_tokens if max_new_tokens is None else max_new_tokens,
         temperature=gen.temperature if gen.do_sample else 0.0,
         top_p=gen.top_p,
         top_k=gen.top_k,
@@ -111,7 +113,16 @@ def main(argv: list[str]) -> int:
         stop_token_ids=prompts.stop_token_ids(),
         skip_special_tokens=gen.skip_special_tokens,
     )
-    session = ChatSession(engine, prompts, options)
+
+
+def main(argv: list[str]) -> int:
+    from lmforge.infer.engine import create_engine
+
+    config = load_config(argv)
+    engine = create_engine(config)
+    engine.claim_cpu_threads()
+    prompts = PromptBuilder.from_config(config, engine.tokenizer)
+    session = ChatSession(engine, prompts, chat_options(config.generating, prompts))
     with asyncio.Runner() as runner:
         runner.run(engine.start())
         try:

@@ -1,0 +1,125 @@
+"""The first samples of each dataset exactly as the model sees them, with the trained tokens marked.
+
+Shared by ``lmforge data preview`` (terminal) and the web UI's dataset preview: both read the
+records, apply the template and truncation through the training encoder, and split each
+sample into runs of trained and untrained text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lmforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from lmforge.config import Config
+    from lmforge.templates import Template
+
+
+@dataclass
+class PreviewSample:
+    """One encoded sample: its ids and labels (-100: not trained)."""
+
+    ids: list[int]
+    labels: list[int]
+
+    @property
+    def trained(self) -> int:
+        return sum(1 for label in self.labels if label != -100)
+
+
+@dataclass
+class DatasetPreview:
+    """The first samples of one dataset, and why any of those first records were dropped."""
+
+    split: str
+    name: str
+    formatting: str
+    records: int
+    samples: list[PreviewSample] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def preview_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> Template | None:
+    """The template the run applies: none for pre-training without one."""
+    if config.finetuning.stage == "pt" and not config.data.template:
+        return None
+    from lmforge.templates import resolve_template
+
+    return resolve_template(config.data.template, tokenizer)
+
+
+def dataset_specs(config: Config) -> list[tuple[str, Any]]:
+    """(split, spec) for every train and eval dataset the config names."""
+    from lmforge.data.registry import resolve_datasets
+
+    data = config.data
+    specs = [("train", s) for s in resolve_datasets(data.dataset, data.dataset_dir, data.media_dir)]
+    specs += [("eval", s) for s in resolve_datasets(data.eval_dataset, data.dataset_dir, data.media_dir)]
+    if not specs:
+        raise ConfigError(
+            "config key 'dataset' is required: dataset names from dataset_info.json, or file paths"
+        )
+    return specs
+
+
+def preview_datasets(
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: Template | None, n: int
+) -> list[DatasetPreview]:
+    """Encode the first ``n`` records of every dataset the way training does."""
+    from lmforge.data.encode import encode_chunk
+    from lmforge.data.formats import check_columns, detect_format, make_converter
+    from lmforge.data.loader import _hub_kwargs, encode_settings
+    from lmforge.data.readers import read_records
+
+    settings = encode_settings(config.data, config.finetuning.stage)
+    previews = []
+    for split, spec in dataset_specs(config):
+        records = read_records(spec, **_hub_kwargs(config))
+        spec = detect_format(spec, records.column_names, records.rows(range(1))[0])
+        check_columns(spec, records.column_names)
+        indices = range(min(n, len(records)))
+        chunk = encode_chunk(
+            records.rows(indices),
+            indices,
+            convert=make_converter(spec),
+            template=template,
+            tokenizer=tokenizer,
+            settings=settings,
+            locate=records.locate,
+            dataset=spec.name,
+        )
+        preview = DatasetPreview(split, spec.name, spec.formatting, len(records))
+        start = 0
+        for length in chunk.lengths.tolist():
+            preview.samples.append(
+                PreviewSample(
+                    chunk.ids[start : start + length].tolist(), chunk.labels[start : start + length].tolist()
+                )
+            )
+            start += length
+        for reason, count in chunk.dropped.items():
+            preview.dropped.append(
+                f"dropped {count} of the first {len(indices)} records: {reason} "
+                f"(first: {chunk.first_dropped[reason]})"
+            )
+        previews.append(preview)
+    return previews
+
+
+def trained_runs(tokenizer: PreTrainedTokenizerBase, sample: PreviewSample) -> list[tuple[str, bool]]:
+    """The sample decoded as consecutive (text, trained) runs."""
+    ids, labels = sample.ids, sample.labels
+    runs = []
+    start = 0
+    while start < len(ids):
+        trained = labels[start] != -100
+        stop = start
+        while stop < len(ids) and (labels[stop] != -100) == trained:
+            stop += 1
+        runs.append((tokenizer.decode(ids[start:stop], skip_special_tokens=False), trained))
+        start = stop
+    return runs
