@@ -89,6 +89,21 @@ def _measured_rate(dtype_name: str, shape: tuple[int, int, int], budget_s: float
             return 2 * m * k * n * runs / elapsed / 1e9
 
 
+@cache
+def module_call_seconds(runs: int = 200) -> float:
+    """Seconds of one small module's forward and backward: the fixed cost every layer pays per
+    step whatever its size (Python, dispatch, autograd), which dominates small models on a CPU."""
+    import torch
+
+    layer = torch.nn.Linear(8, 8)
+    x = torch.randn(4, 8)
+    layer(x).sum().backward()
+    start = time.perf_counter()
+    for _ in range(runs):
+        layer(x).sum().backward()
+    return (time.perf_counter() - start) / runs
+
+
 def memory_bytes() -> tuple[int | None, int | None]:
     """(total, available) system memory in bytes from /proc/meminfo; None where it cannot be read."""
     meminfo = Path("/proc/meminfo")
