@@ -129,6 +129,7 @@ def _losses(model_dir: str, out: Path, **extra: Any) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # emulated bf16 on a CPU without it: minutes even for these short samples
 def test_bf16_losses_stay_within_two_percent_of_fp32_on_smollm2(
     fake_cpu: Any, asset: Any, tmp_path: Path
 ) -> None:
