@@ -35,6 +35,7 @@ OPTIMIZER_STATE_BYTES = {"adamw": 8, "adam": 8, "lion": 4, "sgd": 0, "adafactor"
 # measured on SmolLM2-135M LoRA and the tiny Llama (tests/test_estimate.py): the share of a step's
 # time the matmuls take on a CPU; the rest is norms, activations, attention softmax, the optimizer
 MATMUL_SHARE = 0.6
+STATS_ROWS = 4096  # rows of the dataset the token counts are read from
 MODULES_PER_BLOCK = 14  # seven linear layers, two norms, rotary, attention, activation, two residual adds
 
 
@@ -127,17 +128,21 @@ class Workload:
         batch = int(kwargs.get("per_device_train_batch_size", 8))
         accumulation = int(kwargs.get("gradient_accumulation_steps", 1))
         cutoff = config.data.cutoff_len
-        if dataset is None or "input_ids" not in getattr(dataset, "column_names", ()):
-            lengths, trained = [cutoff], [cutoff / 2]
+        count = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else 0
+        if not count or "input_ids" not in (dataset.column_names or ()):
+            count, lengths, trained = 1, [cutoff], [cutoff / 2]  # streaming: no counts to read
         else:
-            lengths = [len(ids) for ids in dataset["input_ids"]]
-            trained = [sum(1 for t in labels if t != -100) for labels in dataset["labels"]]
+            # an evenly spaced sample of at most STATS_ROWS rows keeps this quick on large datasets
+            sample = dataset.select(range(0, count, max(1, count // STATS_ROWS)))
+            lengths = [len(ids) for ids in sample["input_ids"]]
+            trained = [sum(1 for t in labels if t != -100) for labels in sample["labels"]]
+        scale = count / len(lengths)
         if packing:
-            rows = max(1, -(-sum(lengths) // cutoff))
-            longest, mean, per_row = cutoff, float(cutoff), sum(trained) / rows
+            rows = max(1, int(-(-sum(lengths) * scale // cutoff)))
+            longest, mean, per_row = cutoff, float(cutoff), sum(trained) * scale / rows
         else:
-            rows = len(lengths)
-            longest, mean, per_row = max(lengths), sum(lengths) / rows, sum(trained) / rows
+            rows = count
+            longest, mean, per_row = max(lengths), sum(lengths) / len(lengths), sum(trained) / len(trained)
         per_step = batch * accumulation
         max_steps = int(kwargs.get("max_steps", -1) or -1)
         epochs = float(kwargs.get("num_train_epochs", 3.0))
@@ -253,7 +258,10 @@ def estimate_training(
 
     total, free = _device_memory()
     base = {
-        "runtime and data (measured)": float(_current_rss()),
+        # on a GPU the run's memory is the card's: what torch holds there already (the CPU's RSS is apart)
+        "runtime and data (measured)": float(
+            torch.cuda.memory_reserved() if torch.cuda.is_available() else _current_rss()
+        ),
         f"weights ({'bfloat16' if weight_bytes == 2 else 'float32'})": float(shape.parameters * weight_bytes),
         "trainable parameters (float32)": float(trainable * 4) if lora else 0.0,
         "gradients (float32)": float(trainable * 4),
