@@ -365,22 +365,18 @@ def _rows() -> list[Row]:
             lambda o: _lf_train(o, True),
             train_metrics,
         ),
-        Row(
-            "train_unpacked_bf16",
-            "training, unpacked, bf16: true on both tools (the machine's CPU decides: lmforge trains bf16 only "
-            "where it is native)",
-            "bench/train.py --case smollm2 --bf16 --json / llamafactory-cli train (train_unpacked_bf16.yaml)",
-            lambda o: _lm_train(o, False, bf16=True),
-            lambda o: _lf_train(o, False, bf16=True),
-            train_metrics,
-        ),
-        Row(
-            "train_packed_bf16",
-            "training, packed, bf16: true on both tools",
-            "bench/train.py --case smollm2 --packing --bf16 --json / llamafactory-cli train (train_packed_bf16.yaml)",
-            lambda o: _lm_train(o, True, bf16=True),
-            lambda o: _lf_train(o, True, bf16=True),
-            train_metrics,
+        *(
+            Row(
+                f"train_{kind}_bf16",
+                f"training, {kind}, bf16: true on both tools (lmforge trains bf16 only where the CPU computes it "
+                "natively, fp32 elsewhere)",
+                f"bench/train.py --case smollm2{' --packing' if packed else ''} --bf16 --json / "
+                f"llamafactory-cli train (train_{kind}_bf16.yaml)",
+                lambda o, packed=packed: _lm_train(o, packed, bf16=True),
+                lambda o, packed=packed: _lf_train(o, packed, bf16=True),
+                train_metrics,
+            )
+            for kind, packed in (("unpacked", False), ("packed", True))
         ),
         Row(
             "memory",
