@@ -101,11 +101,18 @@ class ModelShape:
         names = LORA_TARGETS_ALL if "all" in targets else [t for t in targets if t in self.linear_shapes]
         return self.layers * sum(rank * sum(self.linear_shapes[n]) for n in names)
 
-    def activation_elements_per_token(self, lora_modules: int, eager: bool, row: int) -> int:
-        """Elements one decoder block saves for backward, per token (norm in/out, q/k/v, attention
-        output, o_proj input, the MLP's four intermediate tensors, LoRA's low-rank outputs)."""
+    def activation_elements_per_token(self, lora_modules: int, eager: bool, row: int, padded: bool) -> int:
+        """Elements one decoder block keeps for backward, per token, counted tensor by tensor: each
+        RMSNorm its input, normalised and weighted output (3 hidden); q, its rotated half and its
+        rotary output (3 q-sized), the same for k (3 kv-sized) and v; the attention output and its
+        contiguous copy for o_proj (2 hidden); the MLP's gate, up, activation and product
+        (4 intermediate); LoRA's rank-sized outputs. With a padding mask transformers repeats k and v
+        to every head for SDPA (2 q-sized more)."""
+        q = self.heads * self.head_dim
         kv = self.kv_heads * self.head_dim
-        per_token = 8 * self.hidden + 3 * kv + 4 * self.intermediate + 16 * lora_modules
+        per_token = 6 * self.hidden + 3 * q + 2 * q + 4 * kv + 4 * self.intermediate + 16 * lora_modules
+        if padded and kv < q:
+            per_token += 2 * q
         if eager:  # scores and probabilities, [heads, row] per token
             per_token += 2 * self.heads * row
         return per_token
@@ -245,9 +252,9 @@ def estimate_training(
     act_bytes = 2 if dtype in (torch.bfloat16, torch.float16) else 4
     eager = config.model.flash_attn == "disabled"
     tokens = work.batch * work.longest_row
-    per_token = shape.activation_elements_per_token(lora_modules, eager, work.longest_row)
+    per_token = shape.activation_elements_per_token(lora_modules, eager, work.longest_row, padded=not packing)
     one_block = tokens * per_token * act_bytes
-    full_activations = shape.layers * one_block + one_block  # + the backward's transient grads
+    full_activations = shape.layers * one_block + 2 * one_block  # + the backward's gradients of one block
     checkpointed = shape.layers * tokens * shape.hidden * 4 + 2 * one_block
     trained_rows = min(work.batch * work.trained_per_row, tokens) if chunked_loss else tokens
     if chunked_loss:

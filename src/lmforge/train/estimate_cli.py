@@ -19,7 +19,11 @@ def main(argv: list[str]) -> int:
     template = resolve_template(config.data.template, tokenizer)
     data = load_sft_datasets(config, tokenizer, template, config.finetuning.stage)
     estimate = estimate_run(
-        config, data.train, dtype=training_dtype(config, args), packing=packing_enabled(config)
+        config,
+        data.train,
+        dtype=training_dtype(config, args),
+        packing=packing_enabled(config),
+        log_table=False,
     )
     if estimate is None:
         print("lmforge estimate: the model's config.json could not be read (see the log above)")
