@@ -32,8 +32,8 @@ CHUNK_ELEMENTS = 2**25  # lmforge.model.loss: float32 logits per chunk of the ch
 LORA_TARGETS_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # bytes of optimizer state per trainable parameter (fp32 states)
 OPTIMIZER_STATE_BYTES = {"adamw": 8, "adam": 8, "lion": 4, "sgd": 0, "adafactor": 0, "rmsprop": 4}
-# measured on SmolLM2-135M LoRA and the tiny Llama (tests/test_estimate.py): the share of a step's
-# time the matmuls take on a CPU; the rest is norms, activations, attention softmax, the optimizer
+# the share of a step's time the matmuls take (the rest: norms, activations, softmax, the optimizer);
+# an assumption, not yet calibrated: the shared dev machine was too loaded to measure it (bench/RESULTS.md)
 MATMUL_SHARE = 0.6
 STATS_ROWS = 4096  # rows of the dataset the token counts are read from
 MODULES_PER_BLOCK = 14  # seven linear layers, two norms, rotary, attention, activation, two residual adds
