@@ -160,18 +160,23 @@ def lf_preprocess(opts) -> dict:
     return result
 
 
-def _train_args(opts, packing: bool) -> list[str]:
+def _train_args(opts, packing: bool, bf16: bool = False) -> list[str]:
     args = ["train.py", "--case", "smollm2", "--json"]
     if packing:
         args.append("--packing")
+    if bf16:
+        args.append("--bf16")
     if opts.max_steps:
         args += ["--max-steps", str(opts.max_steps)]
     return args
 
 
-def _lm_train(opts, packing: bool) -> dict:
-    r = _lmforge_json_script(_train_args(opts, packing), "bench/train.py", timeout_s=3600)
+def _lm_train(opts, packing: bool, bf16: bool = False) -> dict:
+    r = _lmforge_json_script(_train_args(opts, packing, bf16), "bench/train.py", timeout_s=3600)
     return {
+        "estimated_peak_mib": r.get("estimated_peak_mib"),
+        "estimated_step_seconds": r.get("estimated_step_seconds"),
+        "mfu_pct": 100 * r["mfu"] if r.get("mfu") is not None else None,
         "trained_tokens_per_s": r["trained_tokens_per_second"],
         "wall_s": r["process_wall_s"],
         "train_runtime_s": r["train_runtime_s"],
@@ -182,8 +187,8 @@ def _lm_train(opts, packing: bool) -> dict:
     }
 
 
-def _lf_train(opts, packing: bool) -> dict:
-    r = lf.train(packing=packing, max_steps=opts.max_steps)
+def _lf_train(opts, packing: bool, bf16: bool = False) -> dict:
+    r = lf.train(packing=packing, max_steps=opts.max_steps, bf16=bf16)
     return {
         "trained_tokens_per_s": r["trained_tokens_per_s"],
         "wall_s": r["wall_s"],
@@ -295,6 +300,10 @@ def _rows() -> list[Row]:
         Metric("wall time", "wall_s", "s", False),
         Metric("train loss (mean over the run)", "train_loss", "", False),
         Metric("peak RSS", "peak_rss_mib", "MiB", False),
+        # issue 15: lmforge's own estimate (before loading weights) beside the measured figures above
+        Metric("lmforge's estimate: peak memory", "estimated_peak_mib", "MiB", False),
+        Metric("lmforge's estimate: seconds per step", "estimated_step_seconds", "s", False),
+        Metric("MFU (model FLOPs / measured matmul rate)", "mfu_pct", "%", True),
     ]
     serve_metrics = [
         Metric("p50 latency, 1 client", "p50_latency_s", "s", False),
@@ -356,6 +365,19 @@ def _rows() -> list[Row]:
             lambda o: _lf_train(o, True),
             train_metrics,
         ),
+        *(
+            Row(
+                f"train_{kind}_bf16",
+                f"training, {kind}, bf16: true on both tools (lmforge trains bf16 only where the CPU computes it "
+                "natively, fp32 elsewhere)",
+                f"bench/train.py --case smollm2{' --packing' if packed else ''} --bf16 --json / "
+                f"llamafactory-cli train (train_{kind}_bf16.yaml)",
+                lambda o, packed=packed: _lm_train(o, packed, bf16=True),
+                lambda o, packed=packed: _lf_train(o, packed, bf16=True),
+                train_metrics,
+            )
+            for kind, packed in (("unpacked", False), ("packed", True))
+        ),
         Row(
             "memory",
             "memory: tiny random Qwen2 (151k vocabulary), LoRA, one step of batch 8 x 1024",
@@ -383,7 +405,10 @@ def _rows() -> list[Row]:
     ]
 
 
-ALIASES = {"train": ["train_unpacked", "train_packed"], "serve": ["serve_tiny", "serve_smollm2"]}
+ALIASES = {
+    "train": ["train_unpacked", "train_packed", "train_unpacked_bf16", "train_packed_bf16"],
+    "serve": ["serve_tiny", "serve_smollm2"],
+}
 
 
 # ---------------------------------------------------------------- measuring and storing

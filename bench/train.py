@@ -42,6 +42,7 @@ def run_case(
     max_steps: int | None,
     template: str,
     checkpointing: bool = True,
+    bf16: bool = False,
 ) -> dict[str, Any]:
     from lmforge.config import build_config
     from lmforge.train import PreparedData, run_training
@@ -95,6 +96,8 @@ def run_case(
             data = PreparedData(train=Dataset.from_list(_random_samples(8, 1024, vocab=151_000)))
         if max_steps:
             values["max_steps"] = max_steps
+        if bf16:
+            values["bf16"] = True  # mixed precision where the CPU computes bf16 natively, else fp32
         started = time.perf_counter()
         outcome = run_training(build_config(values), data=data)
         wall = time.perf_counter() - started
@@ -105,7 +108,11 @@ def run_case(
         "case": case,
         "packing": m.get("packing"),
         "chunked_loss": m.get("chunked_loss"),
-        "gradient_checkpointing": checkpointing,
+        "gradient_checkpointing": m.get("gradient_checkpointing", checkpointing),  # auto: the estimate's
+        "bf16": bf16,
+        "estimated_peak_mib": m.get("estimated_peak_mib"),
+        "estimated_step_seconds": m.get("estimated_step_seconds"),
+        "mfu": m.get("mfu"),
         "steps": m.get("global_step"),
         "trained_tokens": m.get("trained_tokens"),
         "trained_samples": m.get("trained_samples"),
@@ -230,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     parser.add_argument("--template", default="chatml", help="chat template for smollm2 (default chatml)")
+    parser.add_argument("--bf16", action="store_true", help="bf16: true (native bf16 CPUs; fp32 elsewhere)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (last line of stdout)")
     parser.add_argument(
         "--write-results", action="store_true", help="run all rows and update bench/RESULTS.md"
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_steps,
         args.template,
         checkpointing=not args.no_gradient_checkpointing,
+        bf16=args.bf16,
     )
     print(json.dumps(row) if args.json else "\n".join(f"{k}: {v}" for k, v in row.items()))
     return 0

@@ -42,12 +42,15 @@ def test_tutorial_config_parses_with_llamafactory_meanings():
     assert kwargs["resume_from_checkpoint"] is None
 
 
-def test_tutorial_training_arguments_build_without_gpu():
+def test_tutorial_training_arguments_build_without_gpu(monkeypatch):
+    from lmforge.config import hardware
+
+    monkeypatch.setattr(hardware, "cpu_features", lambda: {"avx512_bf16": False, "amx_bf16": False})
     args = load_config([str(TUTORIAL)]).training_arguments()
     assert args.learning_rate == pytest.approx(1e-4)
     assert args.gradient_accumulation_steps == 8
     assert args.ddp_timeout == 180000000
-    assert args.bf16 is False  # no GPU here: falls back to fp32 with a warning
+    assert args.bf16 is False  # no GPU, no native bf16 CPU: falls back to fp32 with a warning
 
 
 def test_json_config_and_overrides(tmp_path):
@@ -183,8 +186,9 @@ def test_no_key_is_owned_twice():
 
     ours = set(key_owners())
     theirs = {f.name for f in fields(Seq2SeqTrainingArguments)}
-    # use_cache is LLaMA-Factory's model key; it wins and keeps LLaMA-Factory's meaning
-    assert ours & theirs == {"use_cache"}
+    # use_cache is LLaMA-Factory's model key; it wins and keeps LLaMA-Factory's meaning;
+    # gradient_checkpointing is ours to take `auto` (docs/design.md), true/false as transformers means
+    assert ours & theirs == {"use_cache", "gradient_checkpointing"}
     assert ours | theirs <= all_keys()
 
 

@@ -186,7 +186,7 @@ def preprocess(
 # ---------------------------------------------------------------- (b) training, (c) memory
 
 
-def train_config(*, packing: bool, max_steps: int | None, output_dir: Path) -> dict:
+def train_config(*, packing: bool, max_steps: int | None, output_dir: Path, bf16: bool = False) -> dict:
     """SmolLM2-135M-Instruct, LoRA rank 8 on all linear layers, alpaca_en_demo[:100], batch 4, cutoff 512."""
     config = {
         "model_name_or_path": str(asset_dir(TRAIN_MODEL)),
@@ -216,6 +216,8 @@ def train_config(*, packing: bool, max_steps: int | None, output_dir: Path) -> d
     }
     if max_steps:
         config["max_steps"] = max_steps
+    if bf16:
+        config["bf16"] = True
     return config
 
 
@@ -289,10 +291,12 @@ def _run_train(config: dict, name: str, timeout_s: float) -> tuple[dict, list[di
     return results, log, m.wall_s, m.peak_rss_mib
 
 
-def train(*, packing: bool, max_steps: int | None = None, timeout_s: float = 3600) -> dict:
+def train(
+    *, packing: bool, max_steps: int | None = None, timeout_s: float = 3600, bf16: bool = False
+) -> dict:
     """Trained (label) tokens/s, wall time, final loss and peak RSS of one LLaMA-Factory LoRA run."""
-    name = "train_packed" if packing else "train_unpacked"
-    config = train_config(packing=packing, max_steps=max_steps, output_dir=WORK / f"{name}_output")
+    name = ("train_packed" if packing else "train_unpacked") + ("_bf16" if bf16 else "")
+    config = train_config(packing=packing, max_steps=max_steps, output_dir=WORK / f"{name}_output", bf16=bf16)
     counts = _count_tokens(config, name)
     results, log, wall, rss = _run_train(config, name, timeout_s)
     steps = [row for row in log if "loss" in row and "current_steps" in row]

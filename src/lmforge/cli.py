@@ -53,6 +53,15 @@ COMMANDS: tuple[Command, ...] = (
         True,
     ),
     Command(
+        "estimate",
+        "lmforge.train.estimate_cli:main",
+        "Predict a training run's peak memory and step time before loading any weights.",
+        "Example:\n  lmforge estimate examples/train_lora/tiny_cpu_lora_sft.yaml per_device_train_batch_size=8\n\n"
+        "Reads the model's config.json and the encoded dataset; exits 1 when the run would not fit,\n"
+        "naming the keys that would make it fit.",
+        True,
+    ),
+    Command(
         "api",
         "lmforge.serve.cli:main",
         "Serve a model (base + adapter) over an OpenAI-compatible HTTP API.",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import __version__
+from lmforge.config import hardware
 
 LIBRARIES = (
     "transformers",
@@ -103,6 +104,16 @@ def format_report(report: dict[str, Any]) -> str:
         usable = "GPU usable" if torch_info["cuda_available"] else "no GPU usable"
         bf16 = ", bf16 supported" if torch_info["bf16_supported"] else ""
         rows.append(("torch", f"{torch_info['version']} ({build}{cudnn}; {usable}{bf16})"))
+        cpu_bf16 = torch_info.get("cpu_bf16") or {}
+        if cpu_bf16:
+            rows.append(
+                ("CPU bf16", ("native: " if cpu_bf16["native"] else "not native: ") + cpu_bf16["detail"])
+            )
+        rates = torch_info.get("cpu_matmul_gflops") or {}
+        if rates:
+            rows.append(
+                ("CPU matmul", ", ".join(f"{name} {rate:,.1f} GFLOP/s" for name, rate in rates.items()))
+            )
     else:
         rows.append(("torch", NOT_INSTALLED))
     rows += [(name, version or NOT_INSTALLED) for name, version in report["libraries"].items()]
@@ -127,8 +138,14 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     if transformers_version and _major(transformers_version) < 5:
         out.append(f"transformers {transformers_version} is too old: lmforge needs transformers 5.x")
     if not report["gpus"]:
+        native = (torch_info.get("cpu_bf16") or {}).get("native")
         out.append(
-            "no GPU found: training and serving run on the CPU (fine for small models; bf16 falls back to fp32)"
+            "no GPU found: training and serving run on the CPU (fine for small models; "
+            + (
+                "bf16 runs natively on this CPU)"
+                if native
+                else "bf16 falls back to fp32: the CPU lacks native bf16)"
+            )
         )
     if report["gpus"] and not torch_info["cuda"]:
         out.append("a GPU is present but torch is a CPU-only build: install a CUDA build of torch to use it")
@@ -172,6 +189,8 @@ def _torch_info() -> dict[str, Any]:
         "cuda_available": False,
         "bf16_supported": False,
         "device_count": 0,
+        "cpu_bf16": None,
+        "cpu_matmul_gflops": {},
     }
     try:
         import torch
@@ -187,7 +206,20 @@ def _torch_info() -> dict[str, Any]:
             info["bf16_supported"] = torch.cuda.is_bf16_supported()
     except Exception:
         info["cuda_available"] = False
+    support = hardware.cpu_bf16_support()
+    info["cpu_bf16"] = {"native": support.native, "detail": support.detail}
+    info["cpu_matmul_gflops"] = cpu_matmul_rates()
     return info
+
+
+def cpu_matmul_rates() -> dict[str, float]:
+    """A quick measured matmul rate per dtype (256-wide, about 0.05 s each: a hint, not a benchmark)."""
+    import torch
+
+    return {
+        str(dtype).removeprefix("torch."): round(hardware.matmul_rate(dtype, budget_s=0.05), 1)
+        for dtype in (torch.float32, torch.bfloat16)
+    }
 
 
 def _gpus(torch_info: dict[str, Any]) -> list[dict[str, Any]]:

@@ -43,6 +43,14 @@ class FinetuningArguments:
             "help": "Cross-entropy in chunks, without the full [tokens, vocab] logits, where it is exact."
         },
     )
+    # speed (issue 15): checkpointing only when the estimate says the run needs it
+    gradient_checkpointing: bool | Literal["auto"] = field(
+        default="auto",
+        metadata={
+            "help": "auto (default): on only when the memory estimate says the run would not fit without "
+            "it; true/false force it. LLaMA-Factory turns it on unless disable_gradient_checkpointing."
+        },
+    )
     # output handling that transformers 5 dropped from TrainingArguments
     overwrite_output_dir: bool = False
     logging_dir: str | None = None

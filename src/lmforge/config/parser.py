@@ -71,19 +71,30 @@ class Config:
 
 
 def _fall_back_from_half_precision(kwargs: dict[str, Any]) -> None:
-    """``bf16``/``fp16`` on a machine without a GPU: warn and train in fp32 instead of crashing.
+    """``bf16``/``fp16`` on a machine without a GPU: keep bf16 where the CPU computes it natively,
+    otherwise warn and train in fp32 instead of crashing.
 
     A tutorial config written for a GPU should still run on a laptop; fp32 gives the same
     result, only slower. docs/design.md records this choice.
     """
     import torch
 
+    from lmforge.config.hardware import cpu_bf16_support
+
     if torch.cuda.is_available():
         return
-    for key in ("bf16", "fp16"):
-        if kwargs.get(key):
-            logger.warning("%s: true needs a GPU; none found, so training runs in fp32", key)
-            kwargs[key] = False
+    if kwargs.get("fp16"):
+        logger.warning("fp16: true needs a GPU (CPUs have no fast fp16 training); training runs in fp32")
+        kwargs["fp16"] = False
+    if kwargs.get("bf16"):
+        support = cpu_bf16_support()
+        if support.native:
+            logger.info("bf16: mixed precision on the CPU (%s)", support.detail)
+        else:
+            logger.warning(
+                "bf16: true needs a GPU or a CPU with native bf16; %s: training runs in fp32", support.detail
+            )
+            kwargs["bf16"] = False
 
 
 def parse_cli(argv: list[str]) -> tuple[Path | None, dict[str, str]]:

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lmforge.config import hardware
+from lmforge.config.environment import cpu_threads_pinned
 from lmforge.infer.detokenize import IncrementalText
 from lmforge.infer.engine import (
     Engine,
@@ -40,7 +42,7 @@ from lmforge.infer.engine import (
     default_stop_token_ids,
 )
 from lmforge.infer.multimodal import SECONDS_PER_GRID, MediaInputs, MediaProcessing, media_processing_for
-from lmforge.infer.sampling import TokenSampler
+from lmforge.infer.sampling import TokenSampler, choose_tokens
 
 if TYPE_CHECKING:
     from lmforge.config import Config
@@ -113,9 +115,13 @@ class HuggingFaceEngine(Engine):
         self.requests_cancelled = 0
         self.batches = 0
         self.requests_joined = 0  # requests that started while others were decoding
-        # Prompts are prefilled with every core (a burst of compute the event loop can wait for);
-        # decoding steps keep one core free. Set by claim_cpu_threads; None: leave torch's count.
+        # Set by claim_cpu_threads (the api/chat processes; None: leave torch's count alone):
+        # prompts are prefilled with every core (a burst of compute the event loop can wait for),
+        # decoding steps take the threads `decoding_threads` gives for the rows and the machine's load.
         self.prefill_threads: int | None = None
+        self.cores: int | None = None
+        self._step_flops = 0.0  # FLOPs of one decoding step of one row (2 per weight)
+        self._threads_checked = (-1, 0)  # (rows, step) of the last decision
 
     @classmethod
     def from_config(cls, config: Config) -> HuggingFaceEngine:
@@ -153,11 +159,24 @@ class HuggingFaceEngine(Engine):
             await asyncio.to_thread(self._thread.join, 30)
 
     def claim_cpu_threads(self) -> None:
-        if self.model.device.type == "cpu":
-            before = torch.get_num_threads()
-            leave_a_core_for_the_server()
-            if torch.get_num_threads() < before:
-                self.prefill_threads = before
+        """Let this engine choose torch's CPU threads (unless ``OMP_NUM_THREADS`` is set)."""
+        if self.model.device.type == "cpu" and not cpu_threads_pinned():
+            self.cores = hardware.usable_cores()
+            self.prefill_threads = self.cores
+            self._step_flops = 2 * sum(p.numel() for p in self.model.parameters())
+
+    def _set_decoding_threads(self, rows: int) -> None:
+        """Re-decide the decoding threads when the row count changes, or every 32 steps (the load)."""
+        if self.cores is None:
+            return
+        last_rows, steps = self._threads_checked
+        if rows == last_rows and steps < 32:
+            self._threads_checked = (rows, steps + 1)
+            return
+        self._threads_checked = (rows, 0)
+        threads = decoding_threads(self.cores, rows, _others_load(), self._step_flops * rows)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
@@ -310,6 +329,7 @@ class HuggingFaceEngine(Engine):
                 pending = []
             if not active or cache is None or attention is None:
                 return
+            self._set_decoding_threads(len(active))
             attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
             positions = attention.sum(-1, keepdim=True) - 1
             if any(row.delta for row in active):
@@ -414,11 +434,9 @@ class HuggingFaceEngine(Engine):
 
     def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
         """Each row's next token from its own sampler; rows whose client left are finished."""
-        chosen = []
-        for i, row in enumerate(rows):
-            token = row.sampler.choose(logits[i], torch.tensor([row.ids]))
+        chosen = choose_tokens([row.sampler for row in rows], logits, lambda i: torch.tensor([rows[i].ids]))
+        for row, token in zip(rows, chosen, strict=True):
             self._advance(row, token)
-            chosen.append(token)
             if row.request.cancelled and not row.finished:
                 row.finished = True
         self.tokens_generated += len(rows)
@@ -451,28 +469,32 @@ class HuggingFaceEngine(Engine):
                 del live[id(request)]
 
 
-def leave_a_core_for_the_server() -> None:
-    """Decode with one CPU thread fewer than the machine has, unless ``OMP_NUM_THREADS`` says otherwise.
+# below this many FLOPs a decoding step is too short for a second thread to pay for its wake-up
+MIN_FLOPS_PER_THREAD = 20e6
 
-    Called by the ``lmforge api`` / ``lmforge chat`` processes (torch's thread count is
-    process-wide, so library users keep theirs).
 
-    The event loop (HTTP, tokenizing, detokenizing) needs a core too; when torch spins on
-    every core, each small decoding step waits for it. On 2 shared cores, 1 thread decoded
-    3-8x faster than 2 (bench/serve.py; vLLM's CPU backend makes the same choice). Prompt
-    prefills, heavy and brief, still use every core (see ``HuggingFaceEngine.prefill_threads``).
+def decoding_threads(cores: int, rows: int, others_load: float, step_flops: float) -> int:
+    """CPU threads for one decoding step, by machine and load.
+
+    A request alone may use every core: the event loop only streams its tokens. Several rows
+    stream several responses, so one core stays with the server. Cores other processes keep
+    busy (the load average beyond our own threads) are left to them: a thread that waits for a
+    descheduled sibling at every step is slower than no thread. A step too small to split
+    (a tiny model, few rows) runs on one thread.
     """
-    from lmforge.config.environment import cpu_threads_pinned
+    wanted = cores if rows <= 1 else cores - 1
+    free = cores - int(others_load + 0.5)
+    by_size = int(step_flops // MIN_FLOPS_PER_THREAD)
+    return max(1, min(wanted, free, by_size))
 
-    if cpu_threads_pinned():
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores - 1)
-    if torch.get_num_threads() > threads:
-        torch.set_num_threads(threads)
-        logger.info(
-            "decoding with %d CPU threads (one core left for the server; OMP_NUM_THREADS overrides)", threads
-        )
+
+def _others_load() -> float:
+    """The 1-minute load average beyond this process's own torch threads."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 0.0
+    return max(0.0, load - torch.get_num_threads())
 
 
 @contextlib.contextmanager

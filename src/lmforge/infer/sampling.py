@@ -1,12 +1,16 @@
-"""Choose the next token for one sequence, with that sequence's own sampling settings.
+"""Choose the next token of each sequence, with that sequence's own sampling settings.
 
 Requests batched together may ask for different temperatures, top-p, top-k, penalties and
-seeds, so selection runs per row, using transformers' logits processors for the maths.
+seeds. The common case, greedy decoding without penalties, is one ``argmax`` over the whole
+batch (:func:`choose_tokens`); rows that sample (their own seeded generator) or carry
+penalties (their own history) run per row, using transformers' logits processors for the maths,
+and only penalised rows ever need their token history as a tensor.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,6 +24,9 @@ from transformers.generation.logits_process import (
 
 if TYPE_CHECKING:
     from lmforge.infer.engine import SamplingOptions
+
+
+_NO_HISTORY = torch.zeros((1, 0), dtype=torch.long)
 
 
 class TokenSampler:
@@ -47,9 +54,19 @@ class TokenSampler:
                 )  # any int: torch takes 0..2**64-1
             else:
                 self.generator.seed()
+        # penalties look at the tokens so far; without them ``choose`` needs no history
+        self.needs_history = bool(
+            options.repetition_penalty != 1.0 or self.presence_penalty or self.frequency_penalty
+        )
+        self.plain_greedy = self.greedy and not self.needs_history
 
-    def choose(self, logits: torch.Tensor, ids_so_far: torch.Tensor) -> int:
-        """``logits``: ``[vocab]`` for the next position; ``ids_so_far``: ``[1, length]`` prompt + output."""
+    def choose(self, logits: torch.Tensor, ids_so_far: torch.Tensor | None = None) -> int:
+        """``logits``: ``[vocab]`` for the next position; ``ids_so_far``: ``[1, length]`` prompt + output
+        (needed only when :attr:`needs_history`; the warpers ignore it)."""
+        if ids_so_far is None:
+            if self.needs_history:
+                raise ValueError("this sampler applies penalties: pass the ids so far")
+            ids_so_far = _NO_HISTORY
         scores = logits.float().unsqueeze(0)
         if self.presence_penalty or self.frequency_penalty:
             scores = self._penalise_output(scores, ids_so_far)
@@ -72,3 +89,22 @@ class TokenSampler:
         return (
             scores - counts * self.frequency_penalty - (counts > 0).to(scores.dtype) * self.presence_penalty
         )
+
+
+def choose_tokens(
+    samplers: Sequence[TokenSampler], logits: torch.Tensor, history: Callable[[int], torch.Tensor]
+) -> list[int]:
+    """The next token of every row of ``logits`` (``[rows, vocab]``): the plain greedy rows by one
+    batched argmax, the others by their own sampler; ``history(i)`` builds row i's ids (``[1, length]``)
+    and is called only for rows with penalties."""
+    chosen = [0] * len(samplers)
+    greedy = [i for i, sampler in enumerate(samplers) if sampler.plain_greedy]
+    if greedy:
+        rows = logits if len(greedy) == len(samplers) else logits[greedy]
+        best = torch.nan_to_num(rows.float(), nan=-math.inf).argmax(-1).tolist()
+        for i, token in zip(greedy, best, strict=True):
+            chosen[i] = token
+    for i, sampler in enumerate(samplers):
+        if not sampler.plain_greedy:
+            chosen[i] = sampler.choose(logits[i], history(i) if sampler.needs_history else None)
+    return chosen

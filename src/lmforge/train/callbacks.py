@@ -1,7 +1,7 @@
 """What a training run shows and records while it runs, and how it stops on a signal.
 
 - ``Throughput`` counts trained tokens (labels the loss is computed on) and samples.
-- ``ProgressBar`` replaces transformers' bar: loss, learning rate, tokens/s and the ETA.
+- ``ProgressBar`` replaces transformers' bar: loss, learning rate, tokens/s, MFU and the ETA.
 - ``JsonlLog`` appends every log record to ``trainer_log.jsonl`` (the file tools plot from).
 - ``SignalStop`` turns SIGINT/SIGTERM into "save a checkpoint after this step, then stop".
 """
@@ -34,11 +34,20 @@ class Throughput:
     samples: int = 0
     started: float = field(default_factory=time.perf_counter)
     world_size: int = 1
+    flops_per_token: float = 0.0  # model FLOPs per trained token, from the estimate (0: unknown)
+    peak_flops: float = 0.0  # the measured matmul rate of the training dtype, FLOP/s per process
 
     def tokens_per_second(self) -> float:
         """Across all processes (each sees about the same share)."""
         elapsed = time.perf_counter() - self.started
         return self.tokens * self.world_size / elapsed if elapsed > 0 else 0.0
+
+    def mfu(self, tokens_per_second: float | None = None) -> float | None:
+        """Model FLOPs utilisation: the model's FLOPs done per second over the matmul peak (0..1)."""
+        if not self.flops_per_token or not self.peak_flops:
+            return None
+        rate = self.tokens_per_second() if tokens_per_second is None else tokens_per_second
+        return rate * self.flops_per_token / (self.peak_flops * self.world_size)
 
 
 class ProgressBar(TrainerCallback):
@@ -81,6 +90,9 @@ class ProgressBar(TrainerCallback):
         if "learning_rate" in logs:
             postfix["lr"] = f"{logs['learning_rate']:.2e}"
         postfix["tok/s"] = f"{self.throughput.tokens_per_second():.0f}"
+        mfu = self.throughput.mfu()
+        if mfu is not None:
+            postfix["MFU"] = f"{100 * mfu:.1f}%"
         self.bar.set_postfix(postfix, refresh=True)
         if "eval_loss" in logs:
             self.bar.write(f"step {state.global_step}: eval_loss {logs['eval_loss']:.4f}")
@@ -130,6 +142,9 @@ class JsonlLog(TrainerCallback):
             "trained_tokens": self.throughput.tokens * self.throughput.world_size,
             "tokens_per_second": round(self.throughput.tokens_per_second(), 2),
         }
+        mfu = self.throughput.mfu()
+        if mfu is not None:
+            record["mfu"] = round(mfu, 4)
         record.update({k: _plain(v) for k, v in logs.items()})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:

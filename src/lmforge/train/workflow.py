@@ -23,6 +23,7 @@ from lmforge.data.collator import TrainingCollator
 from lmforge.data.packing import pack_dataset
 from lmforge.errors import ConfigError
 from lmforge.train.callbacks import JsonlLog, ProgressBar, SignalStop, Throughput
+from lmforge.train.estimate import estimate_run, use_checkpointing
 from lmforge.train.outputs import move_contents, plot_losses, resolve_resume, write_json
 
 if TYPE_CHECKING:
@@ -80,8 +81,10 @@ def run_training(
 
     from transformers import set_seed
 
+    dtype = training_dtype(config, args)
+    estimate = estimate_run(config, train_set, dtype=dtype, packing=packing_enabled(config))  # no weights yet
     set_seed(args.seed)  # adapter initialisation is random: same seed, same run
-    model, chunked = _load_model(config, args)
+    model, chunked = _load_model(config, args, use_checkpointing(config, estimate))
     collator = TrainingCollator(
         media=media,
         pad_token_id=tokenizer.pad_token_id,
@@ -92,6 +95,9 @@ def run_training(
     from lmforge.train.trainer import LmforgeTrainer
 
     throughput = Throughput()
+    if estimate is not None:  # MFU in the progress bar, the log and all_results.json
+        throughput.flops_per_token = estimate.flops_per_trained_token
+        throughput.peak_flops = estimate.matmul_gflops * 1e9
     stopper = SignalStop()
     trainer = LmforgeTrainer(
         model=model,
@@ -130,8 +136,12 @@ def run_training(
         global_step=result.global_step,
         packing=packing_enabled(config),
         chunked_loss=chunked,
+        gradient_checkpointing=bool(args.gradient_checkpointing),
         **peak_memory(),
     )
+    if estimate is not None:
+        mfu = throughput.mfu(metrics["trained_tokens_per_second"] or 0.0)
+        metrics.update(estimate.metrics(), mfu=round(mfu, 4) if mfu is not None else None)
     if eval_set is not None and args.do_eval:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     _save_outputs(trainer, config, output_dir, metrics)
@@ -291,7 +301,9 @@ def _arrange(
     return sets[0], sets[1]
 
 
-def _load_model(config: Config, args: Seq2SeqTrainingArguments) -> tuple[torch.nn.Module, bool]:
+def _load_model(
+    config: Config, args: Seq2SeqTrainingArguments, checkpointing: bool
+) -> tuple[torch.nn.Module, bool]:
     from lmforge.model.adapter import prepare_trainable
     from lmforge.model.loader import load_model
     from lmforge.model.loss import enable_chunked_loss
@@ -300,11 +312,10 @@ def _load_model(config: Config, args: Seq2SeqTrainingArguments) -> tuple[torch.n
     model.config.use_cache = (
         False  # a cache in training turns off the packed-sequence masks, and wastes memory
     )
-    if "gradient_checkpointing" not in config.training_kwargs:
-        # LLaMA-Factory's default: checkpointing on unless disable_gradient_checkpointing
-        args.gradient_checkpointing = not config.model.disable_gradient_checkpointing and bool(
-            getattr(model, "supports_gradient_checkpointing", False)
-        )
+    # `checkpointing` is the estimate's answer to gradient_checkpointing (auto unless set)
+    args.gradient_checkpointing = checkpointing and bool(
+        getattr(model, "supports_gradient_checkpointing", False)
+    )
     if args.gradient_checkpointing and not args.gradient_checkpointing_kwargs:
         args.gradient_checkpointing_kwargs = {"use_reentrant": config.model.use_reentrant_gc}
     model = prepare_trainable(
