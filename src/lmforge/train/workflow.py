@@ -201,6 +201,8 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
     if "train_sampling_strategy" not in config.training_kwargs:
         if config.finetuning.disable_shuffling:
             args.train_sampling_strategy = "sequential"
+        elif config.finetuning.stage == "kto":
+            args.train_sampling_strategy = "random"  # length groups would split desirable from undesirable
         elif not packing_enabled(config):
             args.train_sampling_strategy = "group_by_length"  # little padding without packing
     if "dataloader_pin_memory" not in config.training_kwargs and not torch.cuda.is_available():
