@@ -105,6 +105,10 @@ def _all_specs(config: Any) -> list[tuple[str, Any]]:
 
 def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> None:
     """Print the first ``n`` samples of every dataset with their trained tokens marked."""
+    if config.finetuning.stage in ("dpo", "rm", "kto"):  # pairs: the prompt, then each answer
+        from lmforge.data.preference_view import preview_preference
+
+        return preview_preference(config, tokenizer, template, n, out)
     from lmforge.data.encode import encode_chunk
     from lmforge.data.formats import check_columns, detect_format, make_converter
     from lmforge.data.loader import _hub_kwargs, encode_settings
@@ -167,6 +171,10 @@ def highlight(tokenizer: Any, ids: list[int], labels: list[int], colour: bool) -
 
 def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     """Encode every dataset (cached) and print its numbers."""
+    if config.finetuning.stage in ("dpo", "rm", "kto"):  # pairs: prompt and answer lengths
+        from lmforge.data.preference_view import stats_preference
+
+        return stats_preference(config, tokenizer, template, out)
     import pyarrow.compute as pc
 
     from lmforge.data.loader import _hub_kwargs, encode_dataset, encode_settings, training_seed

@@ -10,7 +10,7 @@ and the prompt ids plus each answer's ids are exactly the encoding of that conve
 Labels train the answer (and its end-of-turn token); the prompt, earlier replies included,
 is -100 unless ``train_on_prompt``. Truncation keeps the prompt plus the longer answer within
 ``cutoff_len`` (see :func:`~lmforge.data.truncation.fit_preference`): the prompt loses its start
-(a BOS stays), never its assistant header, and answers are cut only when the prompt cannot
+(a BOS that opens it stays), never its assistant header, and answers are cut only when the prompt cannot
 give more. Records and pairs that cannot be used are dropped and counted, as for SFT.
 """
 
@@ -247,7 +247,11 @@ class _Sample:
     def cut(self, cutoff: int, bos: int | None, media: MediaProcessing | None) -> str | None:
         """Fit into ``cutoff`` tokens; the reason it cannot be, or None."""
         length = self.prompt_length
-        keep_bos = int(bos is not None and length > self.header and self.ids[0][0] == bos)
+        # A BOS that opens the sequence stays (a chat-turn token that doubles as BOS, as in ChatML, does not).
+        first = self.ids[0]
+        keep_bos = int(
+            bos is not None and length > self.header and first[0] == bos and bos not in first[1:length]
+        )
         answer = self.length - length
         fitted = fit_preference(length, answer, self.header + keep_bos, cutoff)
         if fitted is None:
