@@ -412,3 +412,52 @@ def test_stats_report_prompt_and_answer_lengths(qwen, data_dir: Path) -> None:
     assert int(rows["rejected"][3]) == no + 2  # the longest rejected answer, with <|im_end|> and its newline
     assert set(rows) == {"prompt", "chosen", "rejected"}
     assert "pairs_alpaca: 1 no chosen or rejected reply" in out.getvalue()
+
+
+# ---------------------------------------------------------------- media
+
+
+def test_image_pairs_expand_like_sft_and_keep_their_media(tiny_model, tmp_path: Path, monkeypatch) -> None:
+    """A ranking set with images (tiny Qwen2-VL): the chosen side is exactly SFT's sample of the record."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from lmforge.infer.multimodal import media_processing_for
+    from lmforge.templates import get_template
+    from test_infer_multimodal import png  # tests/ is on sys.path
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "red.png").write_bytes(png((220, 30, 30), (90, 60)))
+    rows = [
+        {
+            "conversations": [{"from": "human", "value": "<image>What colour is this?"}],
+            "chosen": {"from": "gpt", "value": "Red."},
+            "rejected": {"from": "gpt", "value": "It is green."},
+            "images": ["pics/red.png"],
+        }
+    ]
+    (tmp_path / "pairs.json").write_text(json.dumps(rows), encoding="utf-8")
+    columns = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "images": "images"}
+    info = {
+        "pic_pairs": {
+            "file_name": "pairs.json",
+            "ranking": True,
+            "formatting": "sharegpt",
+            "columns": columns,
+        }
+    }
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    model = tiny_model("qwen2_vl")
+    config = build_config({"template": "qwen2_vl", "dataset": "pic_pairs", "dataset_dir": str(tmp_path)})
+    tokenizer, template = AutoTokenizer.from_pretrained(model), get_template("qwen2_vl")
+    media = media_processing_for(AutoConfig.from_pretrained(model), model, config.model)
+    pairs = load_sft_datasets(config, tokenizer, template, "dpo", media=media).train
+    sft = load_sft_datasets(config, tokenizer, template, "sft", media=media).train
+    row = pairs[0]
+    assert row["media"] == sft[0]["media"] == [f"image:{tmp_path / 'pics' / 'red.png'}"]
+    assert row["chosen_input_ids"] == sft[0]["input_ids"]
+    n = row["prompt_length"]
+    pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert row["chosen_input_ids"][:n] == row["rejected_input_ids"][:n]
+    assert row["chosen_input_ids"][:n].count(pad) > 1  # expanded to the processor's count
+    assert trained(tokenizer, row["rejected_input_ids"], row["rejected_labels"]) == "It is green.<|im_end|>"
