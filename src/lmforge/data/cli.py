@@ -105,24 +105,26 @@ def _all_specs(config: Any) -> list[tuple[str, Any]]:
 
 def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> None:
     """Print the first ``n`` samples of every dataset with their trained tokens marked."""
-    if config.finetuning.stage in ("dpo", "rm", "kto"):  # pairs: the prompt, then each answer
-        from lmforge.data.preference_view import preview_preference
-
-        return preview_preference(config, tokenizer, template, n, out)
     from lmforge.data.encode import encode_chunk
     from lmforge.data.formats import check_columns, detect_format, make_converter
     from lmforge.data.loader import _hub_kwargs, encode_settings
+    from lmforge.data.preference import PREFERENCE_STAGES, check_preference_spec, encode_preference_chunk
+    from lmforge.data.preference_view import write_pairs
     from lmforge.data.readers import read_records
 
     stage = config.finetuning.stage
     settings = encode_settings(config.data, stage)
+    pairs = stage in PREFERENCE_STAGES  # the prompt once, then each answer (a PreferenceChunk has no flat rows)
+    encode = encode_preference_chunk if pairs else encode_chunk
     colour = out.isatty()
     for split, spec in _all_specs(config):
         records = read_records(spec, **_hub_kwargs(config))
         spec = detect_format(spec, records.column_names, records.rows(range(1))[0])
         check_columns(spec, records.column_names)
+        if pairs:
+            check_preference_spec(spec, stage)
         indices = range(min(n, len(records)))
-        chunk = encode_chunk(
+        chunk = encode(
             records.rows(indices),
             indices,
             convert=make_converter(spec),
@@ -133,6 +135,8 @@ def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> 
             dataset=spec.name,
         )
         out.write(f"=== {split} dataset '{spec.name}' ({spec.formatting}, {len(records)} records)\n")
+        if pairs:
+            write_pairs(chunk, stage, tokenizer, colour, out)
         start = 0
         for number, length in enumerate(chunk.lengths.tolist()):
             ids = chunk.ids[start : start + length].tolist()

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lmforge.conversation import Conversation
 from lmforge.data.checks import kto_views, pair_views
 from lmforge.data.encode import ChunkOutput, EncodeSettings, _drop
@@ -84,9 +86,9 @@ def check_preference_settings(data_args: Any, stage: str) -> None:
 class PreferenceChunk(ChunkOutput):
     """One chunk's preference rows, column by column, and what was dropped on the way."""
 
-    ids: Any = None
-    labels: Any = None
-    lengths: Any = None
+    ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))  # no flat SFT rows
+    labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    lengths: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     columns: dict[str, list[Any]] = field(default_factory=dict)
     desirable: int = 0
 

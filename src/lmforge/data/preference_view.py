@@ -12,10 +12,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from lmforge.data.cli import _all_specs, _share, highlight
-from lmforge.data.formats import check_columns, detect_format, make_converter
 from lmforge.data.loader import _hub_kwargs, encode_dataset, encode_settings, training_seed
-from lmforge.data.preference import PAIRWISE_STAGES, check_preference_spec, encode_preference_chunk
-from lmforge.data.readers import read_records
+from lmforge.data.preference import PAIRWISE_STAGES, PreferenceChunk
 from lmforge.data.truncation import IGNORE_INDEX
 
 
@@ -26,59 +24,29 @@ def _answers(stage: str) -> list[tuple[str, str]]:
     )
 
 
-def preview_preference(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> None:
-    """The first ``n`` records of every dataset as pairs (or KTO samples) with trained tokens marked."""
-    stage = config.finetuning.stage
-    settings = encode_settings(config.data, stage)
-    colour = out.isatty()
-    for split, spec in _all_specs(config):
-        records = read_records(spec, **_hub_kwargs(config))
-        spec = detect_format(spec, records.column_names, records.rows(range(1))[0])
-        check_columns(spec, records.column_names)
-        check_preference_spec(spec, stage)
-        indices = range(min(n, len(records)))
-        chunk = encode_preference_chunk(
-            records.rows(indices),
-            indices,
-            convert=make_converter(spec),
-            template=template,
-            tokenizer=tokenizer,
-            settings=settings,
-            locate=records.locate,
-            dataset=spec.name,
-        )
+def write_pairs(chunk: PreferenceChunk, stage: str, tokenizer: Any, colour: bool, out: TextIO) -> None:
+    """Each row of ``chunk``: its prompt once, then each answer, trained tokens marked."""
+    columns = chunk.columns
+    kind = "pair" if stage in PAIRWISE_STAGES else "sample"
+    for number, prompt_length in enumerate(columns["prompt_length"]):
+        tag = ""
+        if "kto_tag" in columns:
+            tag = " (desirable)" if columns["kto_tag"][number] else " (undesirable)"
+        sides = []
+        for name, prefix in _answers(stage):
+            ids, labels = columns[f"{prefix}input_ids"][number], columns[f"{prefix}labels"][number]
+            trained = sum(1 for label in labels if label != IGNORE_INDEX)
+            sides.append((name, ids, labels, f"{name} {len(ids) - prompt_length} tokens ({trained} trained)"))
         out.write(
-            f"=== {split} dataset '{spec.name}' ({spec.formatting}, {len(records)} records, stage {stage})\n"
+            f"--- {kind} {number}{tag}: prompt {prompt_length} tokens, {', '.join(s[3] for s in sides)}\n"
         )
-        columns = chunk.columns
-        for number, prompt_length in enumerate(columns["prompt_length"]):
-            kind = "pair" if stage in PAIRWISE_STAGES else "sample"
-            tag = ""
-            if "kto_tag" in columns:
-                tag = " (desirable)" if columns["kto_tag"][number] else " (undesirable)"
-            sides = []
-            for name, prefix in _answers(stage):
-                ids, labels = columns[f"{prefix}input_ids"][number], columns[f"{prefix}labels"][number]
-                trained = sum(1 for label in labels if label != IGNORE_INDEX)
-                sides.append(
-                    (name, ids, labels, f"{name} {len(ids) - prompt_length} tokens ({trained} trained)")
-                )
-            out.write(
-                f"--- {kind} {number}{tag}: prompt {prompt_length} tokens, {', '.join(s[3] for s in sides)}\n"
-            )
-            first_ids, first_labels = sides[0][1], sides[0][2]
-            out.write(
-                highlight(tokenizer, first_ids[:prompt_length], first_labels[:prompt_length], colour) + "\n"
-            )
-            for name, ids, labels, _ in sides:
-                out.write(f">>> {name}:\n")
-                out.write(highlight(tokenizer, ids[prompt_length:], labels[prompt_length:], colour) + "\n")
-        for reason, count in chunk.dropped.items():
-            out.write(
-                f"--- dropped {count} of the first {len(indices)} records: {reason} "
-                f"(first: {chunk.first_dropped[reason]})\n"
-            )
-        out.write("\n")
+        first_ids, first_labels = sides[0][1], sides[0][2]
+        out.write(
+            highlight(tokenizer, first_ids[:prompt_length], first_labels[:prompt_length], colour) + "\n"
+        )
+        for name, ids, labels, _ in sides:
+            out.write(f">>> {name}:\n")
+            out.write(highlight(tokenizer, ids[prompt_length:], labels[prompt_length:], colour) + "\n")
 
 
 def stats_preference(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:

@@ -63,7 +63,9 @@ def split_text(ids: list[int], cutoff_len: int) -> list[list[int]]:
     return [w for w in windows if len(w) > 1]
 
 
-def fit_preference(prompt_len: int, answer_len: int, protected: int, cutoff_len: int) -> tuple[int, int] | None:
+def fit_preference(
+    prompt_len: int, answer_len: int, protected: int, cutoff_len: int
+) -> tuple[int, int] | None:
     """Preference samples: ``(prompt tokens kept, answer tokens kept)`` so both fit ``cutoff_len``.
 
     ``answer_len`` is the longer answer's length: the prompt plus that answer must fit, so the
