@@ -85,7 +85,9 @@ def load_sft_datasets(
     data = config.data
     settings = encode_settings(data, stage)
     if stage != "pt" and template is None:
-        raise ConfigError("config key 'template' is required for SFT (`lmforge template list` shows them)")
+        raise ConfigError(
+            f"config key 'template' is required for stage {stage} (`lmforge template list` shows them)"
+        )
     if stage in PREFERENCE_STAGES:
         check_preference_settings(data, stage)
     if data.tokenized_path and _is_saved_bundle(Path(data.tokenized_path)):

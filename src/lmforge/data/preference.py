@@ -16,6 +16,7 @@ give more. Records and pairs that cannot be used are dropped and counted, as for
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from lmforge.infer.multimodal import MediaProcessing
     from lmforge.templates import Template
 
+logger = logging.getLogger(__name__)
+
 PAIRWISE_STAGES = ("dpo", "rm")
 PREFERENCE_STAGES = (*PAIRWISE_STAGES, "kto")
 PAIR_COLUMNS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
@@ -54,6 +57,8 @@ def check_preference_spec(spec: DatasetSpec, stage: str) -> None:
     if stage not in PAIRWISE_STAGES:
         if spec.ranking and not (spec.columns.chosen and spec.columns.rejected):
             raise _no_reply_columns(spec)
+        if not spec.ranking and not spec.columns.kto_tag:
+            logger.warning("%s names no kto_tag column: every sample is desirable", spec.describe())
         return
     if not spec.ranking:
         raise ConfigError(
