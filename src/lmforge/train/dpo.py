@@ -17,10 +17,12 @@ import torch
 
 from lmforge.config import Config
 from lmforge.data.collator import TrainingCollator
+from lmforge.data.media import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference import (
     PreferenceTrainer,
     loss_settings,
+    model_inputs,
     precompute_reference,
     reference_log_probs,
 )
@@ -45,9 +47,10 @@ def prepare(
     model: nn.Module,
     train: Dataset,
     eval_set: Dataset | None,
+    media: Any = None,
 ) -> StageParts:
     loss = PAIR_LOSSES[config.finetuning.pref_loss]
-    collator = PairwiseCollator(pad_token_id=tokenizer.pad_token_id)
+    collator = PairwiseCollator(pad_token_id=tokenizer.pad_token_id, media=media)
     reference = build_reference(config, model, model.dtype) if loss.uses_reference else None
     if reference is not None and config.finetuning.precompute_ref_log_probs:
 
@@ -87,18 +90,21 @@ class PairwiseCollator:
     ([[5, 6, 7], [5, 8, 0]], [[-100, 6, 7], [-100, 8, -100]])
 
     Precomputed reference log-probabilities (``ref_chosen_logps``/``ref_rejected_logps``)
-    become ``ref_logps`` in the same order.
+    become ``ref_logps`` in the same order. A multimodal model's pairs keep their media: both
+    rows of a pair carry the prompt's pictures (``media`` is the model's MediaProcessing).
     """
 
     pad_token_id: int
+    media: Any = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows = [
             {"input_ids": f[f"{side}_input_ids"], "labels": f[f"{side}_labels"]}
+            | ({MEDIA_COLUMN: f[MEDIA_COLUMN]} if MEDIA_COLUMN in f else {})
             for side in ("chosen", "rejected")
             for f in features
         ]
-        batch = TrainingCollator(pad_token_id=self.pad_token_id)(rows)
+        batch = TrainingCollator(pad_token_id=self.pad_token_id, media=self.media)(rows)
         if REF_COLUMNS[0] in features[0]:
             batch["ref_logps"] = torch.tensor(
                 [f[column] for column in REF_COLUMNS for f in features], dtype=torch.float32
@@ -119,9 +125,7 @@ class DPOTrainer(PreferenceTrainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         policy = self.accelerator.unwrap_model(model)
-        logps, tokens = sequence_log_probs(
-            policy, inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
-        )
+        logps, tokens = sequence_log_probs(policy, **model_inputs(inputs))
         scores = logps
         if self.pair_loss.uses_reference:
             ref_logps = inputs.get("ref_logps")

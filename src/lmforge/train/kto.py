@@ -24,6 +24,7 @@ from lmforge.train.preference import (
     loss_settings,
     precompute_reference,
     reference_log_probs,
+    refuse_media,
 )
 from lmforge.train.preference_losses import kto_loss, sft_term
 from lmforge.train.reference import Reference, build_reference
@@ -44,7 +45,9 @@ def prepare(
     model: nn.Module,
     train: Dataset,
     eval_set: Dataset | None,
+    media: Any = None,
 ) -> StageParts:
+    refuse_media(config.finetuning.stage, train, eval_set)
     cutoff = config.data.cutoff_len
     train = add_mismatched_partners(train, cutoff, seed=args.seed)
     eval_set = add_mismatched_partners(eval_set, cutoff, seed=args.seed) if eval_set is not None else None

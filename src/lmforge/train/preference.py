@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmforge.config import Config
+from lmforge.data.media import MEDIA_COLUMN
 from lmforge.errors import ConfigError
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference_losses import LossSettings
@@ -126,9 +127,23 @@ def _reference_columns(
     return dataset
 
 
+def refuse_media(stage: str, *datasets: Dataset | None) -> None:
+    """kto and rm train on text only this round; media samples are refused, never silently dropped."""
+    if any(d is not None and MEDIA_COLUMN in d.column_names for d in datasets):
+        raise ConfigError(
+            f"stage {stage} does not train on images, videos or audio yet; use stage dpo or a text dataset"
+        )
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the model reads from a batch: ids, mask, labels and media features (not the stage's
+    own columns: ref_* log-probabilities, KTO's kl_* partners and kto_tag)."""
+    return {key: value for key, value in batch.items() if not key.startswith(("ref_", "kl_", "kto_"))}
+
+
 def reference_log_probs(
     reference: Reference, policy: nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's summed log-probabilities of each row's labelled tokens (and their counts)."""
     with reference.active(policy) as model:
-        return sequence_log_probs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        return sequence_log_probs(model, **model_inputs(batch))

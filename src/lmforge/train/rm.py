@@ -21,7 +21,7 @@ import torch
 from lmforge.config import Config
 from lmforge.errors import ConfigError
 from lmforge.train.dpo import PairwiseCollator
-from lmforge.train.preference import PreferenceTrainer
+from lmforge.train.preference import PreferenceTrainer, refuse_media
 from lmforge.train.preference_losses import pairwise_reward_loss
 from lmforge.train.stage import StageParts
 
@@ -38,7 +38,9 @@ def prepare(
     model: nn.Module,
     train: Dataset,
     eval_set: Dataset | None,
+    media: Any = None,
 ) -> StageParts:
+    refuse_media(config.finetuning.stage, train, eval_set)
     if not type(getattr(model, "get_base_model", lambda: model)()).__name__.endswith(
         "ForSequenceClassification"
     ):

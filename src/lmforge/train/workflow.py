@@ -87,7 +87,7 @@ def run_training(
     if config.finetuning.stage in PREFERENCE_STAGES:
         model.config.pad_token_id = tokenizer.pad_token_id  # the reward model's score reads it
         parts = preference_stage(config.finetuning.stage).prepare(
-            config, args, tokenizer, model, train_set, eval_set
+            config, args, tokenizer, model, train_set, eval_set, media=media
         )
     else:
         parts = _sft_parts(config, model, tokenizer, media, train_set, eval_set)
