@@ -205,6 +205,14 @@ def test_stages_refuse_what_they_cannot_train(qwen, data_dir: Path) -> None:
         load(tokenizer, template, "rm", dataset="no_columns", dataset_dir=folder)
 
 
+def test_strict_stops_at_the_first_unusable_pair(qwen, data_dir: Path) -> None:
+    tokenizer, template = qwen
+    with pytest.raises(
+        DataError, match=r"pairs_alpaca.json.*2.*no chosen or rejected reply.*no rejected reply"
+    ):
+        load(tokenizer, template, "dpo", dataset="pairs_alpaca", dataset_dir=str(data_dir), strict=True)
+
+
 def test_a_bare_file_with_chosen_and_rejected_is_a_ranking_dataset(qwen, data_dir: Path) -> None:
     tokenizer, template = qwen
     path = data_dir / "pairs_sharegpt.json"
