@@ -21,9 +21,9 @@ from lmforge.data.media import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference import (
     PreferenceTrainer,
-    loss_settings,
     model_inputs,
     precompute_reference,
+    preference_parts,
     reference_log_probs,
 )
 from lmforge.train.preference_losses import PAIR_LOSSES, sft_term
@@ -63,19 +63,14 @@ def prepare(
             args, reference, model, collator, (train, eval_set), ref_columns
         )
         reference = None
-    return StageParts(
-        model=model,
-        train=train,
-        eval=eval_set,
-        collator=collator,
-        trainer_class=DPOTrainer,
-        trainer_kwargs={
-            "settings": loss_settings(config),
-            "reference": reference,
-            "pref_ftx": config.finetuning.pref_ftx,
-            "pref_loss": config.finetuning.pref_loss,
-        },
-        before_save=(lambda: reference.release(model)) if reference is not None else (lambda: None),
+    return preference_parts(
+        config,
+        model,
+        (train, eval_set),
+        collator,
+        DPOTrainer,
+        reference,
+        pref_loss=config.finetuning.pref_loss,
     )
 
 

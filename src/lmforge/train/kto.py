@@ -21,8 +21,8 @@ from lmforge.errors import DataError
 from lmforge.model.loss import IGNORE_INDEX, sequence_log_probs
 from lmforge.train.preference import (
     PreferenceTrainer,
-    loss_settings,
     precompute_reference,
+    preference_parts,
     reference_log_probs,
     refuse_media,
 )
@@ -65,19 +65,14 @@ def prepare(
             args, reference, model, collator, (train, eval_set), ref_columns
         )
         reference = None
-    return StageParts(
-        model=model,
-        train=train,
-        eval=eval_set,
-        collator=collator,
-        trainer_class=KTOTrainer,
-        trainer_kwargs={
-            "settings": loss_settings(config),
-            "reference": reference,
-            "pref_ftx": config.finetuning.pref_ftx,
-            "weights": (config.finetuning.kto_chosen_weight, config.finetuning.kto_rejected_weight),
-        },
-        before_save=(lambda: reference.release(model)) if reference is not None else (lambda: None),
+    return preference_parts(
+        config,
+        model,
+        (train, eval_set),
+        collator,
+        KTOTrainer,
+        reference,
+        weights=(config.finetuning.kto_chosen_weight, config.finetuning.kto_rejected_weight),
     )
 
 

@@ -20,6 +20,7 @@ from lmforge.errors import ConfigError
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference_losses import LossSettings
 from lmforge.train.reference import Reference
+from lmforge.train.stage import StageParts
 from lmforge.train.trainer import LmforgeTrainer
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments
 
 logger = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
 
 
 def loss_settings(config: Config) -> LossSettings:
@@ -40,6 +43,32 @@ def loss_settings(config: Config) -> LossSettings:
         beta=finetuning.pref_beta,
         label_smoothing=finetuning.dpo_label_smoothing,
         simpo_gamma=finetuning.simpo_gamma,
+    )
+
+
+def preference_parts(
+    config: Config,
+    model: nn.Module,
+    data: tuple[Dataset, Dataset | None],
+    collator: Callable[[list[dict[str, Any]]], Batch],
+    trainer_class: type,
+    reference: Reference | None,
+    **trainer_kwargs: Any,
+) -> StageParts:
+    """A dpo/kto stage's parts; a live reference's extra weights are dropped before the final save."""
+    return StageParts(
+        model=model,
+        train=data[0],
+        eval=data[1],
+        collator=collator,
+        trainer_class=trainer_class,
+        trainer_kwargs={
+            "settings": loss_settings(config),
+            "reference": reference,
+            "pref_ftx": config.finetuning.pref_ftx,
+            **trainer_kwargs,
+        },
+        before_save=(lambda: reference.release(model)) if reference is not None else (lambda: None),
     )
 
 
@@ -84,9 +113,6 @@ class PreferenceTrainer(LmforgeTrainer):
             logs[f"{prefix}{name}"] = round(sum(values) / len(values), 6)
         self._metrics[mode].clear()
         super().log(logs, start_time)
-
-
-Batch = dict[str, torch.Tensor]
 
 
 def precompute_reference(
