@@ -101,7 +101,9 @@ def test_lora_continuing_an_sft_adapter_reference_is_the_sft_model(base_dir: str
     sft.save_pretrained(tmp_path / "sft")
     merged_sft = logps(sft.merge_and_unload())
 
-    model, config = policy_for({"model_name_or_path": base_dir, "adapter_name_or_path": str(tmp_path / "sft")})
+    model, config = policy_for(
+        {"model_name_or_path": base_dir, "adapter_name_or_path": str(tmp_path / "sft")}
+    )
     ref, reference = reference_logps(config, model)
     assert reference.kind == "sft_adapter"
     torch.testing.assert_close(ref, merged_sft)
