@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # minutes on a quiet machine, far more on a loaded one
 
 
 def preference_rows(numbers: range) -> list[dict[str, str]]:
