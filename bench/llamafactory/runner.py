@@ -220,34 +220,17 @@ def train_config(*, packing: bool, max_steps: int | None, output_dir: Path) -> d
 
 
 def dpo_config(*, max_steps: int | None, output_dir: Path) -> dict:
-    """SmolLM2-135M-Instruct LoRA r8 DPO (sigmoid, beta 0.1) on dpo_en_demo, batch 2, cutoff 512, fp32."""
-    config = {
-        "model_name_or_path": str(asset_dir(TRAIN_MODEL)),
-        "stage": "dpo",
-        "do_train": True,
-        "finetuning_type": "lora",
-        "lora_rank": 8,
-        "lora_target": "all",
-        "pref_beta": 0.1,
-        "pref_loss": "sigmoid",
-        "dataset": "dpo_en_demo",
-        "dataset_dir": str(SHARED_DATA),
-        "template": TRAIN_TEMPLATE,
-        "cutoff_len": 512,
-        "overwrite_cache": True,
-        "output_dir": str(output_dir),
-        "overwrite_output_dir": True,
-        "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 1,
-        "learning_rate": 5.0e-6,
-        "num_train_epochs": 1.0,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "seed": 42,
-    }
-    if max_steps:
-        config["max_steps"] = max_steps
+    """The train row's model and LoRA, as DPO (sigmoid, beta 0.1) on dpo_en_demo[:100], batch 2, cutoff 512."""
+    config = train_config(packing=False, max_steps=max_steps, output_dir=output_dir)
+    del config["packing"]
+    config.update(
+        stage="dpo",
+        pref_beta=0.1,
+        pref_loss="sigmoid",
+        dataset="dpo_en_demo",
+        per_device_train_batch_size=2,
+        learning_rate=5.0e-6,
+    )
     return config
 
 
