@@ -410,7 +410,7 @@ def _rows() -> list[Row]:
         ),
         Row(
             "dpo",
-            "DPO: SmolLM2-135M-Instruct LoRA r8 all linear, sigmoid beta 0.1, dpo_en_demo, batch 2, cutoff 512, fp32",
+            "DPO: SmolLM2-135M-Instruct LoRA r8 all linear, sigmoid beta 0.1, dpo_en_demo[:100], batch 2, cutoff 512, fp32",
             "lmforge train (bench/out/lmforge/dpo*/config.json) / llamafactory-cli train (bench/out/llamafactory/dpo.yaml)",
             lm_dpo,
             lf_dpo,
