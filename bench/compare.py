@@ -6,6 +6,8 @@ Rows (``--only`` takes one or more, comma-separated):
               the raw fast tokenizer's rate, and how many samples' input_ids/labels differ
   train       SmolLM2-135M-Instruct LoRA r8 all linear, alpaca_en_demo[:100], batch 4, cutoff 512, fp32,
               unpacked and packed: trained tokens/s, wall, loss, peak RSS
+  dpo         SmolLM2-135M-Instruct LoRA DPO on dpo_en_demo, batch 2, cutoff 512, fp32: pairs/s, trained
+              tokens/s, peak RSS; lmforge also with precompute_ref_log_probs
   memory      tiny random Qwen2 (151k vocabulary), batch 8 x 1024, one step: peak RSS
   serve       tiny Qwen2 and SmolLM2, 32 new tokens: p50/p95 latency (1 client), tokens/s (8 clients)
 
@@ -200,6 +202,48 @@ def _lf_train(opts, packing: bool, bf16: bool = False) -> dict:
     }
 
 
+def _lm_dpo_run(opts, precompute: bool) -> dict:
+    """``lmforge train`` on the same DPO config LLaMA-Factory runs (bench/llamafactory/runner.py)."""
+    name = "dpo_precomputed" if precompute else "dpo"
+    work = OUT / "lmforge" / name
+    config = lf.dpo_config(max_steps=opts.max_steps, output_dir=work / "output")
+    config["precompute_ref_log_probs"] = precompute
+    config["disable_tqdm"] = True
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = work / "config.json"
+    cfg.write_text(json.dumps(config, indent=2))
+    cmd = [str(REPO / ".venv" / "bin" / "lmforge"), "train", str(cfg)]
+    m = run_measured(cmd, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout_s=3600).check(
+        f"lmforge train {cfg}"
+    )
+    r = json.loads((work / "output" / "all_results.json").read_text())
+    return {
+        "steps": r["global_step"],
+        "train_runtime_s": r["train_runtime"],
+        "wall_s": m.wall_s,
+        "pairs_per_s": r["trained_pairs_per_second"],
+        "trained_tokens": r["trained_tokens"],
+        "trained_tokens_per_s": r["trained_tokens_per_second"],
+        "train_loss": r["train_loss"],
+        "peak_rss_mib": m.peak_rss_mib,
+    }
+
+
+def lm_dpo(opts) -> dict:
+    """Both lmforge runs: the live reference (the adapter switched off), then precomputed log-probs."""
+    live = _lm_dpo_run(opts, precompute=False)
+    precomputed = _lm_dpo_run(opts, precompute=True)
+    live.update({f"precomputed_{key}": value for key, value in precomputed.items()})
+    return live
+
+
+def lf_dpo(opts) -> dict:
+    r = lf.dpo(max_steps=opts.max_steps)
+    # LLaMA-Factory has no precomputed reference: its side of those lines is its one run
+    r.update({f"precomputed_{key}": value for key, value in list(r.items())})
+    return r
+
+
 def lm_memory(opts) -> dict:
     r = _lmforge_json_script(["train.py", "--case", "qwen-vocab", "--json"], "bench/train.py", timeout_s=1800)
     return {"peak_rss_mib": r["process_peak_rss_mib"], "wall_s": r["process_wall_s"], "steps": r["steps"]}
@@ -385,6 +429,37 @@ def _rows() -> list[Row]:
             lm_memory,
             lf_memory,
             [Metric("peak RSS", "peak_rss_mib", "MiB", False, "<= 0.5x", 0.5)],
+        ),
+        Row(
+            "dpo",
+            "DPO: SmolLM2-135M-Instruct LoRA r8 all linear, sigmoid beta 0.1, dpo_en_demo[:100], batch 2, cutoff 512, fp32",
+            "lmforge train (bench/out/lmforge/dpo*/config.json) / llamafactory-cli train (bench/out/llamafactory/dpo.yaml)",
+            lm_dpo,
+            lf_dpo,
+            [
+                Metric("pairs/s", "pairs_per_s", "pairs/s", True, ">= 1.5x", 1.5),
+                Metric("trained tokens/s (both answers)", "trained_tokens_per_s", "tok/s", True),
+                Metric("peak RSS", "peak_rss_mib", "MiB", False, "<= 0.8x", 0.8),
+                Metric("wall time", "wall_s", "s", False),
+                Metric(
+                    "lmforge precompute_ref_log_probs vs LLaMA-Factory: pairs/s",
+                    "precomputed_pairs_per_s",
+                    "pairs/s",
+                    True,
+                ),
+                Metric(
+                    "lmforge precompute_ref_log_probs vs LLaMA-Factory: peak RSS",
+                    "precomputed_peak_rss_mib",
+                    "MiB",
+                    False,
+                ),
+                Metric(
+                    "lmforge precompute_ref_log_probs vs LLaMA-Factory: wall time",
+                    "precomputed_wall_s",
+                    "s",
+                    False,
+                ),
+            ],
         ),
         Row(
             "serve_tiny",

@@ -120,9 +120,9 @@ def test_unsupported_llamafactory_key_at_its_default_is_accepted():
 
 def test_unsupported_stage_is_named():
     with pytest.raises(
-        ConfigError, match="stage 'dpo' is a LLaMA-Factory stage lmforge does not support yet"
+        ConfigError, match="stage 'ppo' is a LLaMA-Factory stage lmforge does not support yet"
     ):
-        build_config({"stage": "dpo"})
+        build_config({"stage": "ppo"})
 
 
 @pytest.mark.parametrize(

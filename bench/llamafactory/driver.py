@@ -47,8 +47,18 @@ def _data_stage(config: dict) -> tuple[dict, float, float]:
 
 
 def _counts(dataset) -> tuple[int, int, int]:
-    """(samples, non-padding tokens, trained tokens): LLaMA-Factory pads only in its collator."""
+    """(samples, non-padding tokens, trained tokens): LLaMA-Factory pads only in its collator.
+
+    Pairwise stages count pairs as samples and both answers' tokens."""
     samples = tokens = trained = 0
+    if "chosen_input_ids" in dataset.column_names:  # pairwise (dpo, rm): a sample is a pair
+        for row in dataset.iter(batch_size=1000):
+            for side in ("chosen", "rejected"):
+                for ids, labels in zip(row[f"{side}_input_ids"], row[f"{side}_labels"], strict=True):
+                    tokens += len(ids)
+                    trained += sum(1 for label in labels if label != IGNORE_INDEX)
+            samples += len(row["chosen_input_ids"])
+        return samples, tokens, trained
     for row in dataset.iter(batch_size=1000):
         for ids, labels in zip(row["input_ids"], row["labels"], strict=True):
             samples += 1

@@ -221,6 +221,43 @@ def train_config(*, packing: bool, max_steps: int | None, output_dir: Path, bf16
     return config
 
 
+def dpo_config(*, max_steps: int | None, output_dir: Path) -> dict:
+    """The train row's model and LoRA, as DPO (sigmoid, beta 0.1) on dpo_en_demo[:100], batch 2, cutoff 512."""
+    config = train_config(packing=False, max_steps=max_steps, output_dir=output_dir)
+    del config["packing"]
+    config.update(
+        stage="dpo",
+        pref_beta=0.1,
+        pref_loss="sigmoid",
+        dataset="dpo_en_demo",
+        per_device_train_batch_size=2,
+        learning_rate=5.0e-6,
+    )
+    return config
+
+
+def dpo(*, max_steps: int | None = None, timeout_s: float = 3600) -> dict:
+    """Pairs/s, trained tokens/s (chosen + rejected answers) and peak RSS of one LLaMA-Factory DPO run."""
+    config = dpo_config(max_steps=max_steps, output_dir=WORK / "dpo_output")
+    counts = _count_tokens(config, "dpo")
+    results, log, wall, rss = _run_train(config, "dpo", timeout_s)
+    steps = [row for row in log if "loss" in row and "current_steps" in row]
+    done = steps[-1]["current_steps"] if steps else 0
+    runtime = float(results["train_runtime"])
+    pairs = min(done * config["per_device_train_batch_size"], counts["samples"])
+    fraction = pairs / counts["samples"] if counts["samples"] else 0.0
+    return {
+        "steps": done,
+        "train_runtime_s": runtime,
+        "wall_s": wall,
+        "pairs_per_s": pairs / runtime,
+        "trained_tokens": counts["trained_tokens"] * fraction,
+        "trained_tokens_per_s": counts["trained_tokens"] * fraction / runtime,
+        "train_loss": results.get("train_loss"),
+        "peak_rss_mib": rss,
+    }
+
+
 def memory_config(*, steps: int, batch: int, cutoff: int, output_dir: Path) -> dict:
     """A tiny random Qwen2 (151k vocabulary), LoRA, ``batch`` full rows of ``cutoff`` trained tokens a step.
 

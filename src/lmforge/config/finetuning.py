@@ -8,8 +8,12 @@ from typing import Literal
 
 @dataclass
 class FinetuningArguments:
-    stage: Literal["sft", "pt"] = field(
-        default="sft", metadata={"help": "sft (supervised) or pt (pre-training)."}
+    stage: Literal["sft", "pt", "dpo", "kto", "rm"] = field(
+        default="sft",
+        metadata={
+            "help": "sft (supervised), pt (pre-training), dpo (pairwise preference: pref_loss), "
+            "kto (desirable/undesirable answers) or rm (reward model)."
+        },
     )
     finetuning_type: Literal["lora", "freeze", "full"] = "lora"
     # lora
@@ -49,6 +53,49 @@ class FinetuningArguments:
         metadata={
             "help": "auto (default): on only when the memory estimate says the run would not fit without "
             "it; true/false force it. LLaMA-Factory turns it on unless disable_gradient_checkpointing."
+        },
+    )
+    # preference training (stages dpo, kto, rm): LLaMA-Factory's keys and defaults
+    pref_beta: float = field(
+        default=0.1,
+        metadata={"help": "Beta of the preference loss: how far the policy may move from the reference."},
+    )
+    pref_ftx: float = field(
+        default=0.0,
+        metadata={"help": "Weight of an SFT term (mean token NLL of the chosen answer) added to the loss."},
+    )
+    pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = field(
+        default="sigmoid",
+        metadata={
+            "help": "dpo loss: sigmoid (DPO), hinge, ipo, orpo or simpo (the last two use no reference)."
+        },
+    )
+    dpo_label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "Assumed share of flipped labels in [0, 0.5) for the sigmoid loss (conservative DPO)."
+        },
+    )
+    simpo_gamma: float = field(default=0.5, metadata={"help": "Target reward margin of the SimPO loss."})
+    kto_chosen_weight: float = field(default=1.0, metadata={"help": "KTO weight of desirable answers."})
+    kto_rejected_weight: float = field(default=1.0, metadata={"help": "KTO weight of undesirable answers."})
+    ref_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Reference model folder (default: the policy with its adapter off, or a frozen copy)."
+        },
+    )
+    ref_model_adapters: list[str] | None = field(
+        default=None, metadata={"help": "PEFT adapters merged into ref_model, in order."}
+    )
+    ref_model_quantization_bit: int | None = field(
+        default=None, metadata={"help": "Load ref_model quantized to 4 or 8 bits (needs a CUDA GPU)."}
+    )
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute the reference log-probabilities once before training, so no reference "
+            "weights are held or run while training (lmforge's key)."
         },
     )
     # output handling that transformers 5 dropped from TrainingArguments

@@ -42,7 +42,7 @@ CONCERNS: dict[str, type] = {
     "serving": ServingArguments,
 }
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-LLAMAFACTORY_ONLY_STAGES = ("rm", "ppo", "dpo", "kto")
+LLAMAFACTORY_ONLY_STAGES = ("ppo",)
 
 
 @dataclass
@@ -172,7 +172,7 @@ def build_config(values: dict[str, Any]) -> Config:
             raise ConfigError(f"config key {key!r} must be a string")
         if key == "stage" and raw in LLAMAFACTORY_ONLY_STAGES:
             raise ConfigError(
-                f"stage '{raw}' is a LLaMA-Factory stage lmforge does not support yet (use sft or pt)"
+                f"stage '{raw}' is a LLaMA-Factory stage lmforge does not support yet (use sft, pt, dpo, kto or rm)"
             )
         if key in owners:
             concern = owners[key]

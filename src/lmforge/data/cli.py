@@ -85,6 +85,11 @@ def _tokenizer(config: Any) -> Any:
 
 def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> None:
     """Print the first ``n`` samples of every dataset with their trained tokens marked."""
+    if config.finetuning.stage in ("dpo", "rm", "kto"):  # the prompt once, then each answer
+        from lmforge.data.preference_view import preview_pairs
+
+        preview_pairs(config, tokenizer, template, n, out)
+        return
     from lmforge.data.preview import preview_datasets
 
     colour = out.isatty()
@@ -113,6 +118,10 @@ def highlight(tokenizer: Any, sample: Any, colour: bool) -> str:
 
 def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     """Encode every dataset (cached) and print its numbers."""
+    if config.finetuning.stage in ("dpo", "rm", "kto"):  # pairs: prompt and answer lengths
+        from lmforge.data.preference_view import stats_preference
+
+        return stats_preference(config, tokenizer, template, out)
     import pyarrow.compute as pc
 
     from lmforge.data.loader import _hub_kwargs, encode_dataset, encode_settings, training_seed

@@ -44,6 +44,9 @@ def detect_format(
         return spec
     cols = set(column_names)
     optional = {role: role for role in ("system", "tools", "images", "videos", "audios") if role in cols}
+    if "chosen" in cols and "rejected" in cols:  # preference pairs: both reply columns by their usual names
+        optional.update(chosen="chosen", rejected="rejected")
+        spec = dataclasses.replace(spec, ranking=True)
     for messages_column in ("messages", "conversations"):
         if messages_column in cols:
             sample = (first_row or {}).get(messages_column) or [{}]

@@ -21,6 +21,13 @@ from lmforge.data import cache
 from lmforge.data.encode import ChunkOutput, EncodeSettings, encode_chunk
 from lmforge.data.formats import check_columns, detect_format, make_converter
 from lmforge.data.media import MEDIA_COLUMN
+from lmforge.data.preference import (
+    PREFERENCE_STAGES,
+    assemble_preference,
+    check_preference_settings,
+    check_preference_spec,
+    encode_preference_chunk,
+)
 from lmforge.data.readers import Records, data_files, read_records
 from lmforge.data.registry import resolve_datasets
 from lmforge.data.report import DataReport, DatasetReport
@@ -34,7 +41,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("sft", "pt")
+STAGES = ("sft", "pt", *PREFERENCE_STAGES)
 
 
 @dataclass
@@ -68,7 +75,8 @@ def training_seed(config: Any) -> int:
 def load_sft_datasets(
     config: Any, tokenizer: Any, template: Any, stage: str = "sft", media: Any = None
 ) -> DatasetBundle:
-    """Train and eval sets for ``stage`` (``sft``: chat samples; ``pt``: plain text, every token trained).
+    """Train and eval sets for ``stage`` (``sft``: chat samples; ``pt``: plain text, every token trained;
+    ``dpo``/``rm``: preference pairs, ``kto``: tagged answers, see :mod:`lmforge.data.preference`).
 
     See docs/data.md for every key this reads. Raises DataError/ConfigError (one line) for
     anything the user can fix. ``media`` (a multimodal model's ``MediaProcessing``) expands
@@ -76,8 +84,12 @@ def load_sft_datasets(
     """
     data = config.data
     settings = encode_settings(data, stage)
-    if stage == "sft" and template is None:
-        raise ConfigError("config key 'template' is required for SFT (`lmforge template list` shows them)")
+    if stage != "pt" and template is None:
+        raise ConfigError(
+            f"config key 'template' is required for stage {stage} (`lmforge template list` shows them)"
+        )
+    if stage in PREFERENCE_STAGES:
+        check_preference_settings(data, stage)
     if data.tokenized_path and _is_saved_bundle(Path(data.tokenized_path)):
         return load_saved_bundle(Path(data.tokenized_path))
     if data.eval_dataset and data.val_size:
@@ -174,7 +186,7 @@ def dataset_cache_key(
             "spec": spec.fingerprint(),
             "files": files,
             "tokenizer": cache.tokenizer_fingerprint(tokenizer),
-            "template": repr(template) if settings.stage == "sft" else None,
+            "template": repr(template) if settings.stage != "pt" else None,
             "settings": settings.__dict__,
             "max_samples": data_args.max_samples,
             "seed": seed if spec.num_samples is not None else None,
@@ -208,6 +220,8 @@ def encode_dataset(
     first_row = records.rows(range(1))[0] if len(records) else None
     spec = detect_format(spec, records.column_names, first_row)
     check_columns(spec, records.column_names)
+    if settings.stage in PREFERENCE_STAGES:
+        check_preference_spec(spec, settings.stage)
     indices = select_indices(len(records), spec.num_samples, data_args.max_samples, seed)
     report = DatasetReport(name=spec.name, split=split, files=records.files(), records=len(indices))
     outputs = run_chunks(
@@ -221,7 +235,9 @@ def encode_dataset(
         data_args.preprocessing_num_workers,
         media,
     )
-    dataset = assemble(outputs, report, fingerprint=key)
+    report.stage = settings.stage
+    build = assemble_preference if settings.stage in PREFERENCE_STAGES else assemble
+    dataset = build(outputs, report, fingerprint=key)
     if report.samples == 0:
         raise DataError(
             f"{spec.describe()}: no sample is left of {report.records} records: {_drop_text(report)}"
@@ -246,8 +262,10 @@ def run_chunks(
     size = max(1, batch_size)
     chunks = [indices[i : i + size] for i in range(0, len(indices), size)]
 
+    encode = encode_preference_chunk if settings.stage in PREFERENCE_STAGES else encode_chunk
+
     def work(chunk: list[int] | range) -> ChunkOutput:
-        return encode_chunk(
+        return encode(
             records.rows(chunk),
             chunk,
             convert=convert,

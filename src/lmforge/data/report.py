@@ -27,6 +27,9 @@ class DatasetReport:
     dropped: dict[str, int] = field(default_factory=dict)
     first_dropped: dict[str, str] = field(default_factory=dict)
     cached: bool = False
+    # preference stages: samples are pairs (dpo, rm) or KTO samples, ``desirable`` of them tagged true
+    stage: str = "sft"
+    desirable: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -43,8 +46,10 @@ class DatasetReport:
             self.first_dropped.setdefault(reason, where)
 
     def summary(self) -> str:
+        unit = "pairs" if self.stage in ("dpo", "rm") else "samples"
+        kto = f" ({self.desirable} desirable)" if self.stage == "kto" else ""
         line = (
-            f"{self.split} dataset '{self.name}': {self.samples} samples from {self.records} records, "
+            f"{self.split} dataset '{self.name}': {self.samples} {unit}{kto} from {self.records} records, "
             f"{self.tokens} tokens ({self.trained_tokens} trained), {self.truncated} truncated"
         )
         if self.dropped:

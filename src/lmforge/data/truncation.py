@@ -61,3 +61,24 @@ def split_text(ids: list[int], cutoff_len: int) -> list[list[int]]:
         return [ids] if len(ids) > 1 else []
     windows = [ids[i : i + cutoff_len] for i in range(0, len(ids), cutoff_len)]
     return [w for w in windows if len(w) > 1]
+
+
+def fit_preference(
+    prompt_len: int, answer_len: int, protected: int, cutoff_len: int
+) -> tuple[int, int] | None:
+    """Preference samples: ``(prompt tokens kept, answer tokens kept)`` so both fit ``cutoff_len``.
+
+    ``answer_len`` is the longer answer's length: the prompt plus that answer must fit, so the
+    two answers of a pair are compared on the same prompt. The prompt gives way first, losing
+    its start, down to half of ``cutoff_len`` (or all of it, when shorter); its last
+    ``protected`` tokens (the assistant header, plus a kept BOS) are never cut. Only then do
+    the answers lose their ends. ``None`` when not even the protected prompt and one answer
+    token fit.
+    """
+    if prompt_len + answer_len <= cutoff_len:
+        return prompt_len, answer_len
+    floor = max(protected, min(prompt_len, cutoff_len // 2))
+    prompt_keep = max(cutoff_len - answer_len, floor)
+    if prompt_keep >= cutoff_len:
+        return None
+    return prompt_keep, min(answer_len, cutoff_len - prompt_keep)

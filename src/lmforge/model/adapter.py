@@ -167,7 +167,8 @@ def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningAr
     excluded = [pattern for pattern, frozen in _media_module_patterns(args) if frozen and pattern in parts]
     lora_config = LoraConfig(
         exclude_modules=rf".*\.({'|'.join(excluded)})\..*" if excluded else None,
-        task_type=TaskType.CAUSAL_LM,
+        # a sequence classifier (reward model) saves its score head with the adapter (modules_to_save)
+        task_type=TaskType.SEQ_CLS if _is_sequence_classifier(model) else TaskType.CAUSAL_LM,
         r=args.lora_rank,
         lora_alpha=args.lora_alpha if args.lora_alpha is not None else 2 * args.lora_rank,
         lora_dropout=args.lora_dropout,
@@ -180,6 +181,10 @@ def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningAr
         return get_peft_model(model, lora_config)
     except ValueError as exc:
         raise ConfigError(f"LoRA set-up failed: {str(exc).splitlines()[0]}") from None
+
+
+def _is_sequence_classifier(model: nn.Module) -> bool:
+    return type(model).__name__.endswith("ForSequenceClassification")
 
 
 # Parameter-name parts of multimodal towers and projectors (Qwen2-VL keeps its merger, the

@@ -94,10 +94,12 @@ def load_model(
     *,
     trainable: bool,
     dtype: torch.dtype | None = None,
+    num_labels: int | None = None,
 ) -> PreTrainedModel:
     """Load the base model; for inference also merge ``adapter_name_or_path`` into it.
 
     ``dtype`` overrides ``infer_dtype`` (training passes float32 or bfloat16 by its own rules).
+    ``num_labels`` loads a sequence classifier instead (a reward model: ``num_labels=1``).
     """
     import torch
     from transformers import AutoConfig
@@ -123,6 +125,11 @@ def load_model(
     if model_args.quantization_bit is not None:
         kwargs["quantization_config"] = _bnb_config(model_args)
     auto_class = auto_model_class(config)
+    if num_labels is not None:
+        from transformers import AutoModelForSequenceClassification
+
+        auto_class = AutoModelForSequenceClassification
+        config.num_labels = num_labels
     if model_args.train_from_scratch:
         model = auto_class.from_config(config, dtype=kwargs["dtype"])
     else:

@@ -225,3 +225,109 @@ def _chunked_forward(causal_lm: nn.Module, original: Callable[..., Any]) -> Call
         )
 
     return forward
+
+
+class _LinearTokenLogProbs(torch.autograd.Function):
+    """``log_softmax(hidden @ weight.T)[i, targets[i]]`` per row, chunk by chunk.
+
+    Unlike the summed cross-entropy above, each row's gradient scale is known only in backward
+    (preference losses weigh sequences differently), so backward recomputes each chunk's logits:
+    one extra matmul instead of holding ``[tokens, vocab]`` float32 probabilities.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int
+    ) -> torch.Tensor:
+        w = weight.to(hidden.dtype)
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk):
+            logits = (hidden[start : start + chunk] @ w.T).float()
+            picked = logits.gather(1, targets[start : start + chunk, None]).squeeze(1)
+            out[start : start + chunk] = picked - torch.logsumexp(logits, dim=-1)
+            del logits
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        hidden, weight, targets = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        w = weight.to(hidden.dtype)
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        )
+        for start in range(0, hidden.shape[0], ctx.chunk):
+            h = hidden[start : start + ctx.chunk]
+            y = targets[start : start + ctx.chunk]
+            g = grad_output[start : start + ctx.chunk].float()
+            logits = (h @ w.T).float()
+            # d logp_y / d logits = onehot(y) - softmax; scaled by each row's incoming gradient
+            d_logits = torch.softmax(logits, dim=-1).mul_(-g[:, None])
+            d_logits[torch.arange(y.shape[0], device=y.device), y] += g
+            d_logits = d_logits.to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + ctx.chunk] = d_logits @ w
+            if grad_weight is not None:
+                grad_weight += d_logits.T.float() @ h.float()
+            del logits, d_logits
+        gw = grad_weight.to(weight.dtype) if grad_weight is not None else None
+        return grad_hidden, gw, None, None
+
+
+def chunked_token_log_probs(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, chunk_size: int | None = None
+) -> torch.Tensor:
+    """Log-probability of each target token under ``hidden @ weight.T``, never holding all logits."""
+    rows = chunk_size or chunk_rows(weight.shape[0])
+    return _LinearTokenLogProbs.apply(hidden, weight, targets, rows)
+
+
+def sequence_log_probs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    **model_inputs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each row's labelled tokens, and how many there are.
+
+    Runs the causal LM's decoder once for all rows and projects only the labelled positions
+    through the output layer in chunks; a model whose head is not a plain projection (see
+    :func:`chunked_loss_blocker`) runs its own forward and full logits instead.
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    shift_labels = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+    trained = shift_labels != IGNORE_INDEX
+    counts = trained.sum(dim=-1)
+    if _plain_head(causal_lm):
+        hidden = causal_lm.model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **model_inputs
+        ).last_hidden_state
+        rows, cols = trained.nonzero(as_tuple=True)
+        token_logps = chunked_token_log_probs(
+            hidden[rows, cols], causal_lm.get_output_embeddings().weight, shift_labels[rows, cols]
+        )
+    else:
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **model_inputs
+        ).logits
+        rows, cols = trained.nonzero(as_tuple=True)
+        picked = logits[rows, cols].float()
+        token_logps = picked.gather(1, shift_labels[rows, cols, None]).squeeze(1) - picked.logsumexp(-1)
+    sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=token_logps.device)
+    return sums.index_add(0, rows, token_logps), counts
+
+
+def _plain_head(causal_lm: nn.Module) -> bool:
+    """Whether the chunked projection equals the model's own logits (checked once per model)."""
+    cached = getattr(causal_lm, "_lmforge_plain_head", None)
+    if cached is None:
+        reason = chunked_loss_blocker(causal_lm)
+        if reason:
+            logger.info("chunked log-probabilities off: %s", reason)
+        cached = reason is None
+        causal_lm._lmforge_plain_head = cached
+    return cached

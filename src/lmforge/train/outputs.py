@@ -106,7 +106,8 @@ def move_contents(source: Path, dest: Path) -> None:
 
 
 def plot_losses(log_history: Iterable[dict[str, Any]], output_dir: Path) -> list[Path]:
-    """``training_loss.png`` (and ``training_eval_loss.png`` when evaluated) from the trainer's log history."""
+    """``training_loss.png`` (and ``training_eval_loss.png`` when evaluated, ``training_rewards_accuracies.png``
+    for preference stages) from the trainer's log history."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +115,12 @@ def plot_losses(log_history: Iterable[dict[str, Any]], output_dir: Path) -> list
 
     history = list(log_history)
     written = []
-    for key, name in (("loss", "training_loss.png"), ("eval_loss", "training_eval_loss.png")):
+    plots = (
+        ("loss", "training_loss.png"),
+        ("eval_loss", "training_eval_loss.png"),
+        ("rewards/accuracies", "training_rewards_accuracies.png"),  # preference stages
+    )
+    for key, name in plots:
         points = [(r["step"], r[key]) for r in history if key in r and "step" in r]
         if not points:
             continue

@@ -1,4 +1,4 @@
-"""One training run, from a ``Config`` to the files in ``output_dir`` (stages sft and pt).
+"""One training run, from a ``Config`` to the files in ``output_dir`` (every stage: sft, pt, dpo, kto, rm).
 
 The order matters for the user: the output folder is checked before anything slow happens,
 then the tokenizer, template and data are prepared (so data errors appear before the model
@@ -25,6 +25,7 @@ from lmforge.errors import ConfigError
 from lmforge.train.callbacks import JsonlLog, ProgressBar, SignalStop, Throughput
 from lmforge.train.estimate import estimate_run, use_checkpointing
 from lmforge.train.outputs import move_contents, plot_losses, resolve_resume, write_json
+from lmforge.train.stage import PREFERENCE_STAGES, StageParts
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FINAL_STAGING = ".staging-final"
+PAIRWISE_STAGES = ("dpo", "rm")
 
 
 @dataclass
@@ -85,29 +87,29 @@ def run_training(
     estimate = estimate_run(config, train_set, dtype=dtype, packing=packing_enabled(config))  # no weights yet
     set_seed(args.seed)  # adapter initialisation is random: same seed, same run
     model, chunked = _load_model(config, args, use_checkpointing(config, estimate))
-    collator = TrainingCollator(
-        media=media,
-        pad_token_id=tokenizer.pad_token_id,
-        pad_to_multiple_of=8 if torch.cuda.is_available() and not packing_enabled(config) else None,
-        flatten=packing_enabled(config)
-        and getattr(model.config, "_attn_implementation", "") == "flash_attention_2",
-    )
-    from lmforge.train.trainer import LmforgeTrainer
+    if config.finetuning.stage in PREFERENCE_STAGES:
+        model.config.pad_token_id = tokenizer.pad_token_id  # the reward model's score reads it
+        parts = preference_stage(config.finetuning.stage).prepare(
+            config, args, tokenizer, model, train_set, eval_set, media=media
+        )
+    else:
+        parts = _sft_parts(config, model, tokenizer, media, train_set, eval_set)
 
     throughput = Throughput()
     if estimate is not None:  # MFU in the progress bar, the log and all_results.json
         throughput.flops_per_token = estimate.flops_per_trained_token
         throughput.peak_flops = estimate.matmul_gflops * 1e9
     stopper = SignalStop()
-    trainer = LmforgeTrainer(
-        model=model,
+    trainer = parts.trainer_class(
+        model=parts.model,
         args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=collator,
+        train_dataset=parts.train,
+        eval_dataset=parts.eval,
+        data_collator=parts.collator,
         processing_class=tokenizer,
         callbacks=[JsonlLog(args.output_dir, throughput), stopper, *callbacks],
         throughput=throughput,
+        **parts.trainer_kwargs,
     )
     _use_our_progress_bar(trainer, throughput)
 
@@ -142,10 +144,44 @@ def run_training(
     if estimate is not None:
         mfu = throughput.mfu(metrics["trained_tokens_per_second"] or 0.0)
         metrics.update(estimate.metrics(), mfu=round(mfu, 4) if mfu is not None else None)
-    if eval_set is not None and args.do_eval:
+    if config.finetuning.stage in PAIRWISE_STAGES:  # a pair is two trained sequences
+        metrics.update(
+            trained_pairs=samples // 2,
+            trained_pairs_per_second=round(samples / 2 / runtime, 3) if runtime else None,
+        )
+    if parts.eval is not None and args.do_eval:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    parts.before_save()
     _save_outputs(trainer, config, output_dir, metrics)
     return TrainingOutcome(output_dir, metrics=metrics)
+
+
+def _sft_parts(
+    config: Config,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    media: Any,
+    train_set: Dataset,
+    eval_set: Dataset | None,
+) -> StageParts:
+    """Stages sft and pt: the model's own (chunked) loss on padded or packed samples."""
+    from lmforge.train.trainer import LmforgeTrainer
+
+    collator = TrainingCollator(
+        media=media,
+        pad_token_id=tokenizer.pad_token_id,
+        pad_to_multiple_of=8 if torch.cuda.is_available() and not packing_enabled(config) else None,
+        flatten=packing_enabled(config)
+        and getattr(model.config, "_attn_implementation", "") == "flash_attention_2",
+    )
+    return StageParts(model, train_set, eval_set, collator, LmforgeTrainer)
+
+
+def preference_stage(stage: str) -> Any:
+    """The recipe module of a preference stage (train/dpo.py, train/kto.py, train/rm.py)."""
+    from lmforge.train import dpo, kto, rm
+
+    return {"dpo": dpo, "kto": kto, "rm": rm}[stage]
 
 
 def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
@@ -168,11 +204,15 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
     args = config.training_arguments()
     args.remove_unused_columns = False  # our collator picks the columns it needs
     args.label_names = ["labels"]
+    if config.finetuning.stage in PREFERENCE_STAGES:
+        args.prediction_loss_only = True  # eval reports the loss and rewards/*, no logits
     if "ddp_find_unused_parameters" not in config.training_kwargs:
         args.ddp_find_unused_parameters = False
     if "train_sampling_strategy" not in config.training_kwargs:
         if config.finetuning.disable_shuffling:
             args.train_sampling_strategy = "sequential"
+        elif config.finetuning.stage == "kto":
+            args.train_sampling_strategy = "random"  # length groups would split desirable from undesirable
         elif not packing_enabled(config):
             args.train_sampling_strategy = "group_by_length"  # little padding without packing
     if "dataloader_pin_memory" not in config.training_kwargs and not torch.cuda.is_available():
@@ -295,10 +335,23 @@ def _arrange(
         sets = [pack_dataset(s, config.data.cutoff_len)[0] if s is not None else None for s in sets]
     elif args.train_sampling_strategy == "group_by_length":
         column = args.length_column_name
-        sets[0] = sets[0].map(
-            lambda batch: {column: [len(ids) for ids in batch["input_ids"]]}, batched=True, desc="lengths"
-        )
+        sets = [
+            s.map(lambda batch: {column: _row_lengths(batch)}, batched=True, desc="lengths")
+            if s is not None
+            else None
+            for s in sets
+        ]  # transformers' eval sampler groups by length too
     return sets[0], sets[1]
+
+
+def _row_lengths(batch: dict[str, list[Any]]) -> list[int]:
+    """Tokens per row: a sample's, or a pair's longer answer (pairs are padded to it)."""
+    if "input_ids" in batch:
+        return [len(ids) for ids in batch["input_ids"]]
+    return [
+        max(len(c), len(r))
+        for c, r in zip(batch["chosen_input_ids"], batch["rejected_input_ids"], strict=True)
+    ]
 
 
 def _load_model(
@@ -308,7 +361,13 @@ def _load_model(
     from lmforge.model.loader import load_model
     from lmforge.model.loss import enable_chunked_loss
 
-    model = load_model(config.model, config.finetuning, trainable=True, dtype=training_dtype(config, args))
+    model = load_model(
+        config.model,
+        config.finetuning,
+        trainable=True,
+        dtype=training_dtype(config, args),
+        num_labels=1 if config.finetuning.stage == "rm" else None,  # the reward model's scalar head
+    )
     model.config.use_cache = (
         False  # a cache in training turns off the packed-sequence masks, and wastes memory
     )
@@ -322,8 +381,10 @@ def _load_model(
         model, config.model, config.finetuning, gradient_checkpointing=bool(args.gradient_checkpointing)
     )
     chunked = bool(
-        config.finetuning.chunked_loss and _chunked_loss_allowed(args) and enable_chunked_loss(model)
-    )
+        config.finetuning.chunked_loss
+        and _chunked_loss_allowed(args)
+        and (config.finetuning.stage in ("dpo", "kto") or enable_chunked_loss(model))
+    )  # dpo and kto compute chunked log-probabilities themselves (model/loss.py)
     logger.info("loss: %s cross-entropy", "chunked" if chunked else "plain")
     return model, chunked
 

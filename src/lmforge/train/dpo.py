@@ -1,0 +1,150 @@
+"""Stage dpo: pairwise preference training (``pref_loss`` sigmoid, hinge, ipo, orpo, simpo).
+
+Recipe: pairs of encoded answers (data/), the policy model (LoRA, freeze or full), the
+reference by the rules of train/reference.py (none for orpo/simpo; computed once up front with
+``precompute_ref_log_probs``), then a collator that stacks chosen and rejected rows into one
+batch so both go through ONE forward pass, and a trainer whose loss is one function of
+per-sequence log-probabilities (train/preference_losses.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lmforge.config import Config
+from lmforge.data.collator import TrainingCollator
+from lmforge.data.media import MEDIA_COLUMN
+from lmforge.model.loss import sequence_log_probs
+from lmforge.train.preference import (
+    PreferenceTrainer,
+    model_inputs,
+    precompute_reference,
+    preference_parts,
+    reference_log_probs,
+)
+from lmforge.train.preference_losses import PAIR_LOSSES, sft_term
+from lmforge.train.reference import build_reference
+from lmforge.train.stage import StageParts
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase, Seq2SeqTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def prepare(
+    config: Config,
+    args: Seq2SeqTrainingArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    model: nn.Module,
+    train: Dataset,
+    eval_set: Dataset | None,
+    media: Any = None,
+) -> StageParts:
+    loss = PAIR_LOSSES[config.finetuning.pref_loss]
+    collator = PairwiseCollator(pad_token_id=tokenizer.pad_token_id, media=media)
+    reference = build_reference(config, model, model.dtype) if loss.uses_reference else None
+    if reference is not None and config.finetuning.precompute_ref_log_probs:
+
+        def ref_columns(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return dict(
+                zip(REF_COLUMNS, reference_log_probs(reference, model, batch)[0].chunk(2), strict=True)
+            )
+
+        train, eval_set = precompute_reference(
+            args, reference, model, collator, (train, eval_set), ref_columns
+        )
+        reference = None
+    return preference_parts(
+        config,
+        model,
+        (train, eval_set),
+        collator,
+        DPOTrainer,
+        reference,
+        pref_loss=config.finetuning.pref_loss,
+    )
+
+
+@dataclass
+class PairwiseCollator:
+    """Pairs into one batch: every chosen row, then every rejected row, right-padded to one length.
+
+    >>> collate = PairwiseCollator(pad_token_id=0)
+    >>> batch = collate([{"chosen_input_ids": [5, 6, 7], "chosen_labels": [-100, 6, 7],
+    ...                   "rejected_input_ids": [5, 8], "rejected_labels": [-100, 8]}])
+    >>> batch["input_ids"].tolist(), batch["labels"].tolist()
+    ([[5, 6, 7], [5, 8, 0]], [[-100, 6, 7], [-100, 8, -100]])
+
+    Precomputed reference log-probabilities (``ref_chosen_logps``/``ref_rejected_logps``)
+    become ``ref_logps`` in the same order. A multimodal model's pairs keep their media: both
+    rows of a pair carry the prompt's pictures (``media`` is the model's MediaProcessing).
+    """
+
+    pad_token_id: int
+    media: Any = None
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [
+            {"input_ids": f[f"{side}_input_ids"], "labels": f[f"{side}_labels"]}
+            | ({MEDIA_COLUMN: f[MEDIA_COLUMN]} if MEDIA_COLUMN in f else {})
+            for side in ("chosen", "rejected")
+            for f in features
+        ]
+        batch = TrainingCollator(pad_token_id=self.pad_token_id, media=self.media)(rows)
+        if REF_COLUMNS[0] in features[0]:
+            batch["ref_logps"] = torch.tensor(
+                [f[column] for column in REF_COLUMNS for f in features], dtype=torch.float32
+            )
+        return batch
+
+
+class DPOTrainer(PreferenceTrainer):
+    def __init__(self, *args: Any, pref_loss: str = "sigmoid", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pair_loss = PAIR_LOSSES[pref_loss]
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        policy = self.accelerator.unwrap_model(model)
+        logps, tokens = sequence_log_probs(policy, **model_inputs(inputs))
+        scores = logps
+        if self.pair_loss.uses_reference:
+            ref_logps = inputs.get("ref_logps")
+            if ref_logps is None:
+                ref_logps, _ = reference_log_probs(self.reference, policy, inputs)
+            scores = logps - ref_logps
+        if self.pair_loss.length_normalised:
+            scores = scores / tokens.clamp(min=1)
+        chosen, rejected = scores.chunk(2)
+        losses = self.pair_loss.fn(chosen, rejected, self.settings)
+        if self.pref_ftx:
+            losses = losses + self.pref_ftx * sft_term(*(t.chunk(2)[0] for t in (logps, tokens)))
+        rewards_chosen, rewards_rejected = (
+            self.settings.beta * chosen.detach(),
+            self.settings.beta * rejected.detach(),
+        )
+        logps_chosen, logps_rejected = logps.detach().chunk(2)
+        self.record(
+            rewards_chosen=rewards_chosen,
+            rewards_rejected=rewards_rejected,
+            rewards_accuracies=(rewards_chosen > rewards_rejected).float(),
+            rewards_margins=rewards_chosen - rewards_rejected,
+            logps_chosen=logps_chosen,
+            logps_rejected=logps_rejected,
+        )
+        loss = losses.mean()
+        return (loss, {"loss": loss}) if return_outputs else loss

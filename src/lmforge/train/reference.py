@@ -1,0 +1,104 @@
+"""The reference model of DPO and KTO, without a second copy of the weights where none is needed.
+
+Rules (issue 14, point 3):
+
+- ``ref_model`` set: that model (with ``ref_model_adapters`` merged), frozen.
+- LoRA from a base model: the base itself, with the adapter switched off (peft's ``disable_adapter``).
+- LoRA continuing an SFT adapter (``adapter_name_or_path``): the SFT model, i.e. the base with
+  the adapter as it was before training. The adapter is loaded a second time, frozen, under the
+  name ``reference`` and switched to for reference passes (LLaMA-Factory uses the bare base here,
+  #8459). With ``create_new_adapter`` the SFT adapters are merged into the base, so switching the
+  new adapter off gives the SFT model again.
+- Full or freeze fine-tuning: a frozen copy loaded from the same folder.
+- orpo and simpo: no reference.
+
+``precompute_ref_log_probs`` runs the reference once over the dataset before training; then
+the frozen copy is released and no reference runs while training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from lmforge.config import Config
+from lmforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_ADAPTER = "reference"
+
+
+@dataclass
+class Reference:
+    """Where reference log-probabilities come from during training."""
+
+    kind: Literal["adapter_off", "sft_adapter", "frozen_model"]
+    model: nn.Module | None = None  # frozen_model only
+
+    @contextlib.contextmanager
+    def active(self, policy: nn.Module) -> Iterator[nn.Module]:
+        """Yield the module whose forward is the reference (no gradients inside)."""
+        with torch.no_grad():
+            if self.kind == "frozen_model":
+                yield self.model
+            elif self.kind == "adapter_off":
+                with policy.disable_adapter():
+                    yield policy
+            else:
+                active = policy.active_adapter
+                policy.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
+                try:
+                    yield policy
+                finally:
+                    policy.set_adapter(active)  # makes the trained adapter trainable again
+
+    def release(self, policy: nn.Module) -> None:
+        """Drop the reference weights (after precomputing, and before the final save)."""
+        if self.kind == "sft_adapter" and REFERENCE_ADAPTER in getattr(policy, "peft_config", {}):
+            policy.delete_adapter(REFERENCE_ADAPTER)
+        self.model = None
+
+
+def build_reference(config: Config, policy: nn.Module, dtype: torch.dtype) -> Reference:
+    """The reference for ``policy`` by the rules above (callers skip this for orpo/simpo)."""
+    finetuning = config.finetuning
+    if finetuning.ref_model:
+        return Reference("frozen_model", _load_frozen(config, dtype, from_ref_model=True))
+    if finetuning.ref_model_adapters:
+        raise ConfigError("config key 'ref_model_adapters' needs ref_model (the model they belong to)")
+    if finetuning.finetuning_type == "lora":
+        adapters = list(config.model.adapter_name_or_path or [])
+        if adapters and not finetuning.create_new_adapter:
+            policy.load_adapter(adapters[-1], adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+            logger.info("reference: the SFT model (adapter %s, frozen copy)", adapters[-1])
+            return Reference("sft_adapter")
+        logger.info("reference: the base model with the adapter switched off")
+        return Reference("adapter_off")
+    logger.info("reference: a frozen copy of %s", config.model.model_name_or_path)
+    return Reference("frozen_model", _load_frozen(config, dtype, from_ref_model=False))
+
+
+def _load_frozen(config: Config, dtype: torch.dtype, *, from_ref_model: bool) -> nn.Module:
+    from lmforge.model.loader import load_model
+
+    model_args = config.model
+    if from_ref_model:
+        model_args = dataclasses.replace(
+            model_args,
+            model_name_or_path=config.finetuning.ref_model,
+            adapter_name_or_path=config.finetuning.ref_model_adapters,
+            quantization_bit=config.finetuning.ref_model_quantization_bit,
+        )
+    model = load_model(model_args, config.finetuning, trainable=False, dtype=dtype)
+    model.config.use_cache = False
+    return model
