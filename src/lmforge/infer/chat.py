@@ -100,18 +100,7 @@ def main(argv: list[str]) -> int:
     engine = create_engine(config)
     engine.claim_cpu_threads()
     prompts = PromptBuilder.from_config(config, engine.tokenizer)
-    gen = config.generating
-    options = SamplingOptions(
-        max_new_tokens=gen.max_new_tokens,
-        temperature=gen.temperature if gen.do_sample else 0.0,
-        top_p=gen.top_p,
-        top_k=gen.top_k,
-        repetition_penalty=gen.repetition_penalty,
-        stop=prompts.stop_strings(),
-        stop_token_ids=prompts.stop_token_ids(),
-        skip_special_tokens=gen.skip_special_tokens,
-    )
-    session = ChatSession(engine, prompts, options)
+    session = ChatSession(engine, prompts, prompts.sampling_options(config.generating))
     with asyncio.Runner() as runner:
         runner.run(engine.start())
         try:
