@@ -37,7 +37,9 @@ def trained_config(config: Config, output_dir: Path) -> Config:
     if config.finetuning.finetuning_type == "lora":
         model = dataclasses.replace(config.model, adapter_name_or_path=[str(output_dir)])
     else:
-        model = dataclasses.replace(config.model, model_name_or_path=str(output_dir), adapter_name_or_path=None)
+        model = dataclasses.replace(
+            config.model, model_name_or_path=str(output_dir), adapter_name_or_path=None
+        )
     return dataclasses.replace(config, model=model)
 
 

@@ -13,13 +13,15 @@ def metrics_table(metrics: Mapping[str, Any], title: str = "") -> str:
 
 
 def grid(header: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> str:
-    """Left-aligned first column, right-aligned others, widths fitted to the content."""
+    """Numbers right-aligned, text left-aligned, widths fitted to the content."""
     table = [list(header), *(list(row) for row in rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    numeric = [all(_is_number(row[i]) for row in table[1:]) for i in range(len(header))]
     lines = [title] if title else []
     for number, row in enumerate(table):
-        cells = [row[0].ljust(widths[0])] + [
-            cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)
+        cells = [
+            cell.rjust(w) if right and i else cell.ljust(w)
+            for i, (cell, w, right) in enumerate(zip(row, widths, numeric, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
         if number == 0:
@@ -33,3 +35,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return cell == "-"
+    return True
