@@ -30,5 +30,7 @@ class EvaluationArguments:
     )
     download_mode: str = field(
         default="reuse_dataset_if_exists",
-        metadata={"help": "LLaMA-Factory's hub download mode; lmforge reads task_dir only, so it is ignored."},
+        metadata={
+            "help": "LLaMA-Factory's hub download mode; lmforge reads task_dir only, so it is ignored."
+        },
     )

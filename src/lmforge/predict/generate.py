@@ -23,7 +23,7 @@ from lmforge.config import Config
 from lmforge.errors import ConfigError
 from lmforge.infer.engine import Engine, SamplingOptions, create_engine
 from lmforge.infer.prompting import PromptBuilder
-from lmforge.predict.metrics import check_metric_libraries, corpus_scores
+from lmforge.predict.metrics import corpus_scores, metric_libraries_missing
 from lmforge.predict.progress import SampleProgress
 from lmforge.predict.samples import PredictionSample, load_prediction_samples
 from lmforge.predict.table import metrics_table
@@ -43,7 +43,9 @@ class Answer:
 
 def run_generation(config: Config, output_dir: Path, *, out: TextIO | None = None) -> dict[str, Any]:
     """Answer every prediction sample, write the two files in ``output_dir``, return the metrics."""
-    check_metric_libraries()
+    missing = metric_libraries_missing()  # said before generating, not after an hour of it
+    if missing:
+        logger.warning("%s; the predictions are written without them", missing)
     engine = create_engine(config)
     prompts = PromptBuilder.from_config(config, engine.tokenizer)
     sample_set = load_prediction_samples(config, prompts)
@@ -65,8 +67,10 @@ def run_generation(config: Config, output_dir: Path, *, out: TextIO | None = Non
         finally:
             runner.run(engine.close())
     seconds = time.perf_counter() - started
-    pairs = [(line["predict"], line["label"]) for line in read_lines(path)]
-    metrics: dict[str, Any] = {f"predict_{name}": value for name, value in corpus_scores(pairs).items()}
+    metrics: dict[str, Any] = {}
+    if not missing:
+        pairs = [(line["predict"], line["label"]) for line in read_lines(path)]
+        metrics.update({f"predict_{name}": value for name, value in corpus_scores(pairs).items()})
     new = len(samples) - done
     metrics.update(
         predict_samples=len(samples),

@@ -29,9 +29,13 @@ def _libraries() -> tuple[Any, Any, Any]:
     return jieba, (sentence_bleu, SmoothingFunction().method3), Rouge()
 
 
-def check_metric_libraries() -> None:
-    """Fail before generating for an hour, not after."""
-    _libraries()
+def metric_libraries_missing() -> str | None:
+    """Why BLEU/ROUGE cannot be computed here (a one-line install hint), or None when they can."""
+    try:
+        _libraries()
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def words(text: str) -> list[str]:
