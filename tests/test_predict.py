@@ -153,15 +153,13 @@ def test_predict_on_smollm2(asset, shared_data, tmp_path):
         tmp_path,
         asset("smollm2"),
         shared_data,
-        eval_dataset="alpaca_en_demo",
+        eval_dataset="identity",
         max_samples=3,
         max_new_tokens=6,
     )
     assert main(["train", str(config)]) == 0
     lines = lines_of(tmp_path / "out")
-    assert [line["label"] for line in lines] == [
-        r["output"] for r in records(shared_data, "alpaca_en_demo", 3)
-    ]
+    assert [line["label"] for line in lines] == [r["output"] for r in records(shared_data, "identity", 3)]
     assert all(line["predict"].strip() for line in lines)  # a real model answers something
 
 
