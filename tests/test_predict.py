@@ -165,11 +165,10 @@ def test_predict_on_smollm2(asset, shared_data, tmp_path):
 
 def test_an_interrupted_run_resumes_and_keeps_its_finished_lines(tiny_run, tiny_model, shared_data, tmp_path):
     """A real child process is killed (SIGKILL) mid-run; the rerun keeps its lines, cuts a torn
-    last line and answers only the rest. Lines reach the file a window of prompts at a time
-    (8 here), so 16 samples give the kill a moment between windows."""
+    last line and answers only the rest; the file ends as an uninterrupted run's does."""
     _, config = tiny_run
     values = yaml.safe_load(config.read_text())
-    values.update(output_dir=str(tmp_path / "out"), max_samples=8)
+    values.update(output_dir=str(tmp_path / "out"))
     (tmp_path / "predict.yaml").write_text(yaml.safe_dump(values))
     target = tmp_path / "out" / "generated_predictions.jsonl"
     child = subprocess.Popen(
@@ -194,15 +193,14 @@ def test_an_interrupted_run_resumes_and_keeps_its_finished_lines(tiny_run, tiny_
     child.send_signal(signal.SIGKILL)
     child.wait(30)
     kept = target.read_text("utf-8").splitlines(keepends=True)
-    assert 2 <= len(kept) < 16
+    assert 2 <= len(kept) < 8
     with target.open("a", encoding="utf-8") as handle:
         handle.write('{"prompt": "torn')  # what a kill in the middle of a write leaves
     assert main(["train", str(tmp_path / "predict.yaml")]) == 0
     results = json.loads((tmp_path / "out" / "predict_results.json").read_text())
     assert results["predict_samples_resumed"] == len(kept)
     assert target.read_text("utf-8").splitlines(keepends=True)[: len(kept)] == kept
-    expected = records(shared_data, "identity", 8) + records(shared_data, "alpaca_en_demo", 8)
-    assert [line["label"] for line in lines_of(tmp_path / "out")] == [r["output"] for r in expected]
+    assert lines_of(tmp_path / "out") == lines_of(tiny_run[0] / "out")
 
 
 def test_a_file_written_for_other_samples_is_not_extended(tiny_run, tmp_path, capsys):

@@ -3,7 +3,8 @@
 The engine is the one ``lmforge api`` serves with (``infer_backend``: the huggingface engine's
 continuous batching, or vLLM), base model plus adapter, so a prediction run costs what serving
 costs, not a padded ``generate`` call per batch. Prompts are submitted in windows of the
-dataset, each window sorted by length (rows of a batch end together, little padding), while
+dataset as wide as the engine's in-flight capacity, each sorted by length (prompts prefilled
+together are padded little), while
 the lines reach ``generated_predictions.jsonl`` in dataset order: a line is written as soon as
 every sample before it is done, and flushed. Run again after an interruption and the finished
 lines are kept (a torn last line is cut off) and their samples skipped.
@@ -155,19 +156,20 @@ async def _answer_all(
                 line = {"prompt": sample.prompt, "predict": answer.text, "label": sample.label}
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
                 handle.flush()
-                progress.advance(answer.tokens)
                 next_line += 1
 
         async def answer(index: int) -> None:
             try:
-                answers[index] = await _generate_one(engine, samples[index], options)
+                result = await _generate_one(engine, samples[index], options)
+                answers[index] = result
+                progress.advance(result.tokens)  # counted when done, written when its turn comes
                 write_ready()
             finally:
                 slots.release()
 
         tasks: list[asyncio.Task[None]] = []
         try:
-            for index in submission_order(samples, done, window=4 * capacity):
+            for index in submission_order(samples, done, window=capacity):
                 await slots.acquire()
                 failed = next((t for t in tasks if t.done() and t.exception()), None)
                 if failed is not None:
