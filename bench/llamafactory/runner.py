@@ -391,7 +391,11 @@ def predict(*, samples: int = 200, batch: int = 8, timeout_s: float = 3600) -> d
     config.update(per_device_eval_batch_size=batch, overwrite_cache=True, report_to="none")
     config.pop("infer_dtype")  # LLaMA-Factory predicts in the model's dtype (float32 here)
     cfg = _write_yaml(WORK / "predict.yaml", config)
-    env = _env(HF_DATASETS_CACHE=str(WORK / "hf_datasets_cache"), CUDA_VISIBLE_DEVICES="")
+    env = _env(
+        HF_DATASETS_CACHE=str(WORK / "hf_datasets_cache"),
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONPATH=str(_metric_packages()),
+    )
     m = run_measured([str(LLAMAFACTORY_CLI), "train", str(cfg)], env=env, timeout_s=timeout_s)
     m.check(f"llamafactory-cli train {cfg}")
     results = json.loads((output_dir / "predict_results.json").read_text())
@@ -402,3 +406,15 @@ def predict(*, samples: int = 200, batch: int = 8, timeout_s: float = 3600) -> d
         "wall_s": m.wall_s,
         "bleu_4": results.get("predict_bleu-4"),
     }
+
+
+def _metric_packages() -> Path:
+    """nltk, jieba and rouge-chinese for LLaMA-Factory's predict_with_generate, which requires them
+    and which its bench venv lacks: installed once into a folder put on its PYTHONPATH (the
+    versions of requirements/constraints.txt, so both tools score with the same libraries)."""
+    folder = OUT / "llamafactory_metrics"
+    if not (folder / "rouge_chinese").is_dir():
+        packages = ["nltk==3.10.4", "rouge-chinese==1.0.3", "jieba==0.42.1", "six==1.17.0"]
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(folder)]
+        subprocess.run([*pip, *packages], check=True)
+    return folder
