@@ -58,6 +58,8 @@ STORE = OUT / "compare"
 BEGIN, END = "<!-- bench/compare.py: begin -->", "<!-- bench/compare.py: end -->"
 NOT_YET = "lmforge side not available yet"
 QWEN_END_OF_TURN = (151645, 198)  # "<|im_end|>\n": where the system turn ends
+# the size is 200 prompts; fewer on a machine too loaded to run that many (the title says)
+PREDICT_SAMPLES = int(os.environ.get("LMFORGE_BENCH_PREDICT_SAMPLES", "200"))
 
 
 class Unavailable(Exception):
@@ -402,7 +404,8 @@ def _rows() -> list[Row]:
         ),
         Row(
             "predict",
-            "prediction (do_predict): SmolLM2-135M-Instruct, alpaca_en_demo prompts, 64 new tokens, greedy, batch 8",
+            f"prediction (do_predict): SmolLM2-135M-Instruct, {PREDICT_SAMPLES} alpaca_en_demo prompts, 64 new tokens, "
+            "greedy, batch 8",
             "bench/predict.py --backend huggingface,vllm --json / llamafactory-cli train (predict.yaml, do_predict)",
             _lm_predict,
             lambda o: lf.predict(samples=o.predict_samples),
@@ -843,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.samples = 5_000 if quick else PREPROCESS_SAMPLES
     opts.memory_batch = 2 if quick else 8
     opts.requests_1, opts.requests_8 = (3, 8) if quick else (10, 16)
-    opts.predict_samples = 16 if quick else int(os.environ.get("LMFORGE_BENCH_PREDICT_SAMPLES", "200"))
+    opts.predict_samples = 16 if quick else PREDICT_SAMPLES
     if quick and opts.max_steps is None:
         opts.max_steps = 2
     opts.mode = "quick" if quick else ("full" if not opts.max_steps else f"max_steps {opts.max_steps}")
