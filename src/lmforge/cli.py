@@ -85,6 +85,15 @@ COMMANDS: tuple[Command, ...] = (
         True,
     ),
     Command(
+        "eval",
+        "lmforge.predict.cli:main",
+        "Score a model on a multiple-choice benchmark (MMLU, C-Eval, CMMLU layout) by A/B/C/D logits.",
+        "Example:\n  lmforge eval cfg.yaml task=mmlu_test task_dir=evaluation lang=en n_shot=5 save_dir=saves/eval\n\n"
+        "task_dir/<benchmark>/ holds mapping.json (subject -> name, category) and the subject CSV files\n"
+        "(LLaMA-Factory's evaluation/ layout); template: fewshot renders plain few-shot prompts.",
+        True,
+    ),
+    Command(
         "data",
         "lmforge.data.cli:main",
         "Look at datasets as the model will see them: `data preview cfg.yaml`, `data stats cfg.yaml`.",

@@ -1,6 +1,7 @@
 """Typed settings, one dataclass per concern, with LLaMA-Factory's key names."""
 
 from lmforge.config.data import DataArguments
+from lmforge.config.evaluation import EvaluationArguments
 from lmforge.config.finetuning import FinetuningArguments
 from lmforge.config.generating import GeneratingArguments
 from lmforge.config.model import ModelArguments
@@ -10,6 +11,7 @@ from lmforge.config.serving import ServingArguments
 __all__ = [
     "Config",
     "DataArguments",
+    "EvaluationArguments",
     "FinetuningArguments",
     "GeneratingArguments",
     "ModelArguments",

@@ -21,6 +21,7 @@ import yaml
 
 from lmforge.config.coerce import coerce_value
 from lmforge.config.data import DataArguments
+from lmforge.config.evaluation import EvaluationArguments
 from lmforge.config.finetuning import FinetuningArguments
 from lmforge.config.generating import GeneratingArguments
 from lmforge.config.legacy_training_keys import LEGACY_TRAINING_KEYS
@@ -40,6 +41,7 @@ CONCERNS: dict[str, type] = {
     "finetuning": FinetuningArguments,
     "generating": GeneratingArguments,
     "serving": ServingArguments,
+    "evaluation": EvaluationArguments,  # lmforge eval (issue 17)
 }
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 LLAMAFACTORY_ONLY_STAGES = ("ppo",)
@@ -54,6 +56,7 @@ class Config:
     finetuning: FinetuningArguments = field(default_factory=FinetuningArguments)
     generating: GeneratingArguments = field(default_factory=GeneratingArguments)
     serving: ServingArguments = field(default_factory=ServingArguments)
+    evaluation: EvaluationArguments = field(default_factory=EvaluationArguments)  # lmforge eval
     training_kwargs: dict[str, Any] = field(default_factory=dict)
     """Typed values for transformers' Seq2SeqTrainingArguments, as the user gave them."""
     source: Path | None = None

@@ -103,16 +103,10 @@ def chat_options(
     gen: GeneratingArguments, prompts: PromptBuilder, max_new_tokens: int | None = None
 ) -> SamplingOptions:
     """The config's sampling settings with the template's stops (greedy unless ``do_sample``)."""
-    return SamplingOptions(
-        max_new_tokens=gen.max_new_tokens if max_new_tokens is None else max_new_tokens,
-        temperature=gen.temperature if gen.do_sample else 0.0,
-        top_p=gen.top_p,
-        top_k=gen.top_k,
-        repetition_penalty=gen.repetition_penalty,
-        stop=prompts.stop_strings(),
-        stop_token_ids=prompts.stop_token_ids(),
-        skip_special_tokens=gen.skip_special_tokens,
-    )
+    options = prompts.sampling_options(gen)
+    if max_new_tokens is not None:
+        options.max_new_tokens = max_new_tokens
+    return options
 
 
 def main(argv: list[str]) -> int:

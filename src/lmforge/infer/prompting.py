@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from lmforge.infer.engine import SamplingOptions
+
 if TYPE_CHECKING:
-    from lmforge.config import Config
+    from lmforge.config import Config, GeneratingArguments
     from lmforge.conversation import Conversation
     from lmforge.templates.spec import ParsedResponse, Template
 
@@ -88,6 +90,19 @@ class PromptBuilder:
         """Stop words that are not single tokens: matched in the decoded text instead."""
         single = set(self.stop_token_ids())
         return [w for w in self.template.stop_words if self.tokenizer.convert_tokens_to_ids(w) not in single]
+
+    def sampling_options(self, gen: GeneratingArguments) -> SamplingOptions:
+        """The config's generation settings (``do_sample: false`` is greedy), stopping at this template's stop words."""
+        return SamplingOptions(
+            max_new_tokens=gen.max_new_tokens,
+            temperature=gen.temperature if gen.do_sample else 0.0,
+            top_p=gen.top_p,
+            top_k=gen.top_k,
+            repetition_penalty=gen.repetition_penalty,
+            stop=self.stop_strings(),
+            stop_token_ids=self.stop_token_ids(),
+            skip_special_tokens=gen.skip_special_tokens,
+        )
 
     def parse(self, text: str) -> ParsedResponse:
         return self.template.parse_response(text)
