@@ -26,6 +26,7 @@ from lmforge.config.generating import GeneratingArguments
 from lmforge.config.legacy_training_keys import LEGACY_TRAINING_KEYS
 from lmforge.config.llamafactory_keys import NO_DEFAULT, UNSUPPORTED_LLAMAFACTORY_KEYS
 from lmforge.config.model import ModelArguments
+from lmforge.config.requirements import check_training_requirements
 from lmforge.config.serving import ServingArguments
 from lmforge.errors import ConfigError
 
@@ -62,6 +63,7 @@ class Config:
         """Build transformers' training arguments (imports transformers; train only)."""
         from transformers import Seq2SeqTrainingArguments
 
+        check_training_requirements(self)  # a missing optional package: one line, not transformers' traceback
         kwargs = dict(self.training_kwargs)
         _fall_back_from_half_precision(kwargs)
         try:
