@@ -78,7 +78,7 @@ def load_sft_datasets(
     settings = encode_settings(data, stage)
     if stage == "sft" and template is None:
         raise ConfigError("config key 'template' is required for SFT (`lmforge template list` shows them)")
-    if data.tokenized_path and _is_saved_bundle(Path(data.tokenized_path)):
+    if data.tokenized_path and is_saved_bundle(Path(data.tokenized_path)):
         return load_saved_bundle(Path(data.tokenized_path))
     if data.eval_dataset and data.val_size:
         raise ConfigError("config keys 'val_size' and 'eval_dataset' both choose the eval set; keep one")
@@ -311,7 +311,7 @@ def assemble(outputs: list[ChunkOutput], report: DatasetReport, fingerprint: str
 # ---------------------------------------------------------------- tokenized_path
 
 
-def _is_saved_bundle(path: Path) -> bool:
+def is_saved_bundle(path: Path) -> bool:
     return (path / cache.REPORT_FILE).is_file()
 
 

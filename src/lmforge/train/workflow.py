@@ -74,8 +74,15 @@ def run_training(
     tokenizer = load_tokenizer(config.model)
     template = _set_chat_template(config, tokenizer)
     media = training_media(config)
+    tokenizing_only = data is None and _tokenizing_only(config)
     with args.main_process_first(desc="preparing the datasets"):
         data = data or _load_data(config, tokenizer, template, media)
+    if tokenizing_only:  # LLaMA-Factory's preprocessing run: encode, save, stop
+        logger.info(
+            "the encoded datasets are saved in %s; run again with the same tokenized_path to train from them",
+            config.data.tokenized_path,
+        )
+        return TrainingOutcome(output_dir)
     train_set, eval_set = _arrange(config, args, data)
 
     from transformers import set_seed
@@ -235,6 +242,14 @@ def _load_data(
     refuse_media_datasets(config, media)
     bundle = load_sft_datasets(config, tokenizer, template, config.finetuning.stage, media=media)
     return PreparedData(train=bundle.train, eval=bundle.eval, report=bundle.report)
+
+
+def _tokenizing_only(config: Config) -> bool:
+    """``tokenized_path`` names a folder with no encoded data yet: this run only encodes and saves it."""
+    from lmforge.data.loader import is_saved_bundle
+
+    path = config.data.tokenized_path
+    return bool(path) and not config.data.streaming and not is_saved_bundle(Path(path))
 
 
 def refuse_media_datasets(config: Config, media: Any = None) -> None:
