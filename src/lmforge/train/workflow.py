@@ -22,7 +22,9 @@ from lmforge.config import Config
 from lmforge.data.collator import TrainingCollator
 from lmforge.data.packing import pack_dataset
 from lmforge.errors import ConfigError
+from lmforge.model.adapter import save_converted_pissa, save_pissa_initial
 from lmforge.train.callbacks import JsonlLog, ProgressBar, SignalStop, Throughput
+from lmforge.train.optimizers import check_optimizer_choice, configure_optimizer
 from lmforge.train.outputs import move_contents, plot_losses, resolve_resume, write_json
 
 if TYPE_CHECKING:
@@ -89,6 +91,8 @@ def run_training(
 
     set_seed(args.seed)  # adapter initialisation is random: same seed, same run
     model, chunked = _load_model(config, args)
+    optimizer = configure_optimizer(config, args, model)  # None: transformers builds the one args name
+    pissa_initial = save_pissa_initial(model, config.finetuning, output_dir) if args.should_save else None
     collator = TrainingCollator(
         media=media,
         pad_token_id=tokenizer.pad_token_id,
@@ -109,6 +113,7 @@ def run_training(
         processing_class=tokenizer,
         callbacks=[JsonlLog(args.output_dir, throughput), stopper, *callbacks],
         throughput=throughput,
+        optimizers=(optimizer, None),
     )
     _use_our_progress_bar(trainer, throughput)
 
@@ -141,7 +146,7 @@ def run_training(
     )
     if eval_set is not None and args.do_eval:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
-    _save_outputs(trainer, config, output_dir, metrics)
+    _save_outputs(trainer, config, output_dir, metrics, pissa_initial)
     return TrainingOutcome(output_dir, metrics=metrics)
 
 
@@ -174,6 +179,7 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
             args.train_sampling_strategy = "group_by_length"  # little padding without packing
     if "dataloader_pin_memory" not in config.training_kwargs and not torch.cuda.is_available():
         args.dataloader_pin_memory = False
+    check_optimizer_choice(config)
     if config.finetuning.compute_accuracy:
         raise ConfigError(
             "config key 'compute_accuracy' is not supported yet; remove it (eval_loss is reported)"
@@ -350,13 +356,17 @@ def _use_our_progress_bar(trainer: Any, throughput: Throughput) -> None:
     trainer.add_callback(ProgressBar(throughput))
 
 
-def _save_outputs(trainer: Any, config: Config, output_dir: Path, metrics: dict[str, Any]) -> None:
+def _save_outputs(
+    trainer: Any, config: Config, output_dir: Path, metrics: dict[str, Any], pissa_initial: Path | None = None
+) -> None:
     """Model (or adapter), tokenizer, state, results and plots, each written under a temporary name first."""
     staging = output_dir / FINAL_STAGING
     trainer.save_model(str(staging))  # every process joins (DeepSpeed/FSDP gather); the main one writes
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return
+    if pissa_initial is not None:
+        save_converted_pissa(trainer.model, staging, pissa_initial)
     trainer.state.save_to_json(str(staging / "trainer_state.json"))
     move_contents(staging, output_dir)
     results = {"train": {k: v for k, v in metrics.items() if not k.startswith("eval_")}}
