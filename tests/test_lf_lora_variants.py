@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
-from test_train import encoded_samples, settings  # tests/ is on sys.path
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from lmforge.config import build_config
 from lmforge.errors import ConfigError
 from lmforge.train import PreparedData, run_training
+from test_train import encoded_samples, settings  # tests/ is on sys.path
 
 
 def train(values: dict, callbacks=()) -> dict:
@@ -28,7 +27,14 @@ def test_pissa_convert_saves_a_plain_lora_adapter_of_the_original_base(tmp_path,
     model_dir = str(tiny_model("llama"))
     out = tmp_path / "out"
     values = settings(
-        model_dir, out, pissa_init=True, pissa_iter=4, pissa_convert=True, max_steps=3, save_steps=3, lora_alpha=8
+        model_dir,
+        out,
+        pissa_init=True,
+        pissa_iter=4,
+        pissa_convert=True,
+        max_steps=3,
+        save_steps=3,
+        lora_alpha=8,
     )
     train(values)
     config = json.loads((out / "adapter_config.json").read_text())
@@ -73,7 +79,9 @@ def test_loraplus_trains_b_faster_and_the_adapter_loads_in_peft(tmp_path, tiny_m
 
     model_dir = str(tiny_model("llama"))
     capture = CaptureOptimizer()
-    metrics = train(settings(model_dir, tmp_path / "out", loraplus_lr_ratio=16.0, learning_rate=1e-3), [capture])
+    metrics = train(
+        settings(model_dir, tmp_path / "out", loraplus_lr_ratio=16.0, learning_rate=1e-3), [capture]
+    )
     rates = {lr for count, lr in capture.groups if count}
     assert rates == {1e-3, 16e-3}
     assert metrics["global_step"] == 6
