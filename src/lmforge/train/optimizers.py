@@ -61,6 +61,11 @@ def check_optimizer_choice(config: Config) -> None:
     require(
         {"use_galore": GALORE, "use_apollo": APOLLO, "use_badam": BADAM, "use_adam_mini": ADAM_MINI}[key], key
     )
+    if key == "use_badam" and args.badam_mode == "ratio":
+        raise ConfigError(
+            "config key 'badam_mode: ratio' makes sparse gradients, whose norm transformers' Trainer cannot "
+            "take (it logs grad_norm every step); use badam_mode: layer"
+        )
     layerwise = (key == "use_galore" and args.galore_layerwise) or (
         key == "use_apollo" and args.apollo_layerwise
     )
@@ -157,25 +162,13 @@ def _loraplus(
 def _badam(
     args: Seq2SeqTrainingArguments, model: nn.Module, finetuning: FinetuningArguments
 ) -> torch.optim.Optimizer:
-    """BAdam: Adam on one block of layers at a time (``layer``), or on a sparse share of each (``ratio``)."""
-    from badam import BlockOptimizer, BlockOptimizerRatio
+    """BAdam (layer mode): Adam on one block of layers at a time, switching every ``badam_switch_interval`` steps."""
+    from badam import BlockOptimizer
 
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     decay = [p for n, p in named if p.ndim >= 2]
     no_decay = [p for n, p in named if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if finetuning.badam_mode == "ratio":
-        logger.info("optimizer: BAdam, ratio mode (update ratio %s)", finetuning.badam_update_ratio)
-        return BlockOptimizerRatio(
-            param_groups=groups,
-            named_parameters_list=list(model.named_parameters()),
-            update_ratio=finetuning.badam_update_ratio,
-            mask_mode=finetuning.badam_mask_mode,
-            verbose=finetuning.badam_verbose,
-            switch_every=finetuning.badam_switch_interval,
-            lr=args.learning_rate,
-            **_adamw_settings(args),
-        )
     logger.info(
         "optimizer: BAdam, layer mode (%s, every %d steps)",
         finetuning.badam_switch_mode,
@@ -214,6 +207,7 @@ def _adam_mini(args: Seq2SeqTrainingArguments, model: nn.Module) -> torch.optim.
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes held in the optimizer's state tensors (layer-wise optimizers: summed over their parts)."""
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
     parts = getattr(optimizer, "optimizer_dict", None)
     optimizers = list(parts.values()) if parts else [getattr(optimizer, "base_optimizer", optimizer)]
     seen: set[int] = set()
