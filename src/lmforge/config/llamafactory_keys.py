@@ -52,3 +52,22 @@ UNSUPPORTED_LLAMAFACTORY_KEYS: dict[str, Any] = {
     "resources_per_worker": NO_DEFAULT,
     "placement_strategy": "PACK",
 }
+
+# Why an option above is refused, where the reason lies outside lmforge (issue 18).
+UNSUPPORTED_REASONS: dict[str, str] = {
+    "mixture_of_depths": (
+        "'mixture_of_depths' is not supported: its package (mixture-of-depth 1.2.0, the one LLaMA-Factory uses) "
+        "does not import with transformers 5 (it needs transformers.TRANSFORMERS_CACHE, removed in 5.0); remove it"
+    ),
+    **{
+        key: f"'{key}' (training through Ray) is not supported yet; remove it, and use torchrun "
+        "(FORCE_TORCHRUN=1 NPROC_PER_NODE=N) for several processes"
+        for key in (
+            "ray_run_name",
+            "ray_storage_path",
+            "ray_num_workers",
+            "resources_per_worker",
+            "placement_strategy",
+        )
+    },
+}
