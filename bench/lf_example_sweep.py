@@ -74,7 +74,11 @@ def run_one(relative: Path, config: dict, workdir: Path, timeout: int) -> tuple[
     err = done.stderr
     if done.returncode == 0:
         return "runs", f"lmforge {command}"
-    errors = [line for line in err.splitlines() if line.startswith("lmforge")]
+    errors = [
+        line
+        for line in err.splitlines()
+        if line.startswith("lmforge") and ("error" in line or "unknown" in line)
+    ]
     if "Traceback" not in err and errors:
         return "refused", errors[-1]
     tail = [line for line in err.strip().splitlines() if line.strip()]
