@@ -76,3 +76,14 @@ def test_flash_attention_without_flash_attn_or_gpu(tmp_path, capsys, tiny_model)
 def test_every_optim_we_check_is_a_transformers_optim():
     names = {member.value for member in OptimizerNames}
     assert set(OPTIM_PACKAGES) <= names
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is not None, reason="liger-kernel is installed")
+def test_enable_liger_kernel_means_use_liger_kernel_and_names_the_extra():
+    from lmforge.config import build_config
+    from lmforge.errors import ConfigError
+
+    config = build_config({"enable_liger_kernel": True, "output_dir": "unused"})
+    assert config.training_kwargs["use_liger_kernel"] is True
+    with pytest.raises(ConfigError, match=r"lmforge\[liger\]"):
+        config.training_arguments()

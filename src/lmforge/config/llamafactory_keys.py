@@ -41,7 +41,6 @@ UNSUPPORTED_LLAMAFACTORY_KEYS: dict[str, Any] = {
     "mixture_of_depths": None,
     "use_unsloth": False,
     "use_unsloth_gc": False,
-    "enable_liger_kernel": False,
     "moe_aux_loss_coef": None,
     "offload_folder": "offload",
     "ms_hub_token": None,
