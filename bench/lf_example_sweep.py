@@ -95,9 +95,11 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="folder with dataset_info.json")
     parser.add_argument("--out", type=Path, help="write the markdown table here too")
     parser.add_argument("--timeout", type=int, default=600)
+    parser.add_argument("--only", nargs="*", help="example folders to run (default: all but accelerate/)")
     args = parser.parse_args()
     root = args.examples.resolve()
-    files = [p for p in root.rglob("*.yaml") if p.relative_to(root).parts[0] != "accelerate"]
+    folders = set(args.only or ()) or {p.relative_to(root).parts[0] for p in root.iterdir()} - {"accelerate"}
+    files = [p for p in root.rglob("*.yaml") if p.relative_to(root).parts[0] in folders]
     files.sort(key=lambda p: (_rank(p.relative_to(root).parts[0]), str(p)))
     rows = ["| config | lmforge | outcome | what lmforge said |", "|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="lf-sweep-") as tmp:
