@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,9 @@ def main() -> int:
     files.sort(key=lambda p: (_rank(p.relative_to(root).parts[0]), str(p)))
     rows = ["| config | lmforge | outcome | what lmforge said |", "|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="lf-sweep-") as tmp:
+        # configs name their DeepSpeed files relative to LLaMA-Factory's root (examples/deepspeed/...)
+        if (root / "deepspeed").is_dir():
+            shutil.copytree(root / "deepspeed", Path(tmp) / "examples" / "deepspeed")
         for path in files:
             relative = path.relative_to(root)
             outcome, message = run_one(

@@ -38,7 +38,9 @@ def prepare_trainable(
     """Return the model to train, with exactly the parameters the config asks for set trainable."""
     kind = finetuning_args.finetuning_type
     if finetuning_args.use_llama_pro and kind != "freeze":
-        raise ConfigError("config key 'use_llama_pro' needs finetuning_type: freeze (it trains the expanded blocks)")
+        raise ConfigError(
+            "config key 'use_llama_pro' needs finetuning_type: freeze (it trains the expanded blocks)"
+        )
     if kind != "lora" and model_args.adapter_name_or_path:
         raise ConfigError(
             "config key 'adapter_name_or_path' needs finetuning_type: lora (it continues a LoRA adapter)"
@@ -90,7 +92,7 @@ def _freeze_all_but(model: nn.Module, args: FinetuningArguments) -> None:
             "finetuning_type freeze: this model has no numbered layers to unfreeze; use lora or full"
         )
     count = args.freeze_trainable_layers
-    if count == 0 or abs(count) > len(layer_ids):
+    if not args.use_llama_pro and (count == 0 or abs(count) > len(layer_ids)):
         raise ConfigError(
             f"config key 'freeze_trainable_layers' must be between -{len(layer_ids)} and {len(layer_ids)} and not 0 "
             f"(positive: the last N layers, negative: the first N), got {count}"
