@@ -94,6 +94,11 @@ COMMANDS: tuple[Command, ...] = (
         True,
     ),
     Command(
+        "llama-pro",
+        "lmforge.model.llama_pro:main",
+        "Expand a model with identity blocks for LLaMA Pro: `llama-pro MODEL OUT --num_expand N`.",
+    ),
+    Command(
         "data",
         "lmforge.data.cli:main",
         "Look at datasets as the model will see them: `data preview cfg.yaml`, `data stats cfg.yaml`.",

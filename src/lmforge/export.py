@@ -10,15 +10,21 @@ name and renamed into place, so a failed export never leaves a half-written mode
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.config import Config, load_config
+from lmforge.config.model import ModelArguments
+from lmforge.config.requirements import GPTQMODEL, require
 from lmforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,7 @@ def export_model(config: Config) -> Path:
     if target.exists() and not target.is_dir():
         raise ConfigError(f"export_dir {str(target)!r} exists and is not a folder")
 
+    _check_quantization(model_args)
     tokenizer = load_tokenizer(model_args)
     dtype = resolve_dtype(model_args.infer_dtype)
     # adapters are merged during the load; export_device "auto" changes nothing: merging is cheap on CPU
@@ -55,11 +62,113 @@ def export_model(config: Config) -> Path:
         model.save_pretrained(staging, max_shard_size=f"{model_args.export_size}GB")
         tokenizer.save_pretrained(staging)
         _copy_processor_files(Path(model_path(model_args)), staging)
+        if model_args.export_quantization_bit is not None:
+            del model
+            _quantize_gptq(staging, tokenizer, model_args)
+        if model_args.export_legacy_format:
+            _to_legacy_bin(staging)
         _replace(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    if model_args.export_hub_model_id:
+        _push_to_hub(target, model_args)
     return target
+
+
+def _check_quantization(model_args: ModelArguments) -> None:
+    """GPTQ needs its calibration data, a CUDA GPU and gptqmodel: checked before the slow merge."""
+    bits = model_args.export_quantization_bit
+    if bits is None:
+        return
+    if bits not in (2, 3, 4, 8):
+        raise ConfigError(f"config key 'export_quantization_bit' must be 2, 3, 4 or 8 (GPTQ), got {bits}")
+    if not model_args.export_quantization_dataset:
+        raise ConfigError(
+            "config key 'export_quantization_bit' needs export_quantization_dataset (calibration texts)"
+        )
+    require(GPTQMODEL, "export_quantization_bit", bits)
+
+
+def _quantize_gptq(folder: Path, tokenizer: PreTrainedTokenizerBase, model_args: ModelArguments) -> None:
+    """Quantize the merged folder in place with GPTQ (transformers' GPTQConfig, run by gptqmodel)."""
+    from transformers import AutoModelForCausalLM, GPTQConfig
+
+    texts = _calibration_texts(model_args)
+    config = GPTQConfig(
+        bits=model_args.export_quantization_bit,
+        dataset=texts,
+        tokenizer=tokenizer,
+        model_seqlen=model_args.export_quantization_maxlen,
+    )
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=config, device_map="auto")
+    for old in folder.glob("model*.safetensors*"):
+        old.unlink()
+    model.save_pretrained(folder, max_shard_size=f"{model_args.export_size}GB")
+
+
+def _calibration_texts(model_args: ModelArguments) -> list[str]:
+    """The first ``export_quantization_nsamples`` texts of a JSON/JSONL file (a ``text`` field, or the record)."""
+    path = Path(str(model_args.export_quantization_dataset)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config key 'export_quantization_dataset': file not found: {path}")
+    raw = path.read_text(encoding="utf-8")
+    try:
+        records = (
+            json.loads(raw)
+            if raw.lstrip().startswith("[")
+            else [json.loads(x) for x in raw.splitlines() if x.strip()]
+        )
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"export_quantization_dataset {path}: invalid JSON at line {exc.lineno}: {exc.msg}"
+        ) from None
+    texts = [
+        r["text"] if isinstance(r, dict) and "text" in r else json.dumps(r, ensure_ascii=False)
+        for r in records
+    ]
+    return texts[: model_args.export_quantization_nsamples]
+
+
+def _to_legacy_bin(folder: Path) -> None:
+    """``export_legacy_format``: the safetensors shards rewritten as ``pytorch_model*.bin`` (plain tensors,
+    so transformers loads them with ``weights_only=True``), with the index renamed to match."""
+    import torch
+    from safetensors.torch import load_file
+
+    renames = {}
+    for shard in sorted(folder.glob("model*.safetensors")):
+        legacy = "pytorch_" + shard.name.removesuffix(".safetensors") + ".bin"
+        torch.save(load_file(shard), folder / legacy)
+        shard.unlink()
+        renames[shard.name] = legacy
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text(encoding="utf-8"))
+        data["weight_map"] = {k: renames.get(v, v) for k, v in data["weight_map"].items()}
+        (folder / "pytorch_model.bin.index.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+        index.unlink()
+
+
+def _push_to_hub(folder: Path, model_args: ModelArguments) -> None:
+    """Upload the finished folder; offline (or unreachable) it says so in one line, the local export kept."""
+    repo = model_args.export_hub_model_id
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ConfigError(
+            f"wrote {folder}, but export_hub_model_id {repo!r} was not uploaded: HF_HUB_OFFLINE is set (offline)"
+        )
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api = HfApi(token=model_args.hf_hub_token)
+        api.create_repo(repo, exist_ok=True, private=True)
+        api.upload_folder(repo_id=repo, folder_path=str(folder))
+    except (HfHubHTTPError, OSError) as exc:
+        raise ConfigError(
+            f"wrote {folder}, but export_hub_model_id {repo!r} was not uploaded: {str(exc).splitlines()[0]}"
+        ) from None
+    logger.info("uploaded %s to the hub as %s", folder, repo)
 
 
 # What a multimodal model's processors read (image sizes, normalisation, feature extractors).

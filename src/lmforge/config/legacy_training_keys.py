@@ -43,6 +43,11 @@ def _save_safetensors(value: Any) -> dict[str, Any]:
     return {}
 
 
+def _enable_liger_kernel(value: Any) -> dict[str, Any]:
+    """LLaMA-Factory's name for transformers' ``use_liger_kernel`` (issue 18)."""
+    return {"use_liger_kernel": coerce_value("enable_liger_kernel", value, bool)}
+
+
 def _ignored(key: str) -> Callable[[Any], dict[str, Any]]:
     def translate(value: Any) -> dict[str, Any]:
         coerce_value(key, value, bool)
@@ -57,6 +62,7 @@ LEGACY_TRAINING_KEYS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "no_cuda": _no_cuda,
     "evaluation_strategy": _evaluation_strategy,
     "save_safetensors": _save_safetensors,
+    "enable_liger_kernel": _enable_liger_kernel,
     # lmforge always reports trained tokens/s in all_results.json
     "include_tokens_per_second": _ignored("include_tokens_per_second"),
 }

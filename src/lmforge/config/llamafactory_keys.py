@@ -9,11 +9,6 @@ from typing import Any
 NO_DEFAULT = object()
 
 UNSUPPORTED_LLAMAFACTORY_KEYS: dict[str, Any] = {
-    "loraplus_lr_ratio": None,
-    "loraplus_lr_embedding": 1e-06,
-    "pissa_init": False,
-    "pissa_iter": 16,
-    "pissa_convert": False,
     "ppo_buffer_size": 1,
     "ppo_epochs": 4,
     "ppo_score_norm": False,
@@ -23,31 +18,6 @@ UNSUPPORTED_LLAMAFACTORY_KEYS: dict[str, Any] = {
     "reward_model_adapters": None,
     "reward_model_quantization_bit": None,
     "reward_model_type": "lora",
-    "use_galore": False,
-    "galore_target": "all",
-    "galore_rank": 16,
-    "galore_update_interval": 200,
-    "galore_scale": 2.0,
-    "galore_proj_type": "std",
-    "galore_layerwise": False,
-    "use_apollo": False,
-    "apollo_target": "all",
-    "apollo_rank": 16,
-    "apollo_update_interval": 200,
-    "apollo_scale": 32.0,
-    "apollo_proj": "random",
-    "apollo_proj_type": "std",
-    "apollo_scale_type": "channel",
-    "apollo_layerwise": False,
-    "apollo_scale_front": False,
-    "use_badam": False,
-    "badam_mode": "layer",
-    "badam_start_block": None,
-    "badam_switch_mode": "ascending",
-    "badam_switch_interval": 50,
-    "badam_update_ratio": 0.05,
-    "badam_mask_mode": "adjacent",
-    "badam_verbose": 0,
     "use_swanlab": False,
     "swanlab_project": "llamafactory",
     "swanlab_workspace": None,
@@ -55,27 +25,38 @@ UNSUPPORTED_LLAMAFACTORY_KEYS: dict[str, Any] = {
     "swanlab_mode": "cloud",
     "swanlab_api_key": None,
     "swanlab_logdir": None,
-    "use_llama_pro": False,
-    "use_adam_mini": False,
     "adapter_folder": None,
     "rope_scaling": None,
     "shift_attn": False,
     "mixture_of_depths": None,
     "use_unsloth": False,
     "use_unsloth_gc": False,
-    "enable_liger_kernel": False,
     "moe_aux_loss_coef": None,
     "offload_folder": "offload",
     "ms_hub_token": None,
     "om_hub_token": None,
-    "export_quantization_bit": None,
-    "export_quantization_dataset": None,
-    "export_quantization_nsamples": 128,
-    "export_quantization_maxlen": 1024,
-    "export_hub_model_id": None,
     "ray_run_name": None,
     "ray_storage_path": "./saves",
     "ray_num_workers": 1,
     "resources_per_worker": NO_DEFAULT,
     "placement_strategy": "PACK",
+}
+
+# Why an option above is refused, where the reason lies outside lmforge (issue 18).
+UNSUPPORTED_REASONS: dict[str, str] = {
+    "mixture_of_depths": (
+        "'mixture_of_depths' is not supported: its package (mixture-of-depth 1.2.0, the one LLaMA-Factory uses) "
+        "does not import with transformers 5 (it needs transformers.TRANSFORMERS_CACHE, removed in 5.0); remove it"
+    ),
+    **{
+        key: f"'{key}' (training through Ray) is not supported yet; remove it, and use torchrun "
+        "(FORCE_TORCHRUN=1 NPROC_PER_NODE=N) for several processes"
+        for key in (
+            "ray_run_name",
+            "ray_storage_path",
+            "ray_num_workers",
+            "resources_per_worker",
+            "placement_strategy",
+        )
+    },
 }

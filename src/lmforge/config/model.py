@@ -62,4 +62,16 @@ class ModelArguments:
     )
     export_size: int = field(default=5, metadata={"help": "Shard size of the exported model, in GB."})
     export_device: Literal["cpu", "auto"] = "cpu"
-    export_legacy_format: bool = False
+    export_legacy_format: bool = field(
+        default=False, metadata={"help": "Write pytorch_model*.bin shards instead of safetensors."}
+    )
+    # export: GPTQ quantization and hub upload (issue 18)
+    export_quantization_bit: int | None = field(
+        default=None, metadata={"help": "Quantize the export with GPTQ to this many bits (CUDA GPU, gptqmodel)."}
+    )
+    export_quantization_dataset: str | None = None
+    export_quantization_nsamples: int = 128
+    export_quantization_maxlen: int = 1024
+    export_hub_model_id: str | None = field(
+        default=None, metadata={"help": "Also upload the exported folder to this Hugging Face hub repository."}
+    )

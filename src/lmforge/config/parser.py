@@ -25,8 +25,9 @@ from lmforge.config.evaluation import EvaluationArguments
 from lmforge.config.finetuning import FinetuningArguments
 from lmforge.config.generating import GeneratingArguments
 from lmforge.config.legacy_training_keys import LEGACY_TRAINING_KEYS
-from lmforge.config.llamafactory_keys import NO_DEFAULT, UNSUPPORTED_LLAMAFACTORY_KEYS
+from lmforge.config.llamafactory_keys import NO_DEFAULT, UNSUPPORTED_LLAMAFACTORY_KEYS, UNSUPPORTED_REASONS
 from lmforge.config.model import ModelArguments
+from lmforge.config.requirements import check_training_requirements
 from lmforge.config.serving import ServingArguments
 from lmforge.errors import ConfigError
 
@@ -65,6 +66,7 @@ class Config:
         """Build transformers' training arguments (imports transformers; train only)."""
         from transformers import Seq2SeqTrainingArguments
 
+        check_training_requirements(self)  # a missing optional package: one line, not transformers' traceback
         kwargs = dict(self.training_kwargs)
         _fall_back_from_half_precision(kwargs)
         try:
@@ -192,7 +194,10 @@ def build_config(values: dict[str, Any]) -> Config:
             if default is not NO_DEFAULT and raw == default:
                 logger.debug("ignoring %s=%r (LLaMA-Factory's default; the option is off)", key, raw)
                 continue
-            raise ConfigError(f"'{key}' is a LLaMA-Factory option lmforge does not support yet; remove it")
+            raise ConfigError(
+                UNSUPPORTED_REASONS.get(key)
+                or f"'{key}' is a LLaMA-Factory option lmforge does not support yet; remove it"
+            )
         else:
             raise ConfigError(_unknown_key_message(key))
     config = Config(

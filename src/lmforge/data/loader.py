@@ -90,7 +90,7 @@ def load_sft_datasets(
         )
     if stage in PREFERENCE_STAGES:
         check_preference_settings(data, stage)
-    if data.tokenized_path and _is_saved_bundle(Path(data.tokenized_path)):
+    if data.tokenized_path and is_saved_bundle(Path(data.tokenized_path)):
         return load_saved_bundle(Path(data.tokenized_path))
     if data.eval_dataset and data.val_size:
         raise ConfigError("config keys 'val_size' and 'eval_dataset' both choose the eval set; keep one")
@@ -329,7 +329,7 @@ def assemble(outputs: list[ChunkOutput], report: DatasetReport, fingerprint: str
 # ---------------------------------------------------------------- tokenized_path
 
 
-def _is_saved_bundle(path: Path) -> bool:
+def is_saved_bundle(path: Path) -> bool:
     return (path / cache.REPORT_FILE).is_file()
 
 

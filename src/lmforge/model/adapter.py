@@ -37,6 +37,10 @@ def prepare_trainable(
 ) -> nn.Module:
     """Return the model to train, with exactly the parameters the config asks for set trainable."""
     kind = finetuning_args.finetuning_type
+    if finetuning_args.use_llama_pro and kind != "freeze":
+        raise ConfigError(
+            "config key 'use_llama_pro' needs finetuning_type: freeze (it trains the expanded blocks)"
+        )
     if kind != "lora" and model_args.adapter_name_or_path:
         raise ConfigError(
             "config key 'adapter_name_or_path' needs finetuning_type: lora (it continues a LoRA adapter)"
@@ -88,12 +92,15 @@ def _freeze_all_but(model: nn.Module, args: FinetuningArguments) -> None:
             "finetuning_type freeze: this model has no numbered layers to unfreeze; use lora or full"
         )
     count = args.freeze_trainable_layers
-    if count == 0 or abs(count) > len(layer_ids):
+    if not args.use_llama_pro and (count == 0 or abs(count) > len(layer_ids)):
         raise ConfigError(
             f"config key 'freeze_trainable_layers' must be between -{len(layer_ids)} and {len(layer_ids)} and not 0 "
             f"(positive: the last N layers, negative: the first N), got {count}"
         )
-    chosen = set(layer_ids[-count:] if count > 0 else layer_ids[:-count])
+    if args.use_llama_pro:
+        chosen = set(expanded_layer_ids(len(layer_ids), count))
+    else:
+        chosen = set(layer_ids[-count:] if count > 0 else layer_ids[:-count])
     modules = [m for m in args.freeze_trainable_modules if m != "all"]
     if modules:
         known = _layer_module_names(names)
@@ -120,6 +127,17 @@ def _freeze_all_but(model: nn.Module, args: FinetuningArguments) -> None:
             param.requires_grad_(in_layer and module_ok)
         else:
             param.requires_grad_(any(f".{m}." in f".{name}" for m in extras))
+
+
+def expanded_layer_ids(num_layers: int, num_expanded: int) -> range:
+    """The blocks LLaMA Pro's expansion inserted: the last of every ``num_layers / num_expanded`` layers."""
+    if num_expanded <= 0 or num_layers % num_expanded:
+        raise ConfigError(
+            f"use_llama_pro: freeze_trainable_layers ({num_expanded}) must be the number of expanded blocks, "
+            f"a positive divisor of the model's {num_layers} layers (the num_expand of `lmforge llama-pro`)"
+        )
+    stride = num_layers // num_expanded
+    return range(stride - 1, num_layers, stride)
 
 
 def _layer_module_names(names: list[str]) -> set[str]:
@@ -176,6 +194,7 @@ def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningAr
         modules_to_save=list(args.additional_target) if args.additional_target else None,
         use_rslora=args.use_rslora,
         use_dora=args.use_dora,
+        init_lora_weights=_lora_initialisation(args),
     )
     try:
         return get_peft_model(model, lora_config)
@@ -185,6 +204,36 @@ def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningAr
 
 def _is_sequence_classifier(model: nn.Module) -> bool:
     return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def _lora_initialisation(args: FinetuningArguments) -> bool | str:
+    """PEFT's ``init_lora_weights``: PiSSA (the weights' principal singular vectors) when asked for."""
+    if not args.pissa_init:
+        if args.pissa_convert:
+            raise ConfigError("config key 'pissa_convert' needs pissa_init: true")
+        return True
+    if args.use_dora:
+        raise ConfigError("config keys 'pissa_init' and 'use_dora' do not combine; keep one")
+    return "pissa" if args.pissa_iter == -1 else f"pissa_niter_{args.pissa_iter}"
+
+
+PISSA_INIT_DIR = "pissa_init"
+
+
+def save_pissa_initial(model: nn.Module, args: FinetuningArguments, output_dir: Path) -> Path | None:
+    """Save the PiSSA adapter before training: converting the trained one to plain LoRA needs it."""
+    if not (args.finetuning_type == "lora" and args.pissa_init and args.pissa_convert):
+        return None
+    folder = output_dir / PISSA_INIT_DIR
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def save_converted_pissa(model: nn.Module, folder: Path, initial: Path) -> None:
+    """Overwrite the saved adapter in ``folder`` with its plain-LoRA form (rank doubled), which loads on
+    the original base model in plain PEFT; PEFT computes it from the adapter before and after training."""
+    model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(initial))
+    logger.info("pissa_convert: the adapter in %s is a plain LoRA adapter of the original base model", folder)
 
 
 # Parameter-name parts of multimodal towers and projectors (Qwen2-VL keeps its merger, the

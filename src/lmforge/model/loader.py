@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.config.finetuning import FinetuningArguments
 from lmforge.config.model import ModelArguments
+from lmforge.config.requirements import check_model_requirements
 from lmforge.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -101,14 +102,10 @@ def load_model(
     ``dtype`` overrides ``infer_dtype`` (training passes float32 or bfloat16 by its own rules).
     ``num_labels`` loads a sequence classifier instead (a reward model: ``num_labels=1``).
     """
-    import torch
     from transformers import AutoConfig
 
     path = model_path(model_args)
-    if model_args.quantization_bit is not None and not torch.cuda.is_available():
-        raise ConfigError(
-            "config key 'quantization_bit' needs a CUDA GPU (bitsandbytes QLoRA); remove it to train in full precision"
-        )
+    check_model_requirements(model_args)
     try:
         config = AutoConfig.from_pretrained(path, **_hub_kwargs(model_args))
     except (OSError, ValueError) as exc:

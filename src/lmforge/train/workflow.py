@@ -22,8 +22,10 @@ from lmforge.config import Config
 from lmforge.data.collator import TrainingCollator
 from lmforge.data.packing import pack_dataset
 from lmforge.errors import ConfigError
+from lmforge.model.adapter import save_converted_pissa, save_pissa_initial
 from lmforge.train.callbacks import JsonlLog, ProgressBar, SignalStop, Throughput
 from lmforge.train.estimate import estimate_run, use_checkpointing
+from lmforge.train.optimizers import check_optimizer_choice, configure_optimizer
 from lmforge.train.outputs import move_contents, plot_losses, resolve_resume, write_json
 from lmforge.train.stage import PREFERENCE_STAGES, StageParts
 
@@ -77,8 +79,15 @@ def run_training(
     tokenizer = load_tokenizer(config.model)
     template = _set_chat_template(config, tokenizer)
     media = training_media(config)
+    tokenizing_only = data is None and _tokenizing_only(config)
     with args.main_process_first(desc="preparing the datasets"):
         data = data or _load_data(config, tokenizer, template, media)
+    if tokenizing_only:  # LLaMA-Factory's preprocessing run: encode, save, stop
+        logger.info(
+            "the encoded datasets are saved in %s; run again with the same tokenized_path to train from them",
+            config.data.tokenized_path,
+        )
+        return TrainingOutcome(output_dir)
     train_set, eval_set = _arrange(config, args, data)
 
     from transformers import set_seed
@@ -87,6 +96,8 @@ def run_training(
     estimate = estimate_run(config, train_set, dtype=dtype, packing=packing_enabled(config))  # no weights yet
     set_seed(args.seed)  # adapter initialisation is random: same seed, same run
     model, chunked = _load_model(config, args, use_checkpointing(config, estimate))
+    optimizer = configure_optimizer(config, args, model)  # None: transformers builds the one args name
+    pissa_initial = save_pissa_initial(model, config.finetuning, output_dir) if args.should_save else None
     if config.finetuning.stage in PREFERENCE_STAGES:
         model.config.pad_token_id = tokenizer.pad_token_id  # the reward model's score reads it
         parts = preference_stage(config.finetuning.stage).prepare(
@@ -110,6 +121,7 @@ def run_training(
         callbacks=[JsonlLog(args.output_dir, throughput), stopper, *callbacks],
         throughput=throughput,
         **parts.trainer_kwargs,
+        optimizers=(optimizer, None),
     )
     _use_our_progress_bar(trainer, throughput)
 
@@ -152,7 +164,7 @@ def run_training(
     if parts.eval is not None and args.do_eval:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     parts.before_save()
-    _save_outputs(trainer, config, output_dir, metrics)
+    _save_outputs(trainer, config, output_dir, metrics, pissa_initial)
     return TrainingOutcome(output_dir, metrics=metrics)
 
 
@@ -217,6 +229,7 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
             args.train_sampling_strategy = "group_by_length"  # little padding without packing
     if "dataloader_pin_memory" not in config.training_kwargs and not torch.cuda.is_available():
         args.dataloader_pin_memory = False
+    check_optimizer_choice(config)
     if config.finetuning.compute_accuracy:
         raise ConfigError(
             "config key 'compute_accuracy' is not supported yet; remove it (eval_loss is reported)"
@@ -285,6 +298,14 @@ def _load_data(
     refuse_media_datasets(config, media)
     bundle = load_sft_datasets(config, tokenizer, template, config.finetuning.stage, media=media)
     return PreparedData(train=bundle.train, eval=bundle.eval, report=bundle.report)
+
+
+def _tokenizing_only(config: Config) -> bool:
+    """``tokenized_path`` names a folder with no encoded data yet: this run only encodes and saves it."""
+    from lmforge.data.loader import is_saved_bundle
+
+    path = config.data.tokenized_path
+    return bool(path) and not config.data.streaming and not is_saved_bundle(Path(path))
 
 
 def refuse_media_datasets(config: Config, media: Any = None) -> None:
@@ -407,13 +428,17 @@ def _use_our_progress_bar(trainer: Any, throughput: Throughput) -> None:
     trainer.add_callback(ProgressBar(throughput))
 
 
-def _save_outputs(trainer: Any, config: Config, output_dir: Path, metrics: dict[str, Any]) -> None:
+def _save_outputs(
+    trainer: Any, config: Config, output_dir: Path, metrics: dict[str, Any], pissa_initial: Path | None = None
+) -> None:
     """Model (or adapter), tokenizer, state, results and plots, each written under a temporary name first."""
     staging = output_dir / FINAL_STAGING
     trainer.save_model(str(staging))  # every process joins (DeepSpeed/FSDP gather); the main one writes
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return
+    if pissa_initial is not None:
+        save_converted_pissa(trainer.model, staging, pissa_initial)
     trainer.state.save_to_json(str(staging / "trainer_state.json"))
     move_contents(staging, output_dir)
     results = {"train": {k: v for k, v in metrics.items() if not k.startswith("eval_")}}

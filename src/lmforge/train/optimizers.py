@@ -1,0 +1,221 @@
+"""LLaMA-Factory's optimizer keys through the optimizers' own packages.
+
+GaLore and APOLLO go through transformers' own wiring (``optim: galore_adamw`` / ``apollo_adamw``
+with ``optim_target_modules`` and ``optim_args``); LoRA+ (PEFT's ``create_loraplus_optimizer``),
+BAdam and Adam-mini are built here and handed to the Trainer through its public ``optimizers=``
+argument, so its scheduler, checkpoints and logging stay transformers' own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+
+from lmforge.config import Config
+from lmforge.config.finetuning import FinetuningArguments
+from lmforge.config.requirements import ADAM_MINI, APOLLO, BADAM, GALORE, require
+from lmforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import Seq2SeqTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_HEADS = ("lm_head", "embed_out", "output")
+
+
+def check_optimizer_choice(config: Config) -> None:
+    """At most one of the optimizer options, each with the finetuning type it works with, and its package."""
+    args = config.finetuning
+    chosen = [
+        key
+        for key, on in (
+            ("use_galore", args.use_galore),
+            ("use_apollo", args.use_apollo),
+            ("use_badam", args.use_badam),
+            ("use_adam_mini", args.use_adam_mini),
+            ("loraplus_lr_ratio", args.loraplus_lr_ratio is not None),
+        )
+        if on
+    ]
+    if len(chosen) > 1:
+        raise ConfigError(
+            f"config keys {' and '.join(repr(k) for k in chosen)} each choose the optimizer; keep one"
+        )
+    if not chosen:
+        return
+    key = chosen[0]
+    if key == "loraplus_lr_ratio":
+        if args.finetuning_type != "lora":
+            raise ConfigError("config key 'loraplus_lr_ratio' needs finetuning_type: lora")
+        return
+    if key in ("use_galore", "use_apollo", "use_badam") and args.finetuning_type == "lora":
+        raise ConfigError(
+            f"config key '{key}' trains full weights; use finetuning_type: full or freeze, not lora"
+        )
+    if key in ("use_galore", "use_apollo") and "optim" in config.training_kwargs:
+        raise ConfigError(f"config keys '{key}' and 'optim' both choose the optimizer; keep one")
+    require(
+        {"use_galore": GALORE, "use_apollo": APOLLO, "use_badam": BADAM, "use_adam_mini": ADAM_MINI}[key], key
+    )
+    if key == "use_badam" and args.badam_mode == "ratio":
+        raise ConfigError(
+            "config key 'badam_mode: ratio' makes sparse gradients, whose norm transformers' Trainer cannot "
+            "take (it logs grad_norm every step); use badam_mode: layer"
+        )
+    layerwise = (key == "use_galore" and args.galore_layerwise) or (
+        key == "use_apollo" and args.apollo_layerwise
+    )
+    if layerwise and int(config.training_kwargs.get("gradient_accumulation_steps", 1)) != 1:
+        raise ConfigError(
+            f"config key '{key.replace('use_', '')}_layerwise' updates each layer during the backward pass, "
+            "so it needs gradient_accumulation_steps: 1"
+        )
+
+
+def configure_optimizer(
+    config: Config, args: Seq2SeqTrainingArguments, model: nn.Module
+) -> torch.optim.Optimizer | None:
+    """Set transformers' optimizer arguments for GaLore/APOLLO, or build LoRA+/BAdam/Adam-mini; None otherwise."""
+    finetuning = config.finetuning
+    if finetuning.use_galore:
+        _low_rank_arguments(args, model, "galore", finetuning)
+    elif finetuning.use_apollo:
+        _low_rank_arguments(args, model, "apollo", finetuning)
+    elif finetuning.loraplus_lr_ratio is not None:
+        return _loraplus(args, model, finetuning)
+    elif finetuning.use_badam:
+        return _badam(args, model, finetuning)
+    elif finetuning.use_adam_mini:
+        return _adam_mini(args, model)
+    return None
+
+
+def _low_rank_arguments(
+    args: Seq2SeqTrainingArguments, model: nn.Module, method: str, finetuning: FinetuningArguments
+) -> None:
+    """``galore_*``/``apollo_*`` as transformers' ``optim``, ``optim_target_modules`` and ``optim_args``."""
+    layerwise = getattr(finetuning, f"{method}_layerwise")
+    args.optim = f"{method}_adamw" + ("_layerwise" if layerwise else "")
+    args.optim_target_modules = _target_linear_names(model, getattr(finetuning, f"{method}_target"), method)
+    settings: dict[str, object] = {
+        "rank": getattr(finetuning, f"{method}_rank"),
+        "update_proj_gap": getattr(finetuning, f"{method}_update_interval"),
+        "scale": getattr(finetuning, f"{method}_scale"),
+        "proj_type": getattr(finetuning, f"{method}_proj_type"),
+    }
+    if method == "apollo":
+        settings.update(proj=finetuning.apollo_proj, scale_type=finetuning.apollo_scale_type)
+        if finetuning.apollo_scale_front:
+            logger.warning("apollo_scale_front is not among transformers' APOLLO settings; it is not applied")
+    args.optim_args = ",".join(f"{key}={value}" for key, value in settings.items())
+    logger.info("optimizer: %s on %s (%s)", args.optim, ", ".join(args.optim_target_modules), args.optim_args)
+
+
+def _target_linear_names(model: nn.Module, targets: list[str], method: str) -> list[str]:
+    """``all``: every linear layer but the output head (as for LoRA); else the names given, checked."""
+    from torch import nn
+
+    linear = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] not in OUTPUT_HEADS
+    }
+    if list(targets) == ["all"]:
+        return sorted(linear)
+    missing = [t for t in targets if t not in linear]
+    if missing:
+        raise ConfigError(
+            f"config key '{method}_target': {', '.join(missing)} not found among the model's linear layers; "
+            f"choose from: all, {', '.join(sorted(linear))}"
+        )
+    return list(targets)
+
+
+def _adamw_settings(args: Seq2SeqTrainingArguments) -> dict[str, object]:
+    return {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
+
+
+def _loraplus(
+    args: Seq2SeqTrainingArguments, model: nn.Module, finetuning: FinetuningArguments
+) -> torch.optim.Optimizer:
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer
+
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k != "lr"}
+    logger.info("optimizer: LoRA+ (B learning rate %s x A's)", finetuning.loraplus_lr_ratio)
+    return create_loraplus_optimizer(
+        model,
+        optimizer_cls,
+        lr=args.learning_rate,
+        loraplus_lr_ratio=finetuning.loraplus_lr_ratio,
+        loraplus_lr_embedding=finetuning.loraplus_lr_embedding,
+        weight_decay=args.weight_decay,
+        **optimizer_kwargs,
+    )
+
+
+def _badam(
+    args: Seq2SeqTrainingArguments, model: nn.Module, finetuning: FinetuningArguments
+) -> torch.optim.Optimizer:
+    """BAdam (layer mode): Adam on one block of layers at a time, switching every ``badam_switch_interval`` steps."""
+    from badam import BlockOptimizer
+
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2]
+    no_decay = [p for n, p in named if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    logger.info(
+        "optimizer: BAdam, layer mode (%s, every %d steps)",
+        finetuning.badam_switch_mode,
+        finetuning.badam_switch_interval,
+    )
+    return BlockOptimizer(
+        base_optimizer=torch.optim.AdamW(groups, lr=args.learning_rate, **_adamw_settings(args)),
+        named_parameters_list=list(model.named_parameters()),
+        block_prefix_list=None,
+        switch_block_every=finetuning.badam_switch_interval,
+        start_block=finetuning.badam_start_block,
+        switch_mode=finetuning.badam_switch_mode,
+        verbose=finetuning.badam_verbose,
+        log_fn=logger.info,
+    )
+
+
+def _adam_mini(args: Seq2SeqTrainingArguments, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam-mini: one second-moment value per parameter block (per attention head), not per weight."""
+    from adam_mini import Adam_mini
+
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = text_config.num_attention_heads
+    logger.info("optimizer: Adam-mini")
+    return Adam_mini(
+        named_parameters=[(n, p) for n, p in model.named_parameters() if p.requires_grad],
+        lr=args.learning_rate,
+        weight_decay=args.weight_decay,
+        dim=text_config.hidden_size,
+        n_heads=heads,
+        n_kv_heads=getattr(text_config, "num_key_value_heads", None) or heads,
+        verbose=False,
+        **_adamw_settings(args),
+    )
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held in the optimizer's state tensors (layer-wise optimizers: summed over their parts)."""
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+    parts = getattr(optimizer, "optimizer_dict", None)
+    optimizers = list(parts.values()) if parts else [getattr(optimizer, "base_optimizer", optimizer)]
+    seen: set[int] = set()
+    total = 0
+    for part in optimizers:
+        for state in part.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor) and id(value) not in seen:
+                    seen.add(id(value))
+                    total += value.numel() * value.element_size()
+    return total
