@@ -100,6 +100,18 @@ def _all_specs(config: Any) -> list[tuple[str, Any]]:
     return specs
 
 
+# A sample whose text holds a special-token string: usually a scraping accident that, encoded as
+# control tokens, teaches a model to end turns early.
+SPECIAL_TEXT_NOTE = "special-token text in it ({split})"
+
+
+def settings_split(tokenizer: Any) -> str:
+    """How such text is encoded, by the config's split_special_tokens."""
+    if getattr(tokenizer, "split_special_tokens", False):
+        return "split into plain text: split_special_tokens is true"
+    return "encoded as control tokens; split_special_tokens: true makes it plain text"
+
+
 # ---------------------------------------------------------------- preview
 
 
@@ -135,7 +147,9 @@ def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> 
             labels = chunk.labels[start : start + length].tolist()
             start += length
             trained = sum(1 for label in labels if label != -100)
-            out.write(f"--- sample {number}: {length} tokens, {trained} trained\n")
+            special = chunk.special_text[number] if number < len(chunk.special_text) else False
+            note = f", {SPECIAL_TEXT_NOTE.format(split=settings_split(tokenizer))}" if special else ""
+            out.write(f"--- sample {number}: {length} tokens, {trained} trained{note}\n")
             out.write(highlight(tokenizer, ids, labels, colour) + "\n")
         for reason, count in chunk.dropped.items():
             out.write(
@@ -181,6 +195,7 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     out.write(f"stage {stage}, cutoff_len {settings.cutoff_len}\n{header}\n")
     all_lengths = []
     drops: list[str] = []
+    specials: list[str] = []
     totals = {"records": 0, "samples": 0, "truncated": 0, "dropped": 0, "tokens": 0, "trained": 0}
     for split, spec in _all_specs(config):
         dataset, report = encode_dataset(
@@ -206,6 +221,8 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
             drops.append(
                 f"  {report.name}: {count} {reason} (first: {report.first_dropped.get(reason, '?')})"
             )
+        if report.special_text:
+            specials.append(f"  {report.name}: {report.special_text} (first: {report.first_special_text})")
         totals["records"] += report.records
         totals["samples"] += report.samples
         totals["truncated"] += report.truncated
@@ -233,6 +250,12 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     )
     if drops:
         out.write("dropped records, by reason:\n" + "\n".join(drops) + "\n")
+    if specials:
+        out.write(
+            f"samples whose text holds special-token strings ({settings_split(tokenizer)}):\n"
+            + "\n".join(specials)
+            + "\n"
+        )
 
 
 def _row(

@@ -83,8 +83,10 @@ class PromptBuilder:
 
         control = control_tokens(self.tokenizer, self.template)
         at = opening.rfind(function) if function else -1
-        if function and at >= 0 and control.split_backend is not None and control.found(function):
-            return encode_plain(control, self.tokenizer, Rendered(opening, plain_spans=[(at, at + len(function))]))[0]
+        if function and at >= 0 and control.backend is not None and control.found(function):
+            return encode_plain(
+                control, self.tokenizer, Rendered(opening, plain_spans=[(at, at + len(function))])
+            )[0]
         return list(self.tokenizer(opening, add_special_tokens=False)["input_ids"])
 
     @property

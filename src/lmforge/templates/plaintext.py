@@ -16,11 +16,10 @@ own control tokens, which is how the tokenizer treats those runs anyway.
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import re
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lmforge.conversation import Conversation, Message, ToolCall
@@ -40,14 +39,15 @@ _AFTER_CONTROL = "\ufdd2"
 _PROBE_TOOL = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}
 
 
-@dataclass(frozen=True)
 class ControlTokens:
     """The control-token strings of one tokenizer under one template, and how to find them."""
 
-    strings: frozenset[str]
-    ids: frozenset[int]
-    pattern: re.Pattern[str] | None
-    split_backend: Any  # a copy of the fast tokenizer's backend that splits them (None: slow tokenizer)
+    def __init__(self, chosen: dict[str, int], backend: Any, unflagged: list[str]) -> None:
+        self.strings = frozenset(chosen)
+        self.ids = frozenset(chosen.values())
+        self.pattern = re.compile(_trie_regex(sorted(chosen))) if chosen else None
+        self.backend = backend  # the fast tokenizer's Rust backend (None: a slow tokenizer, never split)
+        self.unflagged = unflagged  # chosen strings the tokenizer does not flag special
 
     def found(self, text: str) -> bool:
         return self.pattern is not None and self.pattern.search(text) is not None
@@ -59,6 +59,21 @@ class ControlTokens:
     def mark(self, text: str) -> str:
         assert self.pattern is not None
         return self.pattern.sub(lambda m: OPEN + m.group(0) + CLOSE, text)
+
+    @functools.cached_property
+    def split_backend(self) -> Any:
+        """A copy of the backend that splits the control strings (built on first need: about a
+        second for a large vocabulary). Only special tokens split on request, so the others are
+        flagged special in the copy; it also knows ``_AFTER_CONTROL``."""
+        from tokenizers import AddedToken, Tokenizer
+
+        copy = Tokenizer.from_str(self.backend.to_str())
+        copy.no_truncation()
+        copy.no_padding()
+        copy.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in self.unflagged])
+        copy.add_tokens([AddedToken(_AFTER_CONTROL, special=False, normalized=False)])
+        copy.encode_special_tokens = True
+        return copy
 
 
 _CACHE: weakref.WeakKeyDictionary[Any, dict[Template, ControlTokens]] = weakref.WeakKeyDictionary()
@@ -91,10 +106,15 @@ def _control_tokens(tokenizer: Any, template: Template) -> ControlTokens:
         for text in getattr(tokenizer, "all_special_tokens", []):
             if text.strip() and not text.isalnum():
                 chosen[text] = int(tokenizer.convert_tokens_to_ids(text))
-    pattern = re.compile(_trie_regex(sorted(chosen))) if chosen else None
-    return ControlTokens(
-        frozenset(chosen), frozenset(chosen.values()), pattern, _split_backend(tokenizer, chosen)
-    )
+    backend = getattr(tokenizer, "_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is not None and not hasattr(backend, "to_str"):
+        backend = None
+    unflagged = [
+        text
+        for token_id, token in decoder.items()
+        if (text := str(token.content)) in chosen and not token.special
+    ]
+    return ControlTokens(chosen, backend, unflagged)
 
 
 def _literal_text(template: Template) -> str:
@@ -137,26 +157,6 @@ def _trie_regex(strings: list[str]) -> str:
         return body
 
     return emit(trie)
-
-
-def _split_backend(tokenizer: Any, chosen: dict[str, int]) -> Any:
-    """A copy of the fast tokenizer that splits the chosen strings (only special tokens split on
-    request, so the others are flagged special in the copy) and knows ``_AFTER_CONTROL``."""
-    backend = getattr(tokenizer, "_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
-    if backend is None or not hasattr(backend, "to_str"):
-        return None
-    from tokenizers import AddedToken, Tokenizer
-
-    data = json.loads(backend.to_str())
-    for token in data.get("added_tokens", []):
-        if token.get("content") in chosen:
-            token["special"] = True
-    copy = Tokenizer.from_str(json.dumps(data))
-    copy.no_truncation()
-    copy.no_padding()
-    copy.add_tokens([AddedToken(_AFTER_CONTROL, special=False, normalized=False)])
-    copy.encode_special_tokens = True
-    return copy
 
 
 def conversation_texts(conv: Conversation) -> Iterator[str]:
@@ -209,7 +209,7 @@ def encode_conversations(
         split_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
     control = control_tokens(tokenizer, template)
     flagged = [control.in_conversation(conv) for conv in convs]
-    split = split_special_tokens and control.split_backend is not None
+    split = split_special_tokens and control.backend is not None
     rendered = [
         unmark(render_one(mark_conversation(conv, control, template)))
         if split and special_text
