@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from lmforge.conversation import Conversation, Message, ToolCall
+from lmforge.errors import LmforgeError
 from lmforge.templates.reasoning import THINK_CLOSE, THINK_OPEN
 from lmforge.templates.tools import get_tool_format
 
@@ -110,9 +111,7 @@ def _control_tokens(tokenizer: Any, template: Template) -> ControlTokens:
     if backend is not None and not hasattr(backend, "to_str"):
         backend = None
     unflagged = [
-        text
-        for token_id, token in decoder.items()
-        if (text := str(token.content)) in chosen and not token.special
+        text for token in decoder.values() if (text := str(token.content)) in chosen and not token.special
     ]
     return ControlTokens(chosen, backend, unflagged)
 
@@ -131,7 +130,7 @@ def _literal_text(template: Template) -> str:
     ):
         try:
             parts.append(make())
-        except Exception:  # a format that cannot write this piece has no markers in it either
+        except (LmforgeError, KeyError, TypeError, ValueError):  # no such piece, so no markers in it
             continue
     return "\n".join(parts)
 
@@ -173,6 +172,8 @@ def conversation_texts(conv: Conversation) -> Iterator[str]:
             yield message.tool_call_id
         for call in message.tool_calls:
             yield call.name
+            if call.id:
+                yield call.id
             yield from _json_strings(call.arguments)
     if conv.tools:
         yield from _json_strings(conv.tools)
@@ -257,7 +258,7 @@ def mark_conversation(conv: Conversation, control: ControlTokens, template: Temp
             name=mark(m.name),
             tool_call_id=mark(m.tool_call_id),
             tool_calls=[
-                dataclasses.replace(c, name=mark(c.name), arguments=mark_json(c.arguments))
+                dataclasses.replace(c, name=mark(c.name), id=mark(c.id), arguments=mark_json(c.arguments))
                 for c in m.tool_calls
             ],
         )
