@@ -9,9 +9,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 START_TIMEOUT_S = 180
@@ -108,6 +110,23 @@ def vllm_python() -> str | None:
 
 
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+# Both serving backends, for ``pytest.fixture(params=BACKENDS)``; vllm runs in the vllm-cpu venv.
+BACKENDS = ["huggingface", pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.slow])]
+
+
+def backend_server(
+    api_server: Callable[..., ApiServer], backend: str, settings: dict[str, object], env: dict[str, str]
+) -> ApiServer:
+    """``api_server`` for one backend; the vllm one is skipped when the vllm-cpu venv is not built."""
+    settings, env, python, extra = {**settings, "infer_backend": backend}, dict(env), None, {}
+    if backend == "vllm":
+        python = vllm_python()
+        if python is None:
+            pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
+        settings["vllm_enforce_eager"] = True
+        env.update(VLLM_ENV)
+        extra["start_timeout_s"] = 600  # vLLM's engine start on a busy 2-core machine
+    return api_server(settings, env=env, python=python, **extra)
 
 
 def make_head_dim_32_model(source: Path, folder: Path) -> Path:

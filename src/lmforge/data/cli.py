@@ -80,6 +80,18 @@ def _tokenizer(config: Any) -> Any:
     return load_tokenizer(config.model)
 
 
+# A sample whose text holds a special-token string: usually a scraping accident that, encoded as
+# control tokens, teaches a model to end turns early.
+SPECIAL_TEXT_NOTE = "special-token text in it ({split})"
+
+
+def settings_split(tokenizer: Any) -> str:
+    """How such text is encoded, by the config's split_special_tokens."""
+    if getattr(tokenizer, "split_special_tokens", False):
+        return "split into plain text: split_special_tokens is true"
+    return "encoded as control tokens; split_special_tokens: true makes it plain text"
+
+
 # ---------------------------------------------------------------- preview
 
 
@@ -96,7 +108,12 @@ def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> 
     for found in preview_datasets(config, tokenizer, template, n):
         out.write(f"=== {found.split} dataset '{found.name}' ({found.formatting}, {found.records} records)\n")
         for number, sample in enumerate(found.samples):
-            out.write(f"--- sample {number}: {len(sample.ids)} tokens, {sample.trained} trained\n")
+            note = (
+                f", {SPECIAL_TEXT_NOTE.format(split=settings_split(tokenizer))}"
+                if sample.special_text
+                else ""
+            )
+            out.write(f"--- sample {number}: {len(sample.ids)} tokens, {sample.trained} trained{note}\n")
             out.write(highlight(tokenizer, sample, colour) + "\n")
         for line in found.dropped:
             out.write(f"--- {line}\n")
@@ -137,6 +154,7 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     out.write(f"stage {stage}, cutoff_len {settings.cutoff_len}\n{header}\n")
     all_lengths = []
     drops: list[str] = []
+    specials: list[str] = []
     totals = {"records": 0, "samples": 0, "truncated": 0, "dropped": 0, "tokens": 0, "trained": 0}
     for split, spec in dataset_specs(config):
         dataset, report = encode_dataset(
@@ -162,6 +180,8 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
             drops.append(
                 f"  {report.name}: {count} {reason} (first: {report.first_dropped.get(reason, '?')})"
             )
+        if report.special_text:
+            specials.append(f"  {report.name}: {report.special_text} (first: {report.first_special_text})")
         totals["records"] += report.records
         totals["samples"] += report.samples
         totals["truncated"] += report.truncated
@@ -189,6 +209,12 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     )
     if drops:
         out.write("dropped records, by reason:\n" + "\n".join(drops) + "\n")
+    if specials:
+        out.write(
+            f"samples whose text holds special-token strings ({settings_split(tokenizer)}):\n"
+            + "\n".join(specials)
+            + "\n"
+        )
 
 
 def _row(

@@ -50,6 +50,9 @@ class ChunkOutput:
     dropped: Counter[str] = field(default_factory=Counter)
     first_dropped: dict[str, str] = field(default_factory=dict)
     media: list[list[str]] | None = None  # per sample, its ``kind:path`` media (multimodal models only)
+    # per sample: its text holds a special-token string of the tokenizer (usually a scraping accident)
+    special_text: list[bool] = field(default_factory=list)
+    first_special_text: str = ""
 
 
 def _flatten(lists: list[list[int]], total: int) -> np.ndarray:
@@ -107,6 +110,7 @@ def encode_chunk(
         all_labels: list[list[int]] = []
         all_index: list[int] = []
         all_media: list[list[str]] = []
+        all_special: list[bool] = []
         cutoff = settings.cutoff_len
         for sample, index, conv in zip(encoded, kept_index, kept, strict=True):
             ids, labels = sample.input_ids, sample.labels
@@ -139,6 +143,7 @@ def encode_chunk(
             all_labels.append(labels)
             all_index.append(index)
             all_media.append(refs)
+            all_special.append(sample.special_text)
         _pack(all_ids, all_labels, out)
         if media is not None:
             out.media = all_media
@@ -152,10 +157,15 @@ def encode_chunk(
             keep_tokens = np.repeat(~untrained, out.lengths)
             out.ids, out.labels = out.ids[keep_tokens], out.labels[keep_tokens]
             out.lengths = out.lengths[~untrained]
+            all_index = [i for i, gone in zip(all_index, untrained.tolist(), strict=True) if not gone]
+            all_special = [f for f, gone in zip(all_special, untrained.tolist(), strict=True) if not gone]
             if out.media is not None:
                 out.media = [
                     refs for refs, gone in zip(out.media, untrained.tolist(), strict=True) if not gone
                 ]
+        out.special_text = all_special
+        if any(all_special):
+            out.first_special_text = locate(all_index[all_special.index(True)])
         return out
     return _pack_pretraining(kept, tokenizer, settings, out)
 

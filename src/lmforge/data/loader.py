@@ -293,6 +293,7 @@ def assemble(outputs: list[ChunkOutput], report: DatasetReport, fingerprint: str
     for out in outputs:
         report.truncated += out.truncated
         report.merge_drops(out.dropped, out.first_dropped)
+        report.add_special_text(sum(out.special_text), out.first_special_text)
     lengths = np.concatenate([o.lengths for o in outputs]) if outputs else np.empty(0, np.int32)
     ids = np.concatenate([o.ids for o in outputs]) if outputs else np.empty(0, np.int32)
     labels = np.concatenate([o.labels for o in outputs]) if outputs else np.empty(0, np.int32)

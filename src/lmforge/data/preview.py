@@ -25,6 +25,7 @@ class PreviewSample:
 
     ids: list[int]
     labels: list[int]
+    special_text: bool = False  # its text holds a special-token string (see data stats)
 
     @property
     def trained(self) -> int:
@@ -94,10 +95,13 @@ def preview_datasets(
         )
         preview = DatasetPreview(split, spec.name, spec.formatting, len(records))
         start = 0
-        for length in chunk.lengths.tolist():
+        for number, length in enumerate(chunk.lengths.tolist()):
+            special = chunk.special_text[number] if number < len(chunk.special_text) else False
             preview.samples.append(
                 PreviewSample(
-                    chunk.ids[start : start + length].tolist(), chunk.labels[start : start + length].tolist()
+                    chunk.ids[start : start + length].tolist(),
+                    chunk.labels[start : start + length].tolist(),
+                    bool(special),
                 )
             )
             start += length

@@ -30,6 +30,9 @@ class DatasetReport:
     # preference stages: samples are pairs (dpo, rm) or KTO samples, ``desirable`` of them tagged true
     stage: str = "sft"
     desirable: int = 0
+    # Samples whose text holds a special-token string (split only with split_special_tokens: true).
+    special_text: int = 0
+    first_special_text: str = ""
 
     @property
     def dropped_total(self) -> int:
@@ -45,6 +48,10 @@ class DatasetReport:
         for reason, where in first.items():
             self.first_dropped.setdefault(reason, where)
 
+    def add_special_text(self, count: int, first: str) -> None:
+        self.special_text += count
+        self.first_special_text = self.first_special_text or first
+
     def summary(self) -> str:
         unit = "pairs" if self.stage in ("dpo", "rm") else "samples"
         kto = f" ({self.desirable} desirable)" if self.stage == "kto" else ""
@@ -57,6 +64,8 @@ class DatasetReport:
                 f"{n} {reason}" for reason, n in sorted(self.dropped.items(), key=lambda x: -x[1])
             )
             line += f", {self.dropped_total} dropped ({reasons})"
+        if self.special_text:
+            line += f", {self.special_text} with special-token text (first: {self.first_special_text})"
         return line
 
     def drop_details(self) -> list[str]:

@@ -51,13 +51,18 @@ class PromptBuilder:
         return conv
 
     def encode(self, conv: Conversation, *, enable_thinking: bool | None = None) -> list[int]:
-        """Prompt ids ending with the assistant's generation prompt."""
+        """Prompt ids ending with the assistant's generation prompt.
+
+        Special-token strings in the conversation's text are plain text, whatever the tokenizer's
+        ``split_special_tokens``: a client cannot write control tokens (a system turn of its own).
+        """
         thinking = self.enable_thinking if enable_thinking is None else enable_thinking
         encoded = self.template.encode(
             self.tokenizer,
             self._with_default_system(conv),
             add_generation_prompt=True,
             enable_thinking=thinking,
+            split_special_tokens=True,
         )
         return list(encoded.input_ids)
 
@@ -72,6 +77,19 @@ class PromptBuilder:
         return forced_tool_call_prefix(
             self.template, self.tokenizer, self._with_default_system(conv), function, enable_thinking=thinking
         )
+
+    def opening_ids(self, opening: str, function: str | None) -> list[int]:
+        """Ids of a forced tool-call opening; the function name a client chose stays plain text."""
+        from lmforge.templates.plaintext import control_tokens, encode_plain
+        from lmforge.templates.render import Rendered
+
+        control = control_tokens(self.tokenizer, self.template)
+        at = opening.rfind(function) if function else -1
+        if function and at >= 0 and control.backend is not None and control.found(function):
+            return encode_plain(
+                control, self.tokenizer, Rendered(opening, plain_spans=[(at, at + len(function))])
+            )[0]
+        return list(self.tokenizer(opening, add_special_tokens=False)["input_ids"])
 
     @property
     def stop_words(self) -> list[str]:

@@ -182,7 +182,7 @@ class ChatService:
             ) from None
         opening = self._tool_call_opening(request, conv, thinking)
         if opening:
-            prompt_ids += self.engine.tokenizer(opening, add_special_tokens=False)["input_ids"]
+            prompt_ids += self.prompts.opening_ids(opening, forced_tool_call(request)[1])
         if media is not None and self.engine.media is not None:
             try:
                 prompt_ids = self.engine.media.expand(prompt_ids, media)

@@ -61,15 +61,20 @@ class JinjaTemplate(Template):
         train_on_prompt: bool = False,
         mask_history: bool = False,
         enable_thinking: bool = True,
+        split_special_tokens: bool | None = None,
     ) -> list[EncodedSample]:
-        from lmforge.templates.encode import encode_rendered
+        from lmforge.templates.plaintext import encode_conversations
 
-        rendered = [
-            render_with_tokenizer(self.source, tokenizer, conv, add_generation_prompt, enable_thinking)
-            for conv in convs
-        ]
-        return encode_rendered(
-            tokenizer, rendered, train_on_prompt=train_on_prompt, mask_history=mask_history
+        return encode_conversations(
+            self,
+            tokenizer,
+            convs,
+            lambda conv: render_with_tokenizer(
+                self.source, tokenizer, conv, add_generation_prompt, enable_thinking
+            ),
+            split_special_tokens=split_special_tokens,
+            train_on_prompt=train_on_prompt,
+            mask_history=mask_history,
         )
 
     def render_text(

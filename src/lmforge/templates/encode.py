@@ -5,6 +5,9 @@ does (``add_special_tokens=False``; special tokens written in the text are recog
 a template's own BOS is the only BOS). The trained character spans are then mapped to
 tokens with the fast tokenizer's char-to-token alignment, so no segment boundary can
 change how the text is split. A token that straddles a boundary counts as trained.
+
+A rendering with ``plain_spans`` (conversation text holding special-token strings, see
+:mod:`.plaintext`) is tokenized on its own, with those strings split; the rest stay in the batch.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.errors import ConfigError
+from lmforge.templates.plaintext import ControlTokens, encode_plain
 from lmforge.templates.render import Rendered
 from lmforge.templates.spec import EncodedSample
 
@@ -24,9 +28,30 @@ def encode_rendered(
     *,
     train_on_prompt: bool = False,
     mask_history: bool = False,
+    control: ControlTokens | None = None,
 ) -> list[EncodedSample]:
     if train_on_prompt and mask_history:
         raise ConfigError("train_on_prompt and mask_history cannot both be true: set one of them to false")
+    if control is not None and any(r.plain_spans for r in rendered):
+        whole = _encode_whole(
+            tokenizer,
+            [r for r in rendered if not r.plain_spans],
+            train_on_prompt=train_on_prompt,
+            mask_history=mask_history,
+        )
+        ordered = iter(whole)
+        return [
+            _encode_split(control, tokenizer, r, train_on_prompt, mask_history)
+            if r.plain_spans
+            else next(ordered)
+            for r in rendered
+        ]
+    return _encode_whole(tokenizer, rendered, train_on_prompt=train_on_prompt, mask_history=mask_history)
+
+
+def _encode_whole(
+    tokenizer: Any, rendered: list[Rendered], *, train_on_prompt: bool, mask_history: bool
+) -> list[EncodedSample]:
     if not rendered:
         return []
     texts = [r.text for r in rendered]
@@ -35,7 +60,8 @@ def encode_rendered(
         encodings = backend.encode_batch(texts, add_special_tokens=False)
         all_ids: list[list[int]] = [enc.ids for enc in encodings]
     else:
-        batch = tokenizer(texts, add_special_tokens=False)
+        # the template's markers are control tokens even where the tokenizer splits specials
+        batch = tokenizer(texts, add_special_tokens=False, split_special_tokens=False)
         all_ids = batch["input_ids"]
         encodings = getattr(batch, "encodings", None) if getattr(tokenizer, "is_fast", False) else None
     if encodings is None:
@@ -73,9 +99,27 @@ def _plain_backend(tokenizer: Any) -> Any:
     if getattr(backend, "truncation", None) is not None or getattr(backend, "padding", None) is not None:
         return None
     split = bool(getattr(tokenizer, "split_special_tokens", False))
-    if getattr(backend, "encode_special_tokens", split) != split:
-        return None
+    if split or getattr(backend, "encode_special_tokens", split) != split:
+        return None  # (a tokenizer that splits specials: the wrapper, told not to, keeps markers whole)
     return backend
+
+
+def _encode_split(
+    control: ControlTokens, tokenizer: Any, r: Rendered, train_on_prompt: bool, mask_history: bool
+) -> EncodedSample:
+    """One rendering with special-token strings in its conversation text, tokenized with them split."""
+    ids, offsets = encode_plain(control, tokenizer, r)
+    if train_on_prompt:
+        return EncodedSample(ids, list(ids))
+    labels = [IGNORE_INDEX] * len(ids)
+    last = r.last_turn
+    for start, end, turn in r.spans:
+        if mask_history and turn != last:
+            continue
+        for k, (a, b) in enumerate(offsets):
+            if a < end and start < b:
+                labels[k] = ids[k]
+    return EncodedSample(ids, labels)
 
 
 def _token_range(enc: Any, start: int, end: int) -> tuple[int, int]:

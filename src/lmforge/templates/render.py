@@ -15,6 +15,7 @@ from typing import Any
 
 from lmforge.conversation import Conversation, Message
 from lmforge.errors import DataError
+from lmforge.templates.plaintext import CLOSE, OPEN
 from lmforge.templates.reasoning import assistant_body
 from lmforge.templates.spec import Template
 from lmforge.templates.tools import get_tool_format
@@ -22,11 +23,16 @@ from lmforge.templates.tools import get_tool_format
 
 @dataclass
 class Rendered:
-    """A conversation's text, and (start, end, assistant_turn) spans of the trained parts."""
+    """A conversation's text, and (start, end, assistant_turn) spans of the trained parts.
+
+    ``plain_spans`` are the character spans of conversation text that hold special-token
+    strings to be tokenized as plain text (found by :mod:`.plaintext`; empty nearly always).
+    """
 
     text: str
     spans: list[tuple[int, int, int]] = field(default_factory=list)
     pieces: list[tuple[str, int | None]] = field(default_factory=list)
+    plain_spans: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def last_turn(self) -> int:
@@ -238,8 +244,9 @@ def _last_query_index(messages: list[Message]) -> int:
     """Index of the last real user query (Qwen3 keeps thinking only after it)."""
     for i in range(len(messages) - 1, -1, -1):
         m = messages[i]
-        if m.role == "user" and not (
-            m.content.startswith("<tool_response>") and m.content.endswith("</tool_response>")
-        ):
+        if m.role != "user":
+            continue
+        content = m.content.strip(OPEN + CLOSE)  # as written, should plaintext have marked the tags
+        if not (content.startswith("<tool_response>") and content.endswith("</tool_response>")):
             return i
     return len(messages) - 1

@@ -26,6 +26,8 @@ class EncodedSample:
 
     input_ids: list[int]
     labels: list[int]
+    # The conversation's own text holds a special-token string (split when asked; see .plaintext).
+    special_text: bool = False
 
 
 @dataclass
@@ -115,6 +117,7 @@ class Template:
         train_on_prompt: bool = False,
         mask_history: bool = False,
         enable_thinking: bool = True,
+        split_special_tokens: bool | None = None,
     ) -> EncodedSample:
         """Token ids and labels of one conversation (see :meth:`encode_batch`)."""
         return self.encode_batch(
@@ -124,6 +127,7 @@ class Template:
             train_on_prompt=train_on_prompt,
             mask_history=mask_history,
             enable_thinking=enable_thinking,
+            split_special_tokens=split_special_tokens,
         )[0]
 
     def encode_batch(
@@ -135,25 +139,33 @@ class Template:
         train_on_prompt: bool = False,
         mask_history: bool = False,
         enable_thinking: bool = True,
+        split_special_tokens: bool | None = None,
     ) -> list[EncodedSample]:
-        """Encode many conversations with one fast-tokenizer call over their whole texts."""
-        from lmforge.templates.encode import encode_rendered
+        """Encode many conversations with one fast-tokenizer call over their whole texts.
+
+        With ``split_special_tokens`` (None: the tokenizer's own setting, as LLaMA-Factory loads
+        it; serving always passes True) special-token strings inside the conversations' text are
+        plain text, while the template's own markers stay control tokens (see :mod:`.plaintext`).
+        """
+        from lmforge.templates.plaintext import encode_conversations
         from lmforge.templates.render import render, special_strings
 
         specials = special_strings(tokenizer)
-        rendered = [
-            render(
+        return encode_conversations(
+            self,
+            tokenizer,
+            convs,
+            lambda conv: render(
                 self,
                 conv,
                 tokenizer,
                 add_generation_prompt=add_generation_prompt,
                 enable_thinking=enable_thinking,
                 specials=specials,
-            )
-            for conv in convs
-        ]
-        return encode_rendered(
-            tokenizer, rendered, train_on_prompt=train_on_prompt, mask_history=mask_history
+            ),
+            split_special_tokens=split_special_tokens,
+            train_on_prompt=train_on_prompt,
+            mask_history=mask_history,
         )
 
     def render_text(
