@@ -210,15 +210,6 @@ TEMPLATES["deepseekr1"] = replace(
     no_thinking_prefix="<think>\n\n</think>\n\n",
 )
 
-# Few-shot prompts of `lmforge eval` (issue 17), LLaMA-Factory's `fewshot`: plain text, each solved
-# example's answer followed by a blank line, no end-of-sequence token (a generated answer stops there).
-TEMPLATES["fewshot"] = Template(
-    name="fewshot",
-    families="few-shot benchmark prompts (lmforge eval: MMLU, C-Eval, CMMLU)",
-    assistant_after="\n\n",
-    stop_words=("\n\n",),
-)
-
 # Templates proven token for token against an official chat template, and where it comes from
 # (tests/test_templates_official.py). The others follow their family's documented format.
 PROVEN_AGAINST: dict[str, str] = {

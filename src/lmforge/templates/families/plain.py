@@ -105,9 +105,10 @@ TEMPLATES: list[Template] = [
     # ---- few-shot / completion data (LLaMA-Factory's `fewshot`, used by its evaluation) ----
     Template(
         name="fewshot",
-        families="few-shot prompts and completion data (examples separated by a blank line)",
-        assistant_end="\n\n",
-        conversation_end="{eos}",
+        families="few-shot prompts and completion data (lmforge eval: MMLU, C-Eval, CMMLU)",
+        # each solved example's answer is followed by a blank line and no end-of-sequence token,
+        # so a generated answer stops there
+        assistant_after="\n\n",
         stop_words=("\n\n",),
     ),
 ]
