@@ -93,7 +93,7 @@ def test_lora_dpo_learns_the_preferred_property(asset: Any, dataset_dir: Path, t
     out = tmp_path / "dpo"
     run(values(asset("smollm2"), dataset_dir, out))
     evals = eval_records(out)
-    assert len(evals) == 2
+    assert len(evals) >= 2  # steps 4 and 8, and the final evaluation of the run
     assert evals[-1]["eval_rewards/accuracies"] > 0.8, evals
     assert 0 < evals[0]["eval_rewards/margins"] < evals[-1]["eval_rewards/margins"], evals
 
