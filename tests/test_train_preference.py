@@ -151,7 +151,7 @@ def test_precomputed_reference_equals_the_live_one_and_holds_no_weights(llama: s
         settings(llama, tmp_path / "x", finetuning_type="full", precompute_ref_log_probs=True)
     )
     args = training_arguments(config)
-    model, _ = _load_model(config, args)
+    model, _ = _load_model(config, args, checkpointing=False)
     tokenizer = load_tokenizer(config.model)
     parts = dpo.prepare(config, args, tokenizer, model, Dataset.from_list(rows), None)
     assert parts.trainer_kwargs["reference"] is None  # nothing to run or hold while training
