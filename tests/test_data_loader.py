@@ -10,7 +10,8 @@ import pytest
 
 from lmforge.config.parser import build_config
 from lmforge.data import load_sft_datasets
-from lmforge.data.truncation import IGNORE_INDEX, split_text, truncate
+from lmforge.data.truncation import split_text, truncate
+from lmforge.templates.results import IGNORE_INDEX
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 

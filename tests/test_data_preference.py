@@ -11,8 +11,9 @@ import pytest
 from lmforge.config.parser import build_config
 from lmforge.conversation import Conversation, Message
 from lmforge.data import load_sft_datasets
-from lmforge.data.truncation import IGNORE_INDEX, fit_preference
+from lmforge.data.truncation import fit_preference
 from lmforge.errors import ConfigError, DataError
+from lmforge.templates.results import IGNORE_INDEX
 
 PAIR_INFO = {
     "pairs_alpaca": {
@@ -429,7 +430,7 @@ def test_image_pairs_expand_like_sft_and_keep_their_media(tiny_model, tmp_path: 
     """A ranking set with images (tiny Qwen2-VL): the chosen side is exactly SFT's sample of the record."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from lmforge.infer.multimodal import media_processing_for
+    from lmforge.media.models import media_processing_for
     from lmforge.templates import get_template
     from test_infer_multimodal import png  # tests/ is on sys.path
 

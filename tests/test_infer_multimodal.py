@@ -18,11 +18,12 @@ from PIL import Image
 from transformers import AutoConfig, AutoTokenizer
 
 from lmforge.config.model import ModelArguments
-from lmforge.infer.audio import AudioProcessing
 from lmforge.infer.engine import SamplingOptions
 from lmforge.infer.hf_engine import HuggingFaceEngine
-from lmforge.infer.multimodal import MediaInputError, media_processing_for
-from lmforge.infer.vision import VisionProcessing
+from lmforge.media.audio import AudioProcessing
+from lmforge.media.inputs import MediaInputError
+from lmforge.media.models import media_processing_for
+from lmforge.media.vision import VisionProcessing
 from lmforge.model.loader import auto_model_class
 
 PROMPT = (
@@ -399,7 +400,7 @@ def test_video_patches_follow_the_models_temporal_layout(vl):
         frame.paste((255, 255, 255), (i * 10, 0, i * 10 + 14, 20))
     ip = processing.image_processor
     out = ip(images=frames, return_tensors="pt")
-    from lmforge.infer.vision import join_temporal_patches
+    from lmforge.media.vision import join_temporal_patches
 
     patches, grid = join_temporal_patches(out["pixel_values"], out["image_grid_thw"], 2, ip.patch_size)
     height, width = smart_resize(

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lmforge.serve.media import MediaError, MediaPolicy, is_public_address, load_media
+from lmforge.serve.media_fetch import MediaError, MediaPolicy, is_public_address, load_media
 
 OPENED: list[str] = []
 _WATCHING = threading.Event()

@@ -301,7 +301,7 @@ def test_qwen2_vl_dpo_pairs_train_with_their_pictures(tiny_model: Any, tmp_path:
 
     from lmforge.config import build_config
     from lmforge.data import load_sft_datasets
-    from lmforge.infer.multimodal import media_processing_for
+    from lmforge.media.models import media_processing_for
     from lmforge.model.loader import load_tokenizer
     from lmforge.model.loss import sequence_log_probs
     from lmforge.templates import get_template

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import torch
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # minutes on a quiet machine, far more on a loaded one
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(3600),
+]  # minutes on a quiet machine, far more on a loaded one
 
 
 def preference_rows(numbers: range) -> list[dict[str, str]]:

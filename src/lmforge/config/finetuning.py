@@ -36,10 +36,15 @@ class FinetuningArguments:
     freeze_multi_modal_projector: bool = True
     freeze_language_model: bool = False
     # LoRA variants through PEFT (issue 18): PiSSA initialisation, LoRA+ learning rates
-    pissa_init: bool = field(default=False, metadata={"help": "Initialise LoRA from the weights' SVD (PiSSA)."})
-    pissa_iter: int = field(default=16, metadata={"help": "Fast-SVD iterations for PiSSA; -1 for a full SVD."})
+    pissa_init: bool = field(
+        default=False, metadata={"help": "Initialise LoRA from the weights' SVD (PiSSA)."}
+    )
+    pissa_iter: int = field(
+        default=16, metadata={"help": "Fast-SVD iterations for PiSSA; -1 for a full SVD."}
+    )
     pissa_convert: bool = field(
-        default=False, metadata={"help": "Save the PiSSA adapter as a plain LoRA adapter of the original base."}
+        default=False,
+        metadata={"help": "Save the PiSSA adapter as a plain LoRA adapter of the original base."},
     )
     loraplus_lr_ratio: float | None = field(
         default=None, metadata={"help": "LoRA+: learning rate of the B matrices over that of A."}

@@ -67,11 +67,13 @@ class ModelArguments:
     )
     # export: GPTQ quantization and hub upload (issue 18)
     export_quantization_bit: int | None = field(
-        default=None, metadata={"help": "Quantize the export with GPTQ to this many bits (CUDA GPU, gptqmodel)."}
+        default=None,
+        metadata={"help": "Quantize the export with GPTQ to this many bits (CUDA GPU, gptqmodel)."},
     )
     export_quantization_dataset: str | None = None
     export_quantization_nsamples: int = 128
     export_quantization_maxlen: int = 1024
     export_hub_model_id: str | None = field(
-        default=None, metadata={"help": "Also upload the exported folder to this Hugging Face hub repository."}
+        default=None,
+        metadata={"help": "Also upload the exported folder to this Hugging Face hub repository."},
     )

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from lmforge.data.media import MEDIA_COLUMN, batch_media
 from lmforge.data.packing import LENGTHS_COLUMN, position_ids_for
-from lmforge.model.loss import IGNORE_INDEX
+from lmforge.media.samples import MEDIA_COLUMN, batch_media
+from lmforge.templates.results import IGNORE_INDEX
 
 
 @dataclass

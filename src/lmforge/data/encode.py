@@ -19,12 +19,13 @@ import numpy as np
 
 from lmforge.data.checks import pt_text, sft_view
 from lmforge.data.formats import BadRecord, Converter
-from lmforge.data.media import MediaDrop, expand_sample, media_refs, placeholder_counts
-from lmforge.data.truncation import IGNORE_INDEX, split_text, truncate
+from lmforge.data.truncation import split_text, truncate
 from lmforge.errors import DataError
+from lmforge.media.samples import MediaDrop, expand_sample, media_refs, placeholder_counts
+from lmforge.templates.results import IGNORE_INDEX
 
 if TYPE_CHECKING:
-    from lmforge.infer.multimodal import MediaProcessing
+    from lmforge.media.inputs import MediaProcessing
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import numpy as np
 from lmforge.data import cache
 from lmforge.data.encode import ChunkOutput, EncodeSettings, encode_chunk
 from lmforge.data.formats import check_columns, detect_format, make_converter
-from lmforge.data.media import MEDIA_COLUMN
 from lmforge.data.preference import (
     PREFERENCE_STAGES,
     assemble_preference,
@@ -33,8 +32,9 @@ from lmforge.data.registry import resolve_datasets
 from lmforge.data.report import DataReport, DatasetReport
 from lmforge.data.selection import mix, select_indices, split_eval
 from lmforge.data.spec import DatasetSpec
-from lmforge.data.truncation import IGNORE_INDEX
 from lmforge.errors import ConfigError, DataError
+from lmforge.media.samples import MEDIA_COLUMN
+from lmforge.templates.results import IGNORE_INDEX
 
 if TYPE_CHECKING:
     import datasets

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lmforge.model.loss import IGNORE_INDEX
+from lmforge.templates.results import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -27,17 +27,18 @@ from lmforge.conversation import Conversation
 from lmforge.data.checks import kto_views, pair_views
 from lmforge.data.encode import ChunkOutput, EncodeSettings, _drop
 from lmforge.data.formats import BadRecord, Converter
-from lmforge.data.media import MEDIA_COLUMN, MediaDrop, expand_sample, media_refs, placeholder_counts
 from lmforge.data.report import DatasetReport
 from lmforge.data.spec import DatasetSpec
-from lmforge.data.truncation import IGNORE_INDEX, fit_preference
+from lmforge.data.truncation import fit_preference
 from lmforge.errors import ConfigError
+from lmforge.media.samples import MEDIA_COLUMN, MediaDrop, expand_sample, media_refs, placeholder_counts
+from lmforge.templates.results import IGNORE_INDEX
 
 if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedTokenizerBase
 
-    from lmforge.infer.multimodal import MediaProcessing
+    from lmforge.media.inputs import MediaProcessing
     from lmforge.templates import Template
 
 logger = logging.getLogger(__name__)

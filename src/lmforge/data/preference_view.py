@@ -20,7 +20,7 @@ from lmforge.data.preference import (
     encode_preference_chunk,
 )
 from lmforge.data.preview import PreviewSample, dataset_specs
-from lmforge.data.truncation import IGNORE_INDEX
+from lmforge.templates.results import IGNORE_INDEX
 
 
 def _answers(stage: str) -> list[tuple[str, str]]:

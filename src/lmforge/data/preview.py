@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import ConfigError
+from lmforge.templates.results import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -29,7 +30,7 @@ class PreviewSample:
 
     @property
     def trained(self) -> int:
-        return sum(1 for label in self.labels if label != -100)
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
 @dataclass
@@ -120,9 +121,9 @@ def trained_runs(tokenizer: PreTrainedTokenizerBase, sample: PreviewSample) -> l
     runs = []
     start = 0
     while start < len(ids):
-        trained = labels[start] != -100
+        trained = labels[start] != IGNORE_INDEX
         stop = start
-        while stop < len(ids) and (labels[stop] != -100) == trained:
+        while stop < len(ids) and (labels[stop] != IGNORE_INDEX) == trained:
             stop += 1
         runs.append((tokenizer.decode(ids[start:stop], skip_special_tokens=False), trained))
         start = stop

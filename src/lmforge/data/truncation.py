@@ -10,7 +10,7 @@ reply keeps at least half of ``cutoff_len`` (or all of it, when shorter).
 
 from __future__ import annotations
 
-IGNORE_INDEX = -100
+from lmforge.templates.results import IGNORE_INDEX
 
 
 def truncate(input_ids: list[int], labels: list[int], cutoff_len: int) -> tuple[list[int], list[int]] | None:

@@ -17,8 +17,8 @@ from typing import TextIO
 from lmforge.config import GeneratingArguments, load_config
 from lmforge.conversation import Conversation, Message
 from lmforge.infer.engine import Engine, SamplingOptions
-from lmforge.infer.multimodal import MediaInputError, MediaInputs
 from lmforge.infer.prompting import PromptBuilder
+from lmforge.media.inputs import MediaInputError, MediaInputs
 
 HELP = "Chat started. Type `clear` to reset the history, `exit` to quit."
 MEDIA_HELP = "Type `/{kinds} PATH` to attach a file to your next message."

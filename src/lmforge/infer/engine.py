@@ -17,7 +17,7 @@ from lmforge.errors import LmforgeError
 
 if TYPE_CHECKING:
     from lmforge.config import Config
-    from lmforge.infer.multimodal import MediaInputs, MediaProcessing
+    from lmforge.media.inputs import MediaInputs, MediaProcessing
 
 FinishReason = Literal["stop", "length"]
 

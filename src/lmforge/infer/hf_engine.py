@@ -41,8 +41,9 @@ from lmforge.infer.engine import (
     SamplingOptions,
     default_stop_token_ids,
 )
-from lmforge.infer.multimodal import SECONDS_PER_GRID, MediaInputs, MediaProcessing, media_processing_for
 from lmforge.infer.sampling import TokenSampler, choose_tokens
+from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputs, MediaProcessing
+from lmforge.media.models import media_processing_for
 
 if TYPE_CHECKING:
     from lmforge.config import Config

@@ -14,7 +14,8 @@ from lmforge.infer.engine import SamplingOptions
 if TYPE_CHECKING:
     from lmforge.config import Config, GeneratingArguments
     from lmforge.conversation import Conversation
-    from lmforge.templates.spec import ParsedResponse, Template
+    from lmforge.templates.results import ParsedResponse
+    from lmforge.templates.spec import Template
 
 
 class PromptBuilder:

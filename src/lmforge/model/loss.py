@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmforge.templates.results import IGNORE_INDEX
+
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 CHUNK_ELEMENTS = 2**25  # float32 logits per chunk: 128 MiB
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 _FORWARD_MARKERS = ("self.lm_head(hidden_states[:, slice_indices, :])", "self.loss_function(")

@@ -18,12 +18,12 @@ import torch
 from lmforge.config import Config
 from lmforge.data import load_sft_datasets
 from lmforge.data.collator import TrainingCollator
-from lmforge.data.truncation import IGNORE_INDEX
 from lmforge.model.loader import load_model, load_tokenizer
 from lmforge.predict.progress import SampleProgress
 from lmforge.predict.samples import prediction_datasets
 from lmforge.predict.table import metrics_table
 from lmforge.templates import resolve_template
+from lmforge.templates.results import IGNORE_INDEX
 from lmforge.train.outputs import write_json
 
 RESULTS_FILE = "predict_results.json"

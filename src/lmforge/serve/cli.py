@@ -34,7 +34,7 @@ def build_app(config: Config):
     from lmforge.infer.engine import create_engine
     from lmforge.infer.prompting import PromptBuilder
     from lmforge.serve.app import create_app
-    from lmforge.serve.media import MediaPolicy
+    from lmforge.serve.media_fetch import MediaPolicy
     from lmforge.serve.service import ChatService
 
     env = server_environment()

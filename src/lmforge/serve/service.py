@@ -20,8 +20,8 @@ from typing import Any
 from lmforge.config.generating import GeneratingArguments
 from lmforge.conversation import Conversation
 from lmforge.infer.engine import Engine, GenerationChunk, SamplingOptions
-from lmforge.infer.multimodal import MediaInputError, MediaInputs
 from lmforge.infer.prompting import PromptBuilder
+from lmforge.media.inputs import MediaInputError, MediaInputs
 from lmforge.serve.convert import (
     MediaRef,
     forced_tool_call,
@@ -30,7 +30,7 @@ from lmforge.serve.convert import (
     to_conversation,
 )
 from lmforge.serve.errors import ApiError, bad_request, engine_error
-from lmforge.serve.media import (
+from lmforge.serve.media_fetch import (
     MediaError,
     MediaPolicy,
     allowed_local_path,

@@ -10,7 +10,8 @@ from typing import Any
 
 from lmforge.errors import ConfigError
 from lmforge.templates.registry import TEMPLATES
-from lmforge.templates.spec import EncodedSample, ParsedResponse, Template
+from lmforge.templates.results import EncodedSample, ParsedResponse
+from lmforge.templates.spec import Template
 
 __all__ = [
     "EncodedSample",

@@ -19,7 +19,8 @@ from lmforge.conversation import Conversation
 from lmforge.errors import ConfigError, DataError
 from lmforge.templates.registry import TEMPLATES
 from lmforge.templates.render import Rendered
-from lmforge.templates.spec import EncodedSample, Template
+from lmforge.templates.results import EncodedSample
+from lmforge.templates.spec import Template
 
 logger = logging.getLogger(__name__)
 

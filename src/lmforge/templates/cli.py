@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
+from lmforge.templates.results import IGNORE_INDEX
 
 DESCRIPTION = """\
 Chat templates.
@@ -128,7 +129,7 @@ def _render(args: argparse.Namespace) -> int:
         )
         return 0
     print(_marked(tokenizer, sample.input_ids, sample.labels, sys.stdout.isatty()))
-    trained = sum(label != -100 for label in sample.labels)
+    trained = sum(label != IGNORE_INDEX for label in sample.labels)
     print(f"\n[{template.name}: {len(sample.input_ids)} tokens, {trained} trained]")
     return 0
 
@@ -140,7 +141,7 @@ def _marked(tokenizer: Any, ids: list[int], labels: list[int], color: bool) -> s
     run: list[int] = []
     run_trained = False
     for token, label in [*zip(ids, labels, strict=True), (None, None)]:
-        trained = label is not None and label != -100
+        trained = label is not None and label != IGNORE_INDEX
         if token is None or (run and trained != run_trained):
             piece = tokenizer.decode(run)
             out.append(f"{open_mark}{piece}{close_mark}" if run_trained else piece)

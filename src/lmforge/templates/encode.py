@@ -17,9 +17,7 @@ from typing import Any
 from lmforge.errors import ConfigError
 from lmforge.templates.plaintext import ControlTokens, encode_plain
 from lmforge.templates.render import Rendered
-from lmforge.templates.spec import EncodedSample
-
-IGNORE_INDEX = -100
+from lmforge.templates.results import IGNORE_INDEX, EncodedSample
 
 
 def encode_rendered(

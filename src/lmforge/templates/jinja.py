@@ -245,7 +245,11 @@ def to_jinja(t: Template) -> str:
         )
     if t.tools_in in ("before_first_user", "before_last_user"):
         out.append(f"{{%- if loop.index0 == {tools_at} and ns.defs -%}}{{{{- ns.defs -}}}}{{%- endif -%}}")
-    out.append("{%- set ns.turn = ns.turn + 1 -%}{{- " + _slot(t.user, content="text", turn="(ns.turn | string)") + " -}}")
+    out.append(
+        "{%- set ns.turn = ns.turn + 1 -%}{{- "
+        + _slot(t.user, content="text", turn="(ns.turn | string)")
+        + " -}}"
+    )
     # tool
     result = _RESULTS.get(t.tool_format, "(message.content or '')")
     out.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lmforge.templates.reasoning import THINK_CLOSE, THINK_OPEN
-from lmforge.templates.spec import ParsedResponse
+from lmforge.templates.results import ParsedResponse
 from lmforge.templates.tools import get_tool_format
 
 if TYPE_CHECKING:

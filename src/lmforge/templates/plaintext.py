@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from lmforge.templates.render import Rendered
-    from lmforge.templates.spec import EncodedSample, Template
+    from lmforge.templates.results import EncodedSample
+    from lmforge.templates.spec import Template
 
 # Unicode noncharacters, reserved for a program's internal use: they open and close a forged span.
 OPEN, CLOSE = "\ufdd0", "\ufdd1"

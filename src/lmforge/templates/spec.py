@@ -1,4 +1,4 @@
-"""What a chat template is: a declarative description, plus the results encoding returns.
+"""What a chat template is: a declarative description, as data (what encoding and parsing return: :mod:`~lmforge.templates.results`).
 
 Every template in :mod:`lmforge.templates.registry` is one :class:`Template` value. The
 rendering rules live in :mod:`~lmforge.templates.render` and read these fields; nothing
@@ -10,33 +10,15 @@ use ``{turn}``, the 1-based number of that user message (ChatGLM2's ``[Round N]`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from lmforge.conversation import Conversation, ToolCall
+    from lmforge.conversation import Conversation
+    from lmforge.templates.results import EncodedSample, ParsedResponse
 
 SystemStyle = Literal["block", "first_user", "last_user", "none"]
 ThinkingStyle = Literal["none", "qwen3", "deepseekr1"]
-
-
-@dataclass
-class EncodedSample:
-    """Token ids and labels of one conversation; labels are -100 where nothing is trained."""
-
-    input_ids: list[int]
-    labels: list[int]
-    # The conversation's own text holds a special-token string (split when asked; see .plaintext).
-    special_text: bool = False
-
-
-@dataclass
-class ParsedResponse:
-    """A generated reply split into its parts: visible text, thinking text and tool calls."""
-
-    content: str
-    reasoning: str | None = None
-    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 
 from lmforge.config import Config
 from lmforge.data.collator import TrainingCollator
-from lmforge.data.media import MEDIA_COLUMN
+from lmforge.media.samples import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference import (
     PreferenceTrainer,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmforge.config import Config, hardware
+from lmforge.templates.results import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -142,7 +143,7 @@ class Workload:
             # an evenly spaced sample of at most STATS_ROWS rows keeps this quick on large datasets
             sample = dataset.select(range(0, count, max(1, count // STATS_ROWS)))
             lengths = [len(ids) for ids in sample["input_ids"]]
-            trained = [sum(1 for t in labels if t != -100) for labels in sample["labels"]]
+            trained = [sum(1 for t in labels if t != IGNORE_INDEX) for labels in sample["labels"]]
         scale = count / len(lengths)
         if packing:
             rows = max(1, int(-(-sum(lengths) * scale // cutoff)))

@@ -18,7 +18,8 @@ import torch
 from lmforge.config import Config
 from lmforge.data.collator import TrainingCollator
 from lmforge.errors import DataError
-from lmforge.model.loss import IGNORE_INDEX, sequence_log_probs
+from lmforge.model.loss import sequence_log_probs
+from lmforge.templates.results import IGNORE_INDEX
 from lmforge.train.preference import (
     PreferenceTrainer,
     precompute_reference,

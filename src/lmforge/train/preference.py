@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmforge.config import Config
-from lmforge.data.media import MEDIA_COLUMN
 from lmforge.errors import ConfigError
+from lmforge.media.samples import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference_losses import LossSettings
 from lmforge.train.reference import Reference

@@ -277,7 +277,7 @@ def training_media(config: Config) -> Any:
     """The media processing of a multimodal model (Qwen2-VL, Qwen2.5-VL, Qwen2-Audio); None for text models."""
     from transformers import AutoConfig
 
-    from lmforge.infer.multimodal import GRID_VISION_MODELS, WHISPER_AUDIO_MODELS, media_processing_for
+    from lmforge.media.models import GRID_VISION_MODELS, WHISPER_AUDIO_MODELS, media_processing_for
     from lmforge.model.loader import model_path
 
     path = model_path(config.model)

@@ -3,7 +3,7 @@
 A multimodal sample is encoded by the same template as a text one; its media placeholders
 (``<image>`` in the data, the template's image token in the ids) are then repeated once per
 feature of the medium, using the model's own processor to count them, exactly as the server
-does (``infer/multimodal.py``). The encoded sample keeps its media references (``kind:path``)
+does (``media/inputs.py``). The encoded sample keeps its media references (``kind:path``)
 and the collator turns them into pixel or audio features for each batch. Counting reads each
 file once while encoding (cached with the dataset); a sample whose media cannot be read, does
 not match its placeholders, or would be cut by ``cutoff_len`` is dropped and counted (or stops
@@ -16,10 +16,10 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputError, MediaInputs, MediaProcessing, repeat_each
+
 if TYPE_CHECKING:  # torch and the processors load only when a multimodal model trains
     import torch
-
-    from lmforge.infer.multimodal import MediaInputs, MediaProcessing
 
 MEDIA_COLUMN = "media"
 KINDS = (("images", "image"), ("videos", "video"), ("audios", "audio"))
@@ -48,8 +48,6 @@ def media_refs(conv: Any) -> list[str]:
 
 def load_media(refs: list[str], media: MediaProcessing) -> MediaInputs:
     """Read and process ``kind:path`` references with the model's processing."""
-    from lmforge.infer.multimodal import MediaInputError
-
     kinds, blobs, names = [], [], []
     for ref in refs:
         kind, _, path = ref.partition(":")
@@ -73,8 +71,6 @@ def expand_sample(
     ids: list[int], labels: list[int], refs: list[str], media: MediaProcessing
 ) -> tuple[list[int], list[int]]:
     """``ids`` and ``labels`` with each placeholder repeated once per feature of its medium."""
-    from lmforge.infer.multimodal import MediaInputError, repeat_each
-
     inputs = load_media(refs, media)
     try:
         times = media.repeats(ids, inputs)
@@ -99,8 +95,6 @@ def batch_media(
         inputs = load_media(refs, media)
     except MediaDrop as exc:  # the file changed since encoding
         raise ValueError(f"cannot load the media of a training batch: {exc.detail}") from None
-    from lmforge.infer.multimodal import SECONDS_PER_GRID
-
     out: dict[str, Any] = {
         k: v for k, v in inputs.tensors.items() if k != SECONDS_PER_GRID or media.time_positions
     }

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lmforge.infer.multimodal import SECONDS_PER_GRID, MediaInputError, MediaInputs, MediaProcessing, bounded
+from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputError, MediaInputs, MediaProcessing, bounded
 
 if TYPE_CHECKING:
     from lmforge.config.model import ModelArguments

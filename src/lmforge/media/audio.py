@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.infer.multimodal import MediaInputError, MediaInputs, MediaProcessing
+from lmforge.media.inputs import MediaInputError, MediaInputs, MediaProcessing
 
 
 class AudioProcessing(MediaProcessing):

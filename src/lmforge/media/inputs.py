@@ -7,31 +7,21 @@ size or the clip's length, so it is known only once the medium is processed:
 :meth:`MediaProcessing.expand` repeats each placeholder in the encoded prompt, and
 prompt-length limits and ``usage`` then count the tokens the model sees.
 
-Pictures and video frames: ``infer/vision.py``; sound: ``infer/audio.py``.
+Pictures and video frames: ``media/vision.py``; sound: ``media/audio.py``; which model
+takes which: ``media/models.py``; training samples' media: ``media/samples.py``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads only when tensors are made, not when data code imports this
+    import torch
 
-if TYPE_CHECKING:
-    from lmforge.config.model import ModelArguments
-
-logger = logging.getLogger(__name__)
-
-# Model types whose image and video features fill repeated placeholder tokens and whose
-# processor reports a (t, h, w) grid per item; their tokens count grid.prod() / merge_size**2.
-GRID_VISION_MODELS = {"qwen2_vl", "qwen2_5_vl"}
-# Model types whose audio encoder reads Whisper log-mel features of up to 30 s.
-WHISPER_AUDIO_MODELS = {"qwen2_audio"}
 NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
 # Seconds per temporal video patch: an input to Qwen2.5-VL's rotary positions, not to every model.
 SECONDS_PER_GRID = "second_per_grid_ts"
@@ -91,7 +81,7 @@ class MediaProcessing:
 
     def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Per token: 0 text, 1 image, 2 video (what M-RoPE position ids are built from)."""
-        types = torch.zeros_like(input_ids, dtype=torch.int)
+        types = (input_ids * 0).int()
         for code, kind in ((1, "image"), (2, "video")):
             if kind in self.placeholders:
                 types += code * (input_ids == self.placeholders[kind]).int()
@@ -126,23 +116,6 @@ def repeat_each(values: list[int], times: list[int]) -> list[int]:
     for value, n in zip(values, times, strict=True):
         out.extend([value] * n)
     return out
-
-
-def media_processing_for(model_config: Any, path: str, model_args: ModelArguments) -> MediaProcessing | None:
-    """The media processing of a supported multimodal model folder; None for a text model."""
-    model_type = getattr(model_config, "model_type", None)
-    if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS:
-        return None
-    if not (Path(path) / "preprocessor_config.json").is_file():
-        logger.warning("%s has no preprocessor_config.json; media will be refused", path)
-        return None
-    if model_type in WHISPER_AUDIO_MODELS:
-        from lmforge.infer.audio import AudioProcessing
-
-        return AudioProcessing.for_model(model_config, path)
-    from lmforge.infer.vision import VisionProcessing
-
-    return VisionProcessing.for_model(model_config, path, model_args)
 
 
 def bounded(picture: Any, max_pixels: int, min_pixels: int) -> Any:
