@@ -12,8 +12,8 @@ from transformers import AutoTokenizer
 
 from lmforge.assets import default_names, lookup, registry
 from lmforge.assets import store as store_module
-from lmforge.assets.cli import main as assets_main
 from lmforge.assets.registry import AssetSpec
+from lmforge.cli.assets import main as assets_main
 from lmforge.errors import LmforgeError
 
 TOKENIZERS = [name for name in default_names() if name != "smollm2"]

@@ -389,7 +389,7 @@ def cli_config(data_dir: Path, stage: str, **extra):
 
 
 def test_preview_shows_the_prompt_then_both_answers(qwen, data_dir: Path) -> None:
-    from lmforge.data.cli import preview
+    from lmforge.cli.data import preview
 
     tokenizer, template = qwen
     out = io.StringIO()
@@ -408,7 +408,7 @@ def test_preview_shows_the_prompt_then_both_answers(qwen, data_dir: Path) -> Non
 
 
 def test_stats_report_prompt_and_answer_lengths(qwen, data_dir: Path) -> None:
-    from lmforge.data.cli import stats
+    from lmforge.cli.data import stats
 
     tokenizer, template = qwen
     out = io.StringIO()

@@ -12,8 +12,8 @@ import torch
 from datasets import Dataset
 from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 
+from lmforge.cli import estimate as estimate_cli
 from lmforge.config import build_config, hardware
-from lmforge.train import estimate_cli
 from lmforge.train.estimate import MIB, ModelShape, estimate_run
 from test_train import encoded_samples, settings, train
 

@@ -13,10 +13,10 @@ import yaml
 
 def test_chat_session_keeps_history_and_clear_resets_it(tiny_model):
     from lmforge.config import build_config
-    from lmforge.infer.chat import ChatSession
     from lmforge.infer.engine import SamplingOptions
     from lmforge.infer.hf_engine import HuggingFaceEngine
     from lmforge.infer.prompting import PromptBuilder
+    from lmforge.infer.session import ChatSession
 
     config = build_config({"model_name_or_path": str(tiny_model("llama")), "template": "qwen"})
     engine = HuggingFaceEngine.from_config(config)
@@ -75,10 +75,10 @@ def test_chat_attaches_pictures_that_stay_in_the_history(tiny_model, tmp_path):
     from PIL import Image
 
     from lmforge.config import build_config
-    from lmforge.infer.chat import ChatSession
     from lmforge.infer.engine import SamplingOptions
     from lmforge.infer.hf_engine import HuggingFaceEngine
     from lmforge.infer.prompting import PromptBuilder
+    from lmforge.infer.session import ChatSession
 
     red, blue = tmp_path / "red.png", tmp_path / "blue.png"
     Image.new("RGB", (84, 56), (220, 20, 20)).save(red)

@@ -14,10 +14,10 @@ import yaml
 
 pytest.importorskip("gradio", reason="gradio is not installed (pip install '.[webui]')")
 
+from lmforge.cli.webui import AUTH_ENV, check_exposure, parse_auth  # noqa: E402
 from lmforge.config import FinetuningArguments  # noqa: E402
 from lmforge.errors import ConfigError  # noqa: E402
 from lmforge.webui import paths  # noqa: E402
-from lmforge.webui.cli import AUTH_ENV, check_exposure, parse_auth  # noqa: E402
 from lmforge.webui.jobs import JobManager  # noqa: E402
 from lmforge.webui.settings import (  # noqa: E402
     FORM_DEFAULTS,

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from lmforge.data.cli import _share, highlight
+from lmforge.cli.data import _share, highlight
 from lmforge.data.loader import _hub_kwargs, encode_dataset, encode_settings, training_seed
 from lmforge.data.preference import (
     PAIRWISE_STAGES,

@@ -43,7 +43,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "train",
-        "lmforge.train.cli:main",
+        "lmforge.cli.train:main",
         "Fine-tune a model (SFT or pre-training; LoRA, DoRA, freeze or full) from a YAML config.",
         "Example:\n  lmforge train examples/smollm2_lora_sft_cpu.yaml\n\n"
         "Key groups: model (model_name_or_path, template, ...), data (dataset, cutoff_len, max_samples, ...),\n"
@@ -54,7 +54,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "estimate",
-        "lmforge.train.estimate_cli:main",
+        "lmforge.cli.estimate:main",
         "Predict a training run's peak memory and step time before loading any weights.",
         "Example:\n  lmforge estimate examples/train_lora/tiny_cpu_lora_sft.yaml per_device_train_batch_size=8\n\n"
         "Reads the model's config.json and the encoded dataset; exits 1 when the run would not fit,\n"
@@ -63,7 +63,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "api",
-        "lmforge.serve.cli:main",
+        "lmforge.cli.api:main",
         "Serve a model (base + adapter) over an OpenAI-compatible HTTP API.",
         "Example:\n  API_PORT=8000 lmforge api cfg.yaml infer_backend=huggingface\n\n"
         "Environment: API_HOST (default 127.0.0.1; set 0.0.0.0 to accept other machines),\n"
@@ -72,7 +72,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "chat",
-        "lmforge.infer.chat:main",
+        "lmforge.cli.chat:main",
         "Chat with a model in the terminal (streaming; type `clear` to reset, `exit` to quit).",
         "Example:\n  lmforge chat cfg.yaml default_system='You are a helpful assistant.'",
         True,
@@ -86,7 +86,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "eval",
-        "lmforge.predict.cli:main",
+        "lmforge.cli.eval:main",
         "Score a model on a multiple-choice benchmark (MMLU, C-Eval, CMMLU layout) by A/B/C/D logits.",
         "Example:\n  lmforge eval cfg.yaml task=mmlu_test task_dir=evaluation lang=en n_shot=5 save_dir=saves/eval\n\n"
         "task_dir/<benchmark>/ holds mapping.json (subject -> name, category) and the subject CSV files\n"
@@ -100,22 +100,22 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "data",
-        "lmforge.data.cli:main",
+        "lmforge.cli.data:main",
         "Look at datasets as the model will see them: `data preview cfg.yaml`, `data stats cfg.yaml`.",
     ),
     Command(
         "template",
-        "lmforge.templates.cli:main",
+        "lmforge.cli.template:main",
         "List chat templates or render a conversation: `template list`, `template render ...`.",
     ),
     Command(
         "webui",
-        "lmforge.webui.cli:main",
+        "lmforge.cli.webui:main",
         "Train, watch, chat and export from a browser: `webui [--host 127.0.0.1] [--port 7860] [--auth u:p]`.",
     ),
     Command(
         "assets",
-        "lmforge.assets.cli:main",
+        "lmforge.cli.assets:main",
         "Fetch the offline test assets (real tokenizers, a small chat model): `assets fetch`, `assets list`.",
     ),
 )

@@ -98,7 +98,7 @@ def settings_split(tokenizer: Any) -> str:
 def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> None:
     """Print the first ``n`` samples of every dataset with their trained tokens marked."""
     if config.finetuning.stage in ("dpo", "rm", "kto"):  # the prompt once, then each answer
-        from lmforge.data.preference_view import preview_pairs
+        from lmforge.cli.data_pairs import preview_pairs
 
         preview_pairs(config, tokenizer, template, n, out)
         return
@@ -136,7 +136,7 @@ def highlight(tokenizer: Any, sample: Any, colour: bool) -> str:
 def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     """Encode every dataset (cached) and print its numbers."""
     if config.finetuning.stage in ("dpo", "rm", "kto"):  # pairs: prompt and answer lengths
-        from lmforge.data.preference_view import stats_preference
+        from lmforge.cli.data_pairs import stats_preference
 
         return stats_preference(config, tokenizer, template, out)
     import pyarrow.compute as pc
