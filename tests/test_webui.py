@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -131,6 +132,37 @@ def test_shell_text_in_the_form_stays_a_literal_value(
     assert (again.id, again.process, again.state(), again.error()) == (job.id, None, "failed", error)
     line, _frame, _log = job_view(again, "zh")
     assert line.startswith("**失败** · 步数 0/?") and "failed" not in line
+
+
+def test_a_run_that_ended_unseen_is_judged_from_its_log_and_outputs(tmp_path: Path) -> None:
+    """No server saw the exit code (it was restarted meanwhile): stopped, finished or failed from the files."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    cases = {
+        "stopped": ("lmforge train: stopped early; resume with resume_from_checkpoint=x\n", False),
+        "finished": ("trained\n", True),
+        "failed": ("Traceback ...\nMemoryError\n", False),
+    }
+    for name, (log, results) in cases.items():
+        folder, output_dir = tmp_path / "work" / "jobs" / f"0-{name}", tmp_path / name
+        folder.mkdir(parents=True)
+        output_dir.mkdir()
+        (folder / "train.log").write_text(log)
+        if results:
+            (output_dir / "all_results.json").write_text("{}")
+        record = {
+            "id": f"0-{name}",
+            "output_dir": str(output_dir),
+            "pid": ended.pid,
+            "started": time.time() - 60,
+        }
+        record["argv"] = [sys.executable, "-m", "lmforge", "train", str(folder / "config.yaml")]
+        (folder / "job.json").write_text(json.dumps(record))
+    (tmp_path / "work" / "jobs" / "1-broken").mkdir()
+    (tmp_path / "work" / "jobs" / "1-broken" / "job.json").write_text("{not json")
+    jobs = JobManager(tmp_path / "work")
+    assert {job.id: job.state() for job in jobs.all()} == {f"0-{name}": name for name in cases}
+    assert jobs.get("0-failed").error() == "MemoryError"
 
 
 def test_job_states_have_chinese_labels() -> None:
