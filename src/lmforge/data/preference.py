@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from lmforge.media.inputs import MediaProcessing
-    from lmforge.templates import Template
+    from lmforge.templates import ChatTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def encode_preference_chunk(
     indices: list[int] | range,
     *,
     convert: Converter,
-    template: Template,
+    template: ChatTemplate,
     tokenizer: PreTrainedTokenizerBase,
     settings: EncodeSettings,
     locate: Callable[[int], str],

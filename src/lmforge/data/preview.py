@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from lmforge.config import Config
-    from lmforge.templates import Template
+    from lmforge.templates import ChatTemplate
 
 
 @dataclass
@@ -45,7 +45,7 @@ class DatasetPreview:
     dropped: list[str] = field(default_factory=list)
 
 
-def preview_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> Template | None:
+def preview_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> ChatTemplate | None:
     """The template the run applies: none for pre-training without one."""
     if config.finetuning.stage == "pt" and not config.data.template:
         return None
@@ -69,7 +69,7 @@ def dataset_specs(config: Config) -> list[tuple[str, Any]]:
 
 
 def preview_datasets(
-    config: Config, tokenizer: PreTrainedTokenizerBase, template: Template | None, n: int
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, n: int
 ) -> list[DatasetPreview]:
     """Encode the first ``n`` records of every dataset the way training does."""
     from lmforge.data.encode import encode_chunk
