@@ -1,4 +1,5 @@
-"""Run ``lmforge api`` as a real child process for the serving tests (used by the api_server fixture)."""
+"""Run ``lmforge api`` as a real child process for the serving tests (the api_server fixture), and
+the qwen_server session fixture that several test files share (one vLLM start instead of one each)."""
 
 from __future__ import annotations
 
