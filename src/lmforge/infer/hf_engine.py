@@ -25,10 +25,10 @@ import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer
 
 from lmforge.config import hardware
 from lmforge.config.environment import cpu_threads_pinned
@@ -317,7 +317,7 @@ class HuggingFaceEngine(Engine):
         requests: list[_Request] = []
         active: list[_Row] = []
         next_ids: list[int] = []
-        cache: Any = None  # transformers' Cache; its layer types are a union mypy cannot narrow
+        cache: Cache | None = None
         attention: torch.Tensor | None = None
         pending = batch
         while True:
@@ -375,7 +375,7 @@ class HuggingFaceEngine(Engine):
 
     def _prefill(
         self, batch: list[_Request], live: dict[int, list[_Row]]
-    ) -> tuple[Any, torch.Tensor, list[_Row], list[int]] | None:
+    ) -> tuple[Cache, torch.Tensor, list[_Row], list[int]] | None:
         """Run the prompts of ``batch`` together and choose each row's first token."""
         for request in batch:
             if request.cancelled:
@@ -524,7 +524,7 @@ def _cpu_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _joinable(cache: Any) -> bool:
+def _joinable(cache: Cache | None) -> TypeGuard[Cache]:
     """True for a cache of plain growing key/value tensors, which rows can join and leave."""
     layers = getattr(cache, "layers", None) or []  # a model's own cache class may have none
     return bool(layers) and all(
@@ -536,14 +536,14 @@ def _joinable(cache: Any) -> bool:
     )
 
 
-def _select_rows(cache: Any, attention: torch.Tensor, keep: list[int]) -> tuple[Any, torch.Tensor]:
+def _select_rows(cache: Cache, attention: torch.Tensor, keep: list[int]) -> tuple[Cache, torch.Tensor]:
     index = torch.tensor(keep, device=attention.device)
     cache.batch_select_indices(index)
     return cache, attention.index_select(0, index)
 
 
 def _join_caches(
-    cache: Any, attention: torch.Tensor, other: Any, other_attention: torch.Tensor
+    cache: Cache, attention: torch.Tensor, other: Cache, other_attention: torch.Tensor
 ) -> torch.Tensor:
     """Append ``other``'s rows to ``cache`` (in place), left-padding the shorter to one width.
 
@@ -559,18 +559,31 @@ def _join_caches(
         shape[dim] = missing
         return torch.cat([t.new_zeros(shape), t], dim=dim)
 
-    for layer, other_layer in zip(cache.layers, other.layers, strict=True):
-        layer.keys = torch.cat([pad(layer.keys, 2), pad(other_layer.keys, 2)], dim=0)
-        layer.values = torch.cat([pad(layer.values, 2), pad(other_layer.values, 2)], dim=0)
+    for layer, other_layer in zip(_kv_layers(cache), _kv_layers(other), strict=True):
+        (keys, values), (other_keys, other_values) = _kv(layer), _kv(other_layer)
+        layer.keys = torch.cat([pad(keys, 2), pad(other_keys, 2)], dim=0)
+        layer.values = torch.cat([pad(values, 2), pad(other_values, 2)], dim=0)
     return torch.cat([pad(attention, 1), pad(other_attention, 1)], dim=0)
 
 
-def _trim_left_padding(cache: Any, attention: torch.Tensor) -> torch.Tensor:
+def _trim_left_padding(cache: Cache, attention: torch.Tensor) -> torch.Tensor:
     """Drop leading positions that are padding in every row (left after long rows finish)."""
     lead = int((attention.cumsum(-1) == 0).sum(-1).min())
     if lead == 0:
         return attention
-    for layer in cache.layers:
-        layer.keys = layer.keys[:, :, lead:, :]
-        layer.values = layer.values[:, :, lead:, :]
+    for layer in _kv_layers(cache):
+        keys, values = _kv(layer)
+        layer.keys = keys[:, :, lead:, :]
+        layer.values = values[:, :, lead:, :]
     return attention[:, lead:]
+
+
+def _kv_layers(cache: Cache) -> list[DynamicLayer]:
+    """The layers of a cache that :func:`_joinable` accepted (each a plain DynamicLayer)."""
+    return [layer for layer in cache.layers if isinstance(layer, DynamicLayer)]
+
+
+def _kv(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    """A joinable layer's key and value tensors, which :func:`_joinable` saw initialized."""
+    assert layer.keys is not None and layer.values is not None
+    return layer.keys, layer.values
