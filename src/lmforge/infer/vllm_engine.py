@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 def import_vllm() -> Any:
     try:
+        # why here: vllm is optional; its absence becomes one clear line
         import vllm
     except ImportError as exc:
         raise ConfigError(
@@ -95,6 +96,7 @@ class VllmEngine(Engine):
     @classmethod
     def from_config(cls, config: Config) -> VllmEngine:
         import_vllm()
+        # why here: vllm is optional (import_vllm has checked it is there)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.lora.request import LoRARequest
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -151,6 +153,7 @@ class VllmEngine(Engine):
         }
 
     def sampling_params(self, options: SamplingOptions) -> Any:
+        # why here: vllm is optional (import_vllm has checked it is there)
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -185,6 +188,7 @@ class VllmEngine(Engine):
     async def _stream(
         self, prompt_ids: list[int], options: SamplingOptions
     ) -> AsyncGenerator[GenerationChunk, None]:
+        # why here: vllm is optional (import_vllm has checked it is there)
         from vllm.inputs import TokensPrompt
 
         request_id = f"lmforge-{uuid.uuid4().hex}"
@@ -248,10 +252,12 @@ def _check_cpu_head_size(model_config: PretrainedConfig) -> None:
     vLLM checks this only inside its kernel, on the first request, and its engine dies there;
     the server would have started, looked healthy, and failed every request.
     """
+    # why here: vllm is optional (import_vllm has checked it is there)
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
         return
+    # why here: vllm is optional (import_vllm has checked it is there)
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
     supported = CPUAttentionBackend.get_supported_head_sizes()
