@@ -17,6 +17,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from serve_process import qwen_server  # noqa: E402, F401 - a session fixture: shared by every test file
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

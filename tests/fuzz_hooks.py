@@ -13,7 +13,7 @@ from typing import Any
 
 import schemathesis
 
-MODEL = "tiny-fuzz"
+MODEL = "tiny-qwen"  # the name of the shared server it fuzzes (QWEN_SERVER_NAME in tests/serve_process.py)
 CAPS = {"max_tokens": 6, "max_completion_tokens": 6, "n": 3}
 
 

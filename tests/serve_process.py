@@ -1,4 +1,5 @@
-"""Run ``lmforge api`` as a real child process for the serving tests (used by the api_server fixture)."""
+"""Run ``lmforge api`` as a real child process for the serving tests (the api_server fixture), and
+the qwen_server session fixture that several test files share (one vLLM start instead of one each)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,30 @@ def backend_server(
         env.update(VLLM_ENV)
         extra["start_timeout_s"] = 600  # vLLM's engine start on a busy 2-core machine
     return api_server(settings, env=env, python=python, **extra)
+
+
+# The server test_serve_plaintext and test_serve_fuzz share (see qwen_server): their requests name it.
+QWEN_SERVER_NAME = "tiny-qwen"
+QWEN_SERVER_SETTINGS = {"template": "qwen", "do_sample": False, "max_new_tokens": 6, "infer_dtype": "float32"}
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def qwen_server(
+    request: pytest.FixtureRequest,
+    api_server: Callable[..., ApiServer],
+    tiny_model: Callable[[str], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ApiServer]:
+    """``lmforge api`` on the tiny Qwen2 (the Qwen2.5 tokenizer, 32-wide heads for vLLM's CPU
+    kernels), started once per backend for the whole session (tests/conftest.py registers it).
+
+    Several test files send it requests: a vLLM start costs about a minute, so they share one
+    server instead of one each. Greedy by default, so a streamed reply equals the plain one.
+    """
+    model = make_head_dim_32_model(tiny_model("qwen2"), tmp_path_factory.mktemp("qwen32"))
+    settings = {"model_name_or_path": str(model), **QWEN_SERVER_SETTINGS}
+    with backend_server(api_server, request.param, settings, {"API_MODEL_NAME": QWEN_SERVER_NAME}) as server:
+        yield server
 
 
 def make_head_dim_32_model(source: Path, folder: Path) -> Path:

@@ -143,7 +143,7 @@ def test_vllm_backend_without_vllm_says_how_to_get_it(tiny_model):
 
     from lmforge.config import build_config
     from lmforge.errors import ConfigError
-    from lmforge.infer.engine import create_engine
+    from lmforge.infer.backends import create_engine
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed in this environment")

@@ -121,7 +121,7 @@ def test_each_line_is_the_reply_to_its_own_prompt(tiny_run, tiny_model):
     import asyncio
 
     from lmforge.config import load_config
-    from lmforge.infer.engine import create_engine
+    from lmforge.infer.backends import create_engine
     from lmforge.infer.prompting import PromptBuilder
     from lmforge.predict.samples import load_prediction_samples
 

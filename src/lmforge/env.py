@@ -193,7 +193,7 @@ def _torch_info() -> dict[str, Any]:
         "cpu_matmul_gflops": {},
     }
     try:
-        import torch
+        import torch  # why here: the report works without torch, and says it is missing
     except Exception:  # a broken torch install is reported as missing, never a crash
         return info
     info["version"] = torch.__version__
@@ -214,7 +214,7 @@ def _torch_info() -> dict[str, Any]:
 
 def cpu_matmul_rates() -> dict[str, float]:
     """A quick measured matmul rate per dtype (256-wide, about 0.05 s each: a hint, not a benchmark)."""
-    import torch
+    import torch  # why here: called only once _torch_info found torch importable
 
     return {
         str(dtype).removeprefix("torch."): round(hardware.matmul_rate(dtype, budget_s=0.05), 1)
@@ -237,7 +237,7 @@ def _gpus(torch_info: dict[str, Any]) -> list[dict[str, Any]]:
         if gpus:
             return gpus
     if torch_info["cuda_available"]:
-        import torch
+        import torch  # why here: torch is there (it found CUDA); the report works without it
 
         return [
             {

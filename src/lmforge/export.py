@@ -16,15 +16,17 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lmforge.config import Config, load_config
 from lmforge.config.model import ModelArguments
 from lmforge.config.requirements import GPTQMODEL, require
 from lmforge.errors import ConfigError
+from lmforge.model.loader import load_model, load_tokenizer, model_path
+from lmforge.templates import get_template
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from lmforge.templates import Template
 
@@ -32,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 
 def export_model(config: Config) -> Path:
-    from lmforge.model.loader import load_model, load_tokenizer, model_path, resolve_dtype
-
     model_args = config.model
     if not model_args.export_dir:
         raise ConfigError("config key 'export_dir' is required: the folder to write the merged model to")
@@ -49,11 +49,11 @@ def export_model(config: Config) -> Path:
 
     _check_quantization(model_args)
     tokenizer = load_tokenizer(model_args)
-    dtype = resolve_dtype(model_args.infer_dtype)
-    # adapters are merged during the load; export_device "auto" changes nothing: merging is cheap on CPU
-    model = load_model(model_args, config.finetuning, trainable=False, dtype=dtype)
+    # adapters are merged during the load (in infer_dtype); export_device "auto" changes nothing:
+    # merging is cheap on CPU
+    model = load_model(model_args, config.finetuning, trainable=False)
 
-    template = _named_template(config, tokenizer)
+    template = _named_template(config)
     if template is not None:
         tokenizer.chat_template = template.jinja_chat_template()
         _add_stop_tokens(model, tokenizer, template.stop_words)
@@ -64,9 +64,10 @@ def export_model(config: Config) -> Path:
         model.save_pretrained(staging, max_shard_size=f"{model_args.export_size}GB")
         tokenizer.save_pretrained(staging)
         _copy_processor_files(Path(model_path(model_args)), staging)
-        if model_args.export_quantization_bit is not None:
+        bits = model_args.export_quantization_bit
+        if bits is not None:
             del model
-            _quantize_gptq(staging, tokenizer, model_args)
+            _quantize_gptq(staging, tokenizer, model_args, bits)
         if model_args.export_legacy_format:
             _to_legacy_bin(staging)
         _replace(staging, target)
@@ -74,7 +75,7 @@ def export_model(config: Config) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     if model_args.export_hub_model_id:
-        _push_to_hub(target, model_args)
+        _push_to_hub(target, model_args.export_hub_model_id, model_args.hf_hub_token)
     return target
 
 
@@ -92,13 +93,15 @@ def _check_quantization(model_args: ModelArguments) -> None:
     require(GPTQMODEL, "export_quantization_bit", bits)
 
 
-def _quantize_gptq(folder: Path, tokenizer: PreTrainedTokenizerBase, model_args: ModelArguments) -> None:
+def _quantize_gptq(
+    folder: Path, tokenizer: PreTrainedTokenizerBase, model_args: ModelArguments, bits: int
+) -> None:
     """Quantize the merged folder in place with GPTQ (transformers' GPTQConfig, run by gptqmodel)."""
-    from transformers import AutoModelForCausalLM, GPTQConfig
+    from transformers import AutoModelForCausalLM, GPTQConfig  # why here: only a GPTQ export needs them
 
     texts = _calibration_texts(model_args)
     config = GPTQConfig(
-        bits=model_args.export_quantization_bit,
+        bits=bits,
         dataset=texts,
         tokenizer=tokenizer,
         model_seqlen=model_args.export_quantization_maxlen,
@@ -135,7 +138,7 @@ def _calibration_texts(model_args: ModelArguments) -> list[str]:
 def _to_legacy_bin(folder: Path) -> None:
     """``export_legacy_format``: the safetensors shards rewritten as ``pytorch_model*.bin`` (plain tensors,
     so transformers loads them with ``weights_only=True``), with the index renamed to match."""
-    import torch
+    import torch  # why here: only the legacy format needs torch.save
     from safetensors.torch import load_file
 
     renames = {}
@@ -152,18 +155,18 @@ def _to_legacy_bin(folder: Path) -> None:
         index.unlink()
 
 
-def _push_to_hub(folder: Path, model_args: ModelArguments) -> None:
+def _push_to_hub(folder: Path, repo: str, token: str | None) -> None:
     """Upload the finished folder; offline (or unreachable) it says so in one line, the local export kept."""
-    repo = model_args.export_hub_model_id
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise ConfigError(
             f"wrote {folder}, but export_hub_model_id {repo!r} was not uploaded: HF_HUB_OFFLINE is set (offline)"
         )
+    # why here: only an upload needs the hub client
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        api = HfApi(token=model_args.hf_hub_token)
+        api = HfApi(token=token)
         api.create_repo(repo, exist_ok=True, private=True)
         api.upload_folder(repo_id=repo, folder_path=str(folder))
     except (HfHubHTTPError, OSError) as exc:
@@ -184,16 +187,16 @@ def _copy_processor_files(source: Path, staging: Path) -> None:
             shutil.copy2(source / name, staging / name)
 
 
-def _named_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> Template | None:
+def _named_template(config: Config) -> Template | None:
     name = config.data.template
-    if name in (None, "", "auto"):
+    if name is None or name in ("", "auto"):
         return None  # the tokenizer keeps its own chat_template
-    from lmforge.templates import get_template
-
     return get_template(name)
 
 
-def _add_stop_tokens(model: Any, tokenizer: Any, stop_words: tuple[str, ...]) -> None:
+def _add_stop_tokens(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop_words: tuple[str, ...]
+) -> None:
     """Make ``generate`` stop at the template's end-of-turn tokens as well as at EOS."""
     config = model.generation_config
     ids = config.eos_token_id

@@ -106,7 +106,12 @@ def plain_fast_tokenizer(folder: Path, args: dict[str, Any]) -> None:
     cfg.pop("auto_map", None)  # a remote-code tokenizer class (InternLM2, MiniCPM-V) is not needed
     bos = _token_content(cfg.get("bos_token"))
     current = tok.get("post_processor")
-    adds_bos = bool(current) and current.get("type") == "TemplateProcessing" and bos in json.dumps(current)
+    adds_bos = (
+        isinstance(current, dict)
+        and current.get("type") == "TemplateProcessing"
+        and bos is not None
+        and bos in json.dumps(current)
+    )
     if cfg.get("add_bos_token") and bos and not adds_bos:
         added = {entry["content"]: entry["id"] for entry in tok["added_tokens"]}
         bos_id = added[bos] if bos in added else tok["model"]["vocab"][bos]
@@ -134,7 +139,7 @@ def sentencepiece_config(folder: Path, args: dict[str, Any]) -> None:
     The converted fast tokenizer is saved beside it (tokenizer.json), so later loads are quick and
     need no sentencepiece package.
     """
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # why here: fetching the other assets needs no transformers
 
     template = resources.files("lmforge.assets").joinpath("chat_templates", args["chat_template"])
     config = {
@@ -154,6 +159,7 @@ def sentencepiece_config(folder: Path, args: dict[str, Any]) -> None:
 
 def gguf_to_safetensors(folder: Path, args: dict[str, Any]) -> None:
     """Dequantize a GGUF chat model to float32 and save model + tokenizer as a plain safetensors folder."""
+    # why here: `lmforge assets fetch` loads torch only for the asset that needs a conversion
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -167,7 +173,8 @@ def gguf_to_safetensors(folder: Path, args: dict[str, Any]) -> None:
     tokenizer.model_max_length = model.config.max_position_embeddings  # GGUF leaves it unbounded
     model.config.quantization_config = None
     if hasattr(model, "hf_quantizer"):
-        model.hf_quantizer = None
+        # torch types Module attributes as tensors or modules; this one is a plain attribute
+        model.hf_quantizer = None  # type: ignore[assignment]
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
 

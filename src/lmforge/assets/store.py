@@ -19,9 +19,10 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from lmforge.assets.fixups import run_fixup
 from lmforge.assets.registry import AssetSpec, lookup
 from lmforge.config.environment import cache_dir
 from lmforge.errors import LmforgeError
@@ -161,10 +162,10 @@ def extract_members(spec: AssetSpec, archive: Path, dest: Path) -> None:
             members = {info.name: info for info in tf.getmembers() if info.isfile()}
             _missing_member(spec, set(members))
             for member, out_name in spec.extract.items():
-                src = tf.extractfile(members[member])
-                assert src is not None  # regular files always have a stream
-                with src, (dest / out_name).open("wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                stream = tf.extractfile(members[member])
+                assert stream is not None  # regular files always have a stream
+                with stream, (dest / out_name).open("wb") as out:
+                    shutil.copyfileobj(stream, out, 1 << 20)
     else:
         _missing_member(spec, {spec.filename})
         for out_name in spec.extract.values():
@@ -186,7 +187,7 @@ def remove_leftovers(parent: Path, prefix: str) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def install_folder(final: Path, build: Callable[[Path], None], marker: dict[str, object]) -> Path:
+def install_folder(final: Path, build: Callable[[Path], None], marker: Mapping[str, object]) -> Path:
     """Run ``build(tmp)`` into a temporary folder beside ``final``, then rename it into place.
 
     An outdated folder already at ``final`` is moved aside first and deleted afterwards.
@@ -235,8 +236,6 @@ def ensure_asset(spec: AssetSpec, root: Path | None = None) -> Path:
         def build(tmp: Path) -> None:
             extract_members(spec, archive, tmp)
             if spec.fixup:
-                from lmforge.assets.fixups import run_fixup
-
                 run_fixup(spec, tmp)
 
         marker = {

@@ -16,6 +16,7 @@ from typing import Any
 from lmforge.assets.registry import unknown_name_error
 from lmforge.assets.store import MARKER, file_lock, get_asset, install_folder
 from lmforge.config.environment import cache_dir
+from lmforge.model.loader import auto_model_class
 
 TINY_VERSION = 1
 SEED = 1234
@@ -163,6 +164,7 @@ def tiny_is_current(arch: str, root: Path | None = None) -> bool:
 
 
 def _build(arch: str, folder: Path) -> None:
+    # why here: torch and transformers load only when a tiny model is built, not when it is cached
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -190,8 +192,6 @@ def _build(arch: str, folder: Path) -> None:
         config = config_class(**text_settings)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     else:
-        from lmforge.model.loader import auto_model_class
-
         tie = text_settings.pop("tie_word_embeddings")
         tower_key, tower = recipe.tower
         media_ids = {key: tokenizer.convert_tokens_to_ids(tok) for key, tok in recipe.media_token_ids.items()}

@@ -13,9 +13,17 @@ import logging
 import sys
 from pathlib import Path
 
+import uvicorn
+from fastapi import FastAPI
+
 from lmforge.config import Config, load_config
-from lmforge.config.environment import server_environment
+from lmforge.config.environment import ServerEnvironment, server_environment
 from lmforge.errors import ConfigError
+from lmforge.infer.backends import create_engine
+from lmforge.infer.prompting import PromptBuilder
+from lmforge.serve.app import create_app
+from lmforge.serve.media_fetch import MediaPolicy
+from lmforge.serve.service import ChatService
 
 logger = logging.getLogger(__name__)
 ENGINE_CHECK_S = 1.0  # how often the server looks whether its engine died
@@ -30,13 +38,7 @@ def served_model_name(config: Config, env_name: str | None) -> str:
     return f"{base}+{Path(adapters[-1]).name}" if adapters else base
 
 
-def build_app(config: Config):
-    from lmforge.infer.engine import create_engine
-    from lmforge.infer.prompting import PromptBuilder
-    from lmforge.serve.app import create_app
-    from lmforge.serve.media_fetch import MediaPolicy
-    from lmforge.serve.service import ChatService
-
+def build_app(config: Config) -> tuple[FastAPI, ChatService, ServerEnvironment]:
     env = server_environment()
     media_dir = Path(config.data.media_dir).expanduser() if config.data.media_dir else None
     if media_dir is not None and not media_dir.is_dir():
@@ -54,8 +56,6 @@ def build_app(config: Config):
 
 
 def main(argv: list[str]) -> int:
-    import uvicorn
-
     config = load_config(argv)
     app, service, env = build_app(config)
     server = uvicorn.Server(

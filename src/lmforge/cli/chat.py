@@ -12,6 +12,7 @@ import asyncio
 import sys
 
 from lmforge.config import load_config
+from lmforge.infer.backends import create_engine
 from lmforge.infer.prompting import PromptBuilder
 from lmforge.infer.session import ChatSession, chat_options
 
@@ -21,8 +22,6 @@ MEDIA_COMMANDS = {"/image": "image", "/video": "video", "/audio": "audio"}
 
 
 def main(argv: list[str]) -> int:
-    from lmforge.infer.engine import create_engine
-
     config = load_config(argv)
     engine = create_engine(config)
     engine.claim_cpu_threads()

@@ -43,7 +43,7 @@ def run_eval(config: Config, out: TextIO) -> dict[str, Any]:
         )
     benchmark = open_benchmark(settings.task_dir, name)  # a missing task stops before the model loads
 
-    from lmforge.infer.hf_engine import model_context_length
+    from lmforge.infer.engine import model_context_length
     from lmforge.model.loader import load_model, load_tokenizer
     from lmforge.templates import resolve_template
 

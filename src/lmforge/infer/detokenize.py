@@ -8,13 +8,18 @@ could be the start of a stop string is held back too, so a stop string never lea
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class IncrementalText:
     """Per-choice decoder. ``push(token_id)`` returns ``(delta, stopped)``."""
 
-    def __init__(self, tokenizer: Any, stop: list[str], *, skip_special_tokens: bool = True) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, stop: list[str], *, skip_special_tokens: bool = True
+    ) -> None:
         self.tokenizer = tokenizer
         self.stop = [s for s in stop if s]
         self.skip_special_tokens = skip_special_tokens
@@ -24,7 +29,8 @@ class IncrementalText:
 
     def push(self, token_id: int) -> tuple[str, bool]:
         self.ids.append(token_id)
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens)
+        # one sequence of ids decodes to one string (the stubs also allow a batch's list)
+        self.text = str(self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens))
         for stop in self.stop:
             at = self.text.find(stop, max(0, self.emitted - len(stop) + 1))
             if at != -1:

@@ -1,22 +1,24 @@
-"""The interface every inference backend implements, and the choice between them.
+"""The interface every inference backend implements, and what the backends share.
 
 The server and the terminal chat only talk to an :class:`Engine`: they hand it prompt token
 ids (already built by the chat template) and sampling options, and read text deltas back.
 That keeps the template path identical for every backend and lets the vllm engine stay an
-optional import.
+optional import. The backends import this module; none imports another, and the choice
+between them is :func:`lmforge.infer.backends.create_engine`.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmforge.errors import LmforgeError
 
 if TYPE_CHECKING:
-    from lmforge.config import Config
+    from transformers import PreTrainedTokenizerBase
+
     from lmforge.media.inputs import MediaInputs, MediaProcessing
 
 FinishReason = Literal["stop", "length"]
@@ -84,7 +86,7 @@ class Engine(abc.ABC):
     """A loaded model that turns prompt ids into streamed text."""
 
     #: the tokenizer the chat template encodes with
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     #: the longest prompt + completion the engine accepts, in tokens
     context_length: int
     #: turns pictures or sounds into model inputs; None for an engine that takes text only
@@ -107,7 +109,7 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def generate(
         self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
-    ) -> AsyncIterator[GenerationChunk]:
+    ) -> AsyncGenerator[GenerationChunk, None]:
         """Stream chunks for ``options.n`` choices. Closing the iterator cancels the work.
 
         ``media`` (only for an engine with :attr:`media`) holds the processed pictures whose
@@ -130,7 +132,7 @@ class Engine(abc.ABC):
         return None
 
 
-def default_stop_token_ids(tokenizer: Any, model_config: Any = None) -> list[int]:
+def default_stop_token_ids(tokenizer: PreTrainedTokenizerBase, model_config: object = None) -> list[int]:
     """The EOS ids of the tokenizer and of the model's generation config."""
     ids: list[int] = []
     for source in (getattr(model_config, "eos_token_id", None), tokenizer.eos_token_id):
@@ -142,13 +144,17 @@ def default_stop_token_ids(tokenizer: Any, model_config: Any = None) -> list[int
     return ids
 
 
-def create_engine(config: Config) -> Engine:
-    """Build the backend the config names (``infer_backend``)."""
-    backend = config.serving.infer_backend
-    if backend == "vllm":
-        from lmforge.infer.vllm_engine import VllmEngine
+def model_context_length(model_config: object, override: int | None = None) -> int:
+    """The longest sequence the model handles: ``model_max_length`` if set, else the config's.
 
-        return VllmEngine.from_config(config)
-    from lmforge.infer.hf_engine import HuggingFaceEngine
-
-    return HuggingFaceEngine.from_config(config)
+    ``model_config`` is the model's transformers config (both backends read it the same way).
+    """
+    if override:
+        return int(override)
+    configs = [model_config, getattr(model_config, "text_config", None)]  # multimodal: the language model's
+    for config in configs:
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return 2048

@@ -23,11 +23,12 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
 
 from lmforge.config import hardware
 from lmforge.config.environment import cpu_threads_pinned
@@ -37,19 +38,32 @@ from lmforge.infer.engine import (
     EngineOverloaded,
     EngineRejected,
     EngineUnavailable,
+    FinishReason,
     GenerationChunk,
     SamplingOptions,
     default_stop_token_ids,
+    model_context_length,
 )
 from lmforge.infer.sampling import TokenSampler, choose_tokens
 from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputs, MediaProcessing
 from lmforge.media.models import media_processing_for
+from lmforge.model.loader import load_model, load_tokenizer, model_path
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
     from lmforge.config import Config
 
 logger = logging.getLogger(__name__)
-_END = object()
+
+
+class _End:
+    """Put on a request's queue after its last chunk."""
+
+
+_END = _End()
+#: what the worker thread hands a request's stream: a chunk, the end, or the error that ended it
+_Item = GenerationChunk | _End | BaseException
 
 
 @dataclass
@@ -57,11 +71,11 @@ class _Request:
     prompt_ids: list[int]
     options: SamplingOptions
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Any]
+    queue: asyncio.Queue[_Item]
     media: MediaInputs | None = None
     cancelled: bool = False
 
-    def emit(self, item: Any) -> None:
+    def emit(self, item: _Item) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
@@ -85,8 +99,8 @@ class _Row:
 class HuggingFaceEngine(Engine):
     def __init__(
         self,
-        model: Any,
-        tokenizer: Any,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
         *,
         context_length: int,
         max_batch: int = 8,
@@ -126,8 +140,6 @@ class HuggingFaceEngine(Engine):
 
     @classmethod
     def from_config(cls, config: Config) -> HuggingFaceEngine:
-        from lmforge.model.loader import load_model, load_tokenizer, model_path
-
         tokenizer = load_tokenizer(config.model, padding_side="left")
         model = load_model(config.model, config.finetuning, trainable=False)
         media = media_processing_for(model.config, model_path(config.model), config.model)
@@ -142,7 +154,7 @@ class HuggingFaceEngine(Engine):
 
     @property
     def vocab_size(self) -> int:
-        return int(self.model.get_input_embeddings().num_embeddings)
+        return int(self.model.get_input_embeddings().get_parameter("weight").shape[0])
 
     async def start(self) -> None:
         if self._thread is None:
@@ -192,7 +204,7 @@ class HuggingFaceEngine(Engine):
 
     def generate(
         self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
-    ) -> AsyncIterator[GenerationChunk]:
+    ) -> AsyncGenerator[GenerationChunk, None]:
         if not prompt_ids:
             raise EngineRejected("the prompt holds no tokens", "prompt")
         media = media if media is not None and media.items else None
@@ -213,12 +225,12 @@ class HuggingFaceEngine(Engine):
             self._cond.notify()
         return self._stream(request)
 
-    async def _stream(self, request: _Request) -> AsyncIterator[GenerationChunk]:
+    async def _stream(self, request: _Request) -> AsyncGenerator[GenerationChunk, None]:
         ended = False
         try:
             while True:
                 item = await request.queue.get()
-                if item is _END:
+                if isinstance(item, _End):
                     ended = True
                     return
                 if isinstance(item, BaseException):
@@ -305,7 +317,7 @@ class HuggingFaceEngine(Engine):
         requests: list[_Request] = []
         active: list[_Row] = []
         next_ids: list[int] = []
-        cache: Any = None
+        cache: Cache | None = None
         attention: torch.Tensor | None = None
         pending = batch
         while True:
@@ -363,7 +375,7 @@ class HuggingFaceEngine(Engine):
 
     def _prefill(
         self, batch: list[_Request], live: dict[int, list[_Row]]
-    ) -> tuple[Any, torch.Tensor, list[_Row], list[int]] | None:
+    ) -> tuple[Cache, torch.Tensor, list[_Row], list[int]] | None:
         """Run the prompts of ``batch`` together and choose each row's first token."""
         for request in batch:
             if request.cancelled:
@@ -446,7 +458,7 @@ class HuggingFaceEngine(Engine):
     def _advance(self, row: _Row, token: int) -> None:
         row.generated += 1
         row.ids.append(token)
-        finish = None
+        finish: FinishReason | None = None
         if token in row.stop_ids:
             delta, finish = row.text.flush(), "stop"
         else:
@@ -512,37 +524,26 @@ def _cpu_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def model_context_length(model_config: Any, override: int | None = None) -> int:
-    """The longest sequence the model handles: ``model_max_length`` if set, else the config's."""
-    if override:
-        return int(override)
-    configs = [model_config, getattr(model_config, "text_config", None)]  # multimodal: the language model's
-    for config in configs:
-        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-            value = getattr(config, key, None)
-            if isinstance(value, int) and value > 0:
-                return value
-    return 2048
-
-
-def _joinable(cache: Any) -> bool:
+def _joinable(cache: Cache | None) -> TypeGuard[Cache]:
     """True for a cache of plain growing key/value tensors, which rows can join and leave."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
+    layers = getattr(cache, "layers", None) or []  # a model's own cache class may have none
     return bool(layers) and all(
-        type(layer) is DynamicLayer and layer.is_initialized and layer.keys.dim() == 4 for layer in layers
+        type(layer) is DynamicLayer
+        and layer.is_initialized
+        and layer.keys is not None
+        and layer.keys.dim() == 4
+        for layer in layers
     )
 
 
-def _select_rows(cache: Any, attention: torch.Tensor, keep: list[int]) -> tuple[Any, torch.Tensor]:
+def _select_rows(cache: Cache, attention: torch.Tensor, keep: list[int]) -> tuple[Cache, torch.Tensor]:
     index = torch.tensor(keep, device=attention.device)
     cache.batch_select_indices(index)
     return cache, attention.index_select(0, index)
 
 
 def _join_caches(
-    cache: Any, attention: torch.Tensor, other: Any, other_attention: torch.Tensor
+    cache: Cache, attention: torch.Tensor, other: Cache, other_attention: torch.Tensor
 ) -> torch.Tensor:
     """Append ``other``'s rows to ``cache`` (in place), left-padding the shorter to one width.
 
@@ -558,18 +559,31 @@ def _join_caches(
         shape[dim] = missing
         return torch.cat([t.new_zeros(shape), t], dim=dim)
 
-    for layer, other_layer in zip(cache.layers, other.layers, strict=True):
-        layer.keys = torch.cat([pad(layer.keys, 2), pad(other_layer.keys, 2)], dim=0)
-        layer.values = torch.cat([pad(layer.values, 2), pad(other_layer.values, 2)], dim=0)
+    for layer, other_layer in zip(_kv_layers(cache), _kv_layers(other), strict=True):
+        (keys, values), (other_keys, other_values) = _kv(layer), _kv(other_layer)
+        layer.keys = torch.cat([pad(keys, 2), pad(other_keys, 2)], dim=0)
+        layer.values = torch.cat([pad(values, 2), pad(other_values, 2)], dim=0)
     return torch.cat([pad(attention, 1), pad(other_attention, 1)], dim=0)
 
 
-def _trim_left_padding(cache: Any, attention: torch.Tensor) -> torch.Tensor:
+def _trim_left_padding(cache: Cache, attention: torch.Tensor) -> torch.Tensor:
     """Drop leading positions that are padding in every row (left after long rows finish)."""
     lead = int((attention.cumsum(-1) == 0).sum(-1).min())
     if lead == 0:
         return attention
-    for layer in cache.layers:
-        layer.keys = layer.keys[:, :, lead:, :]
-        layer.values = layer.values[:, :, lead:, :]
+    for layer in _kv_layers(cache):
+        keys, values = _kv(layer)
+        layer.keys = keys[:, :, lead:, :]
+        layer.values = values[:, :, lead:, :]
     return attention[:, lead:]
+
+
+def _kv_layers(cache: Cache) -> list[DynamicLayer]:
+    """The layers of a cache that :func:`_joinable` accepted (each a plain DynamicLayer)."""
+    return [layer for layer in cache.layers if isinstance(layer, DynamicLayer)]
+
+
+def _kv(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    """A joinable layer's key and value tensors, which :func:`_joinable` saw initialized."""
+    assert layer.keys is not None and layer.values is not None
+    return layer.keys, layer.values

@@ -7,11 +7,17 @@ the format it was fine-tuned on; only the generation prompt is added at the end.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lmforge.infer.engine import SamplingOptions
+from lmforge.templates import resolve_template
+from lmforge.templates.forcing import forced_tool_call_prefix
+from lmforge.templates.results import Rendered
+from lmforge.templates.tokens import control_tokens, encode_plain
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from lmforge.config import Config, GeneratingArguments
     from lmforge.conversation import Conversation
     from lmforge.templates.interface import ChatTemplate
@@ -23,7 +29,7 @@ class PromptBuilder:
 
     def __init__(
         self,
-        tokenizer: Any,
+        tokenizer: PreTrainedTokenizerBase,
         template: ChatTemplate,
         *,
         default_system: str | None = None,
@@ -35,9 +41,7 @@ class PromptBuilder:
         self.enable_thinking = enable_thinking
 
     @classmethod
-    def from_config(cls, config: Config, tokenizer: Any) -> PromptBuilder:
-        from lmforge.templates import resolve_template
-
+    def from_config(cls, config: Config, tokenizer: PreTrainedTokenizerBase) -> PromptBuilder:
         thinking = config.data.enable_thinking
         return cls(
             tokenizer,
@@ -72,8 +76,6 @@ class PromptBuilder:
     ) -> str | None:
         """The reply's opening that makes it a call of ``function`` (any tool when None); None
         when this template writes no tool calls (see :mod:`lmforge.templates.forcing`)."""
-        from lmforge.templates.forcing import forced_tool_call_prefix
-
         thinking = self.enable_thinking if enable_thinking is None else enable_thinking
         return forced_tool_call_prefix(
             self.template, self.tokenizer, self._with_default_system(conv), function, enable_thinking=thinking
@@ -81,9 +83,6 @@ class PromptBuilder:
 
     def opening_ids(self, opening: str, function: str | None) -> list[int]:
         """Ids of a forced tool-call opening; the function name a client chose stays plain text."""
-        from lmforge.templates.results import Rendered
-        from lmforge.templates.tokens import control_tokens, encode_plain
-
         control = control_tokens(self.tokenizer, self.template)
         at = opening.rfind(function) if function else -1
         if function and at >= 0 and control.backend is not None and control.found(function):

@@ -71,7 +71,8 @@ class TokenSampler:
         if self.presence_penalty or self.frequency_penalty:
             scores = self._penalise_output(scores, ids_so_far)
         if self.processors:
-            scores = self.processors(ids_so_far, scores)
+            # transformers annotates LongTensor/FloatTensor, classes no tensor is an instance of
+            scores = self.processors(ids_so_far, scores)  # type: ignore[arg-type]
         overflowed = bool(torch.isnan(scores).any() or torch.isposinf(scores).any())
         if self.greedy or overflowed or not bool(torch.isfinite(scores).any()):
             # Greedy, or settings so extreme (a temperature or penalty near zero) that float32

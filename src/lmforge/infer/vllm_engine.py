@@ -8,10 +8,14 @@ points guard their ``__main__`` for that.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from transformers import AutoConfig, PretrainedConfig
 
 from lmforge.errors import ConfigError
 from lmforge.infer.engine import (
@@ -22,17 +26,22 @@ from lmforge.infer.engine import (
     GenerationChunk,
     SamplingOptions,
     default_stop_token_ids,
+    model_context_length,
 )
-from lmforge.infer.hf_engine import model_context_length
+from lmforge.model.loader import load_tokenizer, model_path
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from lmforge.config import Config
+    from lmforge.media.inputs import MediaInputs
 
 logger = logging.getLogger(__name__)
 
 
 def import_vllm() -> Any:
     try:
+        # why here: vllm is optional; its absence becomes one clear line
         import vllm
     except ImportError as exc:
         raise ConfigError(
@@ -64,7 +73,15 @@ def engine_arguments(config: Config, model_path: str) -> dict[str, Any]:
 
 
 class VllmEngine(Engine):
-    def __init__(self, engine: Any, tokenizer: Any, *, context_length: int, lora: Any, capacity: int) -> None:
+    def __init__(
+        self,
+        engine: Any,  # vllm's AsyncLLM (vllm is optional and untyped here)
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        context_length: int,
+        lora: Any,  # vllm's LoRARequest, or None
+        capacity: int,
+    ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.context_length = context_length
@@ -79,11 +96,10 @@ class VllmEngine(Engine):
     @classmethod
     def from_config(cls, config: Config) -> VllmEngine:
         import_vllm()
+        # why here: vllm is optional (import_vllm has checked it is there)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.lora.request import LoRARequest
         from vllm.v1.engine.async_llm import AsyncLLM
-
-        from lmforge.model.loader import load_tokenizer, model_path
 
         path = model_path(config.model)
         adapters = config.model.adapter_name_or_path or []
@@ -137,6 +153,7 @@ class VllmEngine(Engine):
         }
 
     def sampling_params(self, options: SamplingOptions) -> Any:
+        # why here: vllm is optional (import_vllm has checked it is there)
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -157,8 +174,8 @@ class VllmEngine(Engine):
         )
 
     def generate(
-        self, prompt_ids: list[int], options: SamplingOptions, media: Any = None
-    ) -> AsyncIterator[GenerationChunk]:
+        self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
+    ) -> AsyncGenerator[GenerationChunk, None]:
         if not prompt_ids:
             raise EngineRejected("the prompt holds no tokens", "prompt")
         if media is not None:  # the service refuses media first (this engine's ``media`` is None)
@@ -170,7 +187,8 @@ class VllmEngine(Engine):
 
     async def _stream(
         self, prompt_ids: list[int], options: SamplingOptions
-    ) -> AsyncIterator[GenerationChunk]:
+    ) -> AsyncGenerator[GenerationChunk, None]:
+        # why here: vllm is optional (import_vllm has checked it is there)
         from vllm.inputs import TokensPrompt
 
         request_id = f"lmforge-{uuid.uuid4().hex}"
@@ -211,14 +229,12 @@ class VllmEngine(Engine):
                 await self.engine.abort(request_id)
 
 
-def _model_config(config: Config, path: str) -> Any:
+def _model_config(config: Config, path: str) -> PretrainedConfig:
     """The model's transformers config: its context length and attention head width."""
-    from transformers import AutoConfig
-
     return AutoConfig.from_pretrained(path, trust_remote_code=config.model.trust_remote_code)
 
 
-def attention_head_size(model_config: Any) -> int | None:
+def attention_head_size(model_config: PretrainedConfig) -> int | None:
     """The width of one attention head (a multimodal model's language model's), None if unknown."""
     text = getattr(model_config, "text_config", None) or model_config
     head_dim = getattr(text, "head_dim", None)
@@ -230,16 +246,18 @@ def attention_head_size(model_config: Any) -> int | None:
     return None
 
 
-def _check_cpu_head_size(model_config: Any) -> None:
+def _check_cpu_head_size(model_config: PretrainedConfig) -> None:
     """Refuse, before the engine starts, a model whose heads vLLM's CPU attention cannot take.
 
     vLLM checks this only inside its kernel, on the first request, and its engine dies there;
     the server would have started, looked healthy, and failed every request.
     """
+    # why here: vllm is optional (import_vllm has checked it is there)
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
         return
+    # why here: vllm is optional (import_vllm has checked it is there)
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
     supported = CPUAttentionBackend.get_supported_head_sizes()
@@ -252,9 +270,6 @@ def _check_cpu_head_size(model_config: Any) -> None:
 
 
 def _check_adapter_rank(adapter: str, max_rank: int) -> None:
-    import json
-    from pathlib import Path
-
     config_file = Path(adapter) / "adapter_config.json"
     if not config_file.is_file():
         raise ConfigError(

@@ -22,7 +22,8 @@ from typing import Any, TextIO
 
 from lmforge.config import Config
 from lmforge.errors import ConfigError
-from lmforge.infer.engine import Engine, SamplingOptions, create_engine
+from lmforge.infer.backends import create_engine
+from lmforge.infer.engine import Engine, SamplingOptions
 from lmforge.infer.prompting import PromptBuilder
 from lmforge.predict.metrics import corpus_scores, metric_libraries_missing
 from lmforge.predict.progress import SampleProgress

@@ -84,7 +84,7 @@ def load_prediction_samples(config: Config, prompts: PromptBuilder) -> SampleSet
             if len(ids) > data.cutoff_len:
                 ids = cut_middle(ids, data.cutoff_len)
                 out.truncated += 1
-            text = prompts.tokenizer.decode(ids, skip_special_tokens=True)
+            text = str(prompts.tokenizer.decode(ids, skip_special_tokens=True))  # one sequence: one string
             out.samples.append(PredictionSample(ids, text, reply.content))
     for reason, count in out.dropped.items():
         logger.warning(

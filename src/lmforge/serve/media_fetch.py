@@ -131,7 +131,7 @@ async def _checked_address(host: str, port: int, policy: MediaPolicy) -> IpAddre
             )
         except (TimeoutError, OSError):
             raise MediaError(f"cannot resolve media host {host!r}") from None
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not addresses:
         raise MediaError(f"cannot resolve media host {host!r}")
     for address in addresses:

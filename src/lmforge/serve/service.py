@@ -13,9 +13,10 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from lmforge.config.generating import GeneratingArguments
 from lmforge.conversation import Conversation
@@ -274,8 +275,6 @@ class ChatService:
                             "remote media URLs are disabled on this server (allow_remote_media: false)"
                         )
                 elif lower.startswith("file://") or "://" not in url:
-                    from urllib.parse import unquote, urlsplit
-
                     path = unquote(urlsplit(url).path) if lower.startswith("file://") else url
                     allowed_local_path(path, self.media.media_dir)
                 else:
@@ -327,7 +326,7 @@ class ChatService:
         self,
         prepared: PreparedChat,
         first: GenerationChunk | None,
-        chunks: AsyncIterator[GenerationChunk],
+        chunks: AsyncGenerator[GenerationChunk, None],
         include_usage: bool,
     ) -> AsyncIterator[dict[str, Any]]:
         base = {
@@ -427,7 +426,7 @@ class ChatService:
                 texts[chunk.index] += chunk.text
                 counts[chunk.index] = chunk.num_tokens
                 reasons[chunk.index] = chunk.finish_reason or reasons[chunk.index]
-            prefix = self.engine.tokenizer.decode(ids) if request.echo else ""
+            prefix = str(self.engine.tokenizer.decode(ids)) if request.echo else ""
             for i in range(options.n):
                 choices.append(
                     {
@@ -485,7 +484,7 @@ class ChatService:
 
     def _generate(
         self, prompt_ids: list[int], options: SamplingOptions, media: MediaInputs | None = None
-    ) -> AsyncIterator[GenerationChunk]:
+    ) -> AsyncGenerator[GenerationChunk, None]:
         try:
             return self.engine.generate(prompt_ids, options, media)
         except Exception as exc:

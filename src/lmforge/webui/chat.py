@@ -17,7 +17,8 @@ from typing import Any
 from lmforge.config import Config, build_config
 from lmforge.conversation import Message
 from lmforge.errors import ConfigError
-from lmforge.infer.engine import Engine, create_engine
+from lmforge.infer.backends import create_engine
+from lmforge.infer.engine import Engine
 from lmforge.infer.prompting import PromptBuilder
 from lmforge.infer.session import ChatSession, chat_options
 from lmforge.templates import resolve_template
