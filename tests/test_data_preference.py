@@ -11,7 +11,7 @@ import pytest
 from lmforge.config.parser import build_config
 from lmforge.conversation import Conversation, Message
 from lmforge.data import load_sft_datasets
-from lmforge.data.truncation import fit_preference
+from lmforge.data.encoding import fit_preference
 from lmforge.errors import ConfigError, DataError
 from lmforge.templates.results import IGNORE_INDEX
 

@@ -8,7 +8,6 @@ name; a value of the wrong type names the key, the value and the expected type.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging
 import typing
@@ -29,7 +28,7 @@ from lmforge.config.llamafactory_keys import NO_DEFAULT, UNSUPPORTED_LLAMAFACTOR
 from lmforge.config.model import ModelArguments
 from lmforge.config.requirements import check_training_requirements
 from lmforge.config.serving import ServingArguments
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments
@@ -245,8 +244,7 @@ def _training_field_types() -> dict[str, Any]:
 
 
 def _unknown_key_message(key: str) -> str:
-    match = difflib.get_close_matches(key, sorted(all_keys()), n=1, cutoff=0.75)
-    hint = f" (did you mean '{match[0]}'?)" if match else " (see `lmforge train --help` for the keys)"
+    hint = did_you_mean(key, all_keys()) or " (see `lmforge train --help` for the keys)"
     return f"unknown config key '{key}'{hint}"
 
 

@@ -90,7 +90,7 @@ class AudioProcessing(MediaProcessing):
             ) from None
         limit = self.max_samples
         try:
-            with av.open(io.BytesIO(data)) as container:
+            with av.open(io.BytesIO(data), mode="r") as container:
                 if not container.streams.audio:
                     raise MediaInputError(f"{name}: the file has no audio stream")
                 to_mono = av.AudioResampler(format="flt", layout="mono", rate=self.rate)

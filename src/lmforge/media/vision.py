@@ -129,7 +129,7 @@ class VisionProcessing(MediaProcessing):
         from PIL import Image, UnidentifiedImageError
 
         try:
-            picture = Image.open(io.BytesIO(data))  # reads the header only
+            picture: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
         except Image.DecompressionBombError:
             raise MediaInputError(
                 f"{name}: the image is larger than the {MAX_DECODED_PIXELS} pixel limit"
@@ -178,7 +178,7 @@ class VisionProcessing(MediaProcessing):
             wanted = max(1, min(total, self.video_maxlen, math.floor(duration * self.video_fps) or 1))
             keep = set(np.linspace(0, total - 1, wanted).round().astype(int).tolist())
             frames = []
-            with av.open(io.BytesIO(data)) as container:
+            with av.open(io.BytesIO(data), mode="r") as container:
                 for index, frame in enumerate(container.decode(video=0)):
                     if index in keep:
                         frames.append(frame.to_image())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, did_you_mean
 from lmforge.templates.registry import TEMPLATES
 from lmforge.templates.results import EncodedSample, ParsedResponse
 from lmforge.templates.spec import Template
@@ -32,12 +32,8 @@ def get_template(name: str) -> Template:
     try:
         return TEMPLATES[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(TEMPLATES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
-            f"template: unknown template {name!r}{hint}; `lmforge template list` shows them all"
+            f"template: unknown template {name!r}{did_you_mean(name, TEMPLATES)}; `lmforge template list` shows them all"
         ) from None
 
 
