@@ -18,8 +18,8 @@ from lmforge.data.preference import (
     check_preference_spec,
     encode_preference_chunk,
 )
-from lmforge.data.preview import dataset_specs, highlight, share
-from lmforge.data.records import make_converter, open_dataset
+from lmforge.data.preview import dataset_specs, drop_lines, encode_first, highlight, share
+from lmforge.data.records import open_dataset
 from lmforge.data.registry import hub_options
 from lmforge.templates.results import IGNORE_INDEX
 
@@ -74,24 +74,11 @@ def preview_pairs(
     for split, spec in dataset_specs(config):
         records, spec = open_dataset(spec, **hub_options(config))
         check_preference_spec(spec, stage)
-        indices = range(min(n, len(records)))
-        chunk = encode_preference_chunk(
-            records.rows(indices),
-            indices,
-            convert=make_converter(spec),
-            template=template,
-            tokenizer=tokenizer,
-            settings=settings,
-            locate=records.locate,
-            dataset=spec.name,
-        )
+        chunk = encode_first(records, spec, n, encode_preference_chunk, tokenizer, template, settings)
         out.write(f"=== {split} dataset '{spec.name}' ({spec.formatting}, {len(records)} records)\n")
         write_pairs(chunk, stage, tokenizer, colour, out)
-        for reason, count in chunk.dropped.items():
-            out.write(
-                f"--- dropped {count} of the first {len(indices)} records: {reason} "
-                f"(first: {chunk.first_dropped[reason]})\n"
-            )
+        for line in drop_lines(chunk, min(n, len(records))):
+            out.write(f"--- {line}\n")
         out.write("\n")
 
 

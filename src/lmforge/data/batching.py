@@ -26,7 +26,7 @@ from lmforge.media.samples import MEDIA_COLUMN, batch_media
 from lmforge.templates.results import IGNORE_INDEX
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from datasets import Dataset  # why: datasets loads only when packing runs
 
     from lmforge.media.inputs import MediaProcessing
 

@@ -191,11 +191,7 @@ def encode_chunk(
     if not kept:
         return out
     if sft:
-        if template is None:
-            raise ConfigError(
-                "config key 'template' is required for stage sft (`lmforge template list` shows them)"
-            )
-        encoded = template.encode_batch(
+        encoded = required_template(template, settings.stage).encode_batch(
             tokenizer,
             kept,
             train_on_prompt=settings.train_on_prompt,
@@ -266,6 +262,15 @@ def encode_chunk(
             out.first_special_text = locate(all_index[all_special.index(True)])
         return out
     return _encode_pretraining(kept, tokenizer, settings, out)
+
+
+def required_template(template: Template | None, stage: str) -> Template:
+    """``template``; every stage but pt encodes chats and stops without one."""
+    if template is None:
+        raise ConfigError(
+            f"config key 'template' is required for stage {stage} (`lmforge template list` shows them)"
+        )
+    return template
 
 
 def _untrained(labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ from lmforge.data.encoding import (
     DatasetReport,
     EncodeSettings,
     encode_chunk,
+    required_template,
 )
 from lmforge.data.preference import (
     PREFERENCE_STAGES,
@@ -125,10 +126,8 @@ def load_sft_datasets(
     """
     data = config.data
     settings = encode_settings(data, stage)
-    if stage != "pt" and template is None:
-        raise ConfigError(
-            f"config key 'template' is required for stage {stage} (`lmforge template list` shows them)"
-        )
+    if stage != "pt":
+        required_template(template, stage)
     if stage in PREFERENCE_STAGES:
         check_preference_settings(data, stage)
     if data.tokenized_path and is_saved_bundle(Path(data.tokenized_path)):
@@ -168,20 +167,15 @@ def load_sft_datasets(
 
     report = DataReport()
     hub = hub_options(config)
-    train_parts = []
-    for spec in train_specs:
-        dataset, part_report = encode_dataset(
-            spec, tokenizer, template, settings, data, seed, "train", hub, media
-        )
-        train_parts.append(dataset)
-        report.datasets.append(part_report)
-    eval_parts = []
-    for spec in eval_specs:
-        dataset, part_report = encode_dataset(
-            spec, tokenizer, template, settings, data, seed, "eval", hub, media
-        )
-        eval_parts.append(dataset)
-        report.datasets.append(part_report)
+    train_parts: list[datasets.Dataset] = []
+    eval_parts: list[datasets.Dataset] = []
+    for split, specs, parts in (("train", train_specs, train_parts), ("eval", eval_specs, eval_parts)):
+        for spec in specs:
+            dataset, part_report = encode_dataset(
+                spec, tokenizer, template, settings, data, seed, split, hub, media
+            )
+            parts.append(dataset)
+            report.datasets.append(part_report)
 
     train = mix(train_parts, data.mix_strategy, data.interleave_probs, seed) if train_parts else None
     evaluation = mix(eval_parts, "concat", None, seed) if eval_parts else None
@@ -278,6 +272,7 @@ def encode_dataset(
     media: MediaProcessing | None = None,
 ) -> tuple[datasets.Dataset, DatasetReport]:
     """One dataset, encoded: from the cache when its key matches, else built and cached."""
+    # why: datasets and pyarrow load only when data is read or built, not on import
     import datasets
 
     key = dataset_cache_key(spec, tokenizer, template, settings, data_args, seed, media)
@@ -348,7 +343,7 @@ def run_chunks(
     workers = min(num_workers or 1, len(chunks), os.cpu_count() or 1)
     if workers <= 1:
         return [work(chunk) for chunk in chunks]
-    from lmforge.data.parallel import map_in_processes
+    from lmforge.data.parallel import map_in_processes  # why: forked workers only when asked for
 
     return map_in_processes(work, chunks, workers)
 

@@ -32,6 +32,7 @@ from lmforge.data.encoding import (
     fit_preference,
     kto_views,
     pair_views,
+    required_template,
 )
 from lmforge.data.records import BadRecord, Converter
 from lmforge.data.registry import DatasetSpec
@@ -126,10 +127,7 @@ def encode_preference_chunk(
     media: MediaProcessing | None = None,
 ) -> PreferenceChunk:
     """Encode one chunk of preference rows (the signature of :func:`~lmforge.data.encoding.encode_chunk`)."""
-    if template is None:
-        raise ConfigError(
-            f"config key 'template' is required for stage {settings.stage} (`lmforge template list` shows them)"
-        )
+    template = required_template(template, settings.stage)
     pairwise = settings.stage in PAIRWISE_STAGES
     names = PAIR_COLUMNS if pairwise else KTO_COLUMNS
     out = PreferenceChunk(columns={name: [] for name in (*names, "prompt_length")})
@@ -293,6 +291,7 @@ def assemble_preference(
     outputs: list[ChunkOutput], report: DatasetReport, fingerprint: str = ""
 ) -> datasets.Dataset:
     """Chunk rows -> one ``datasets.Dataset`` (int32 lists, ``prompt_length``, ``kto_tag``, ``media``)."""
+    # why: datasets and pyarrow load only when data is read or built, not on import
     import datasets
     import pyarrow as pa
 

@@ -7,12 +7,13 @@ sample into runs of trained and untrained text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from lmforge.data.encoding import encode_chunk
+from lmforge.data.encoding import ChunkOutput, EncodeSettings, encode_chunk
 from lmforge.data.loader import encode_settings
-from lmforge.data.records import make_converter, open_dataset
+from lmforge.data.records import Records, make_converter, open_dataset
 from lmforge.data.registry import DatasetSpec, hub_options, resolve_datasets
 from lmforge.errors import ConfigError
 from lmforge.templates import resolve_template
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from lmforge.templates import Template
 
 GREEN, RESET = "\033[32m", "\033[0m"
+Chunk = TypeVar("Chunk", bound=ChunkOutput)
 
 
 @dataclass
@@ -79,17 +81,7 @@ def preview_datasets(
     previews = []
     for split, spec in dataset_specs(config):
         records, spec = open_dataset(spec, **hub_options(config))
-        indices = range(min(n, len(records)))
-        chunk = encode_chunk(
-            records.rows(indices),
-            indices,
-            convert=make_converter(spec),
-            template=template,
-            tokenizer=tokenizer,
-            settings=settings,
-            locate=records.locate,
-            dataset=spec.name,
-        )
+        chunk = encode_first(records, spec, n, encode_chunk, tokenizer, template, settings)
         preview = DatasetPreview(split, spec.name, spec.formatting, len(records))
         start = 0
         for number, length in enumerate(chunk.lengths.tolist()):
@@ -102,13 +94,40 @@ def preview_datasets(
                 )
             )
             start += length
-        for reason, count in chunk.dropped.items():
-            preview.dropped.append(
-                f"dropped {count} of the first {len(indices)} records: {reason} "
-                f"(first: {chunk.first_dropped[reason]})"
-            )
+        preview.dropped = drop_lines(chunk, min(n, len(records)))
         previews.append(preview)
     return previews
+
+
+def encode_first(
+    records: Records,
+    spec: DatasetSpec,
+    n: int,
+    encode: Callable[..., Chunk],
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template | None,
+    settings: EncodeSettings,
+) -> Chunk:
+    """The first ``n`` records encoded by ``encode`` (SFT's or a preference stage's), as training does."""
+    indices = range(min(n, len(records)))
+    return encode(
+        records.rows(indices),
+        indices,
+        convert=make_converter(spec),
+        template=template,
+        tokenizer=tokenizer,
+        settings=settings,
+        locate=records.locate,
+        dataset=spec.name,
+    )
+
+
+def drop_lines(chunk: ChunkOutput, first: int) -> list[str]:
+    """One line per reason the first ``first`` records lost some to."""
+    return [
+        f"dropped {count} of the first {first} records: {reason} (first: {chunk.first_dropped[reason]})"
+        for reason, count in chunk.dropped.items()
+    ]
 
 
 def trained_runs(tokenizer: PreTrainedTokenizerBase, sample: PreviewSample) -> list[tuple[str, bool]]:

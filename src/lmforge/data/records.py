@@ -235,6 +235,7 @@ def _read_txt(path: Path) -> Part:
 
 
 def _read_csv(path: Path) -> Part:
+    # why: datasets and pyarrow load only when data is read or built, not on import
     import pyarrow as pa
     from pyarrow import csv
 

@@ -418,6 +418,7 @@ def read_hub(
             raise DataError(f"{spec.describe()}: cannot load from the {hub}: {_first_line(exc)}") from None
         return f"{hub}:{spec.hub_id}", loaded.data.table
 
+    # why: datasets and pyarrow load only when data is read or built, not on import
     import datasets
 
     try:

@@ -38,6 +38,7 @@ def stream_datasets(
     eval_specs: list[DatasetSpec],
 ) -> tuple[list[datasets.IterableDataset], list[datasets.IterableDataset], DataReport]:
     """One ``datasets.IterableDataset`` per train and eval dataset, and the report their streams fill."""
+    # why: datasets and pyarrow load only when data is read or built, not on import
     import datasets
 
     data = config.data
