@@ -3,7 +3,7 @@
 JSON and JSON lines are parsed with Python's ``json`` so that a malformed file is reported
 by line and column; csv, parquet and arrow go through pyarrow; ``.txt`` is one text per
 line (pre-training). A folder is read as all its files, which must share one extension.
-Hub datasets go through ``datasets.load_dataset``.
+Hub datasets arrive as one arrow table (``registry.read_hub``).
 
 A converter (:func:`make_converter`) maps one row of an alpaca, sharegpt or openai dataset to a
 :class:`~lmforge.conversation.Conversation`. A row that cannot become one (a role out of order,

@@ -4,7 +4,8 @@
 every key it documents is read with its documented default, so an existing registration works
 unchanged. A ``dataset:`` value that is a path to a file or folder gets its formatting and
 columns read off the data (:func:`detect_format`); every column a spec names is checked against
-the data's columns before a record is converted (:func:`check_columns`).
+the data's columns before a record is converted (:func:`check_columns`). A hub dataset is
+fetched here as one arrow table (:func:`read_hub`); local files are read in ``data/records.py``.
 """
 
 from __future__ import annotations

@@ -66,6 +66,8 @@ def stream_datasets(
             "report": part,
             "hub": hub,
         }
+        # The arguments travel with the dataset (no registry on the side); datasets hashes them once
+        # per stream, about a second for a large vocabulary.
         return datasets.IterableDataset.from_generator(encoded_stream, gen_kwargs=stream)
 
     return (
