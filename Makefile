@@ -26,16 +26,19 @@ assets: install
 	$(BIN)/lmforge assets fetch gemma3  # the Gemma 3 template proof (tests/test_templates_official.py)
 	$(BIN)/lmforge assets fetch command_r mistral_nemo  # the cohere and ministral template proofs
 
-test: install assets $(EXTRA_TEST_DEPS)
-	$(BIN)/ruff check src tests bench
+test: install assets $(EXTRA_TEST_DEPS) lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install assets
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# ruff, the one-way import contracts of docs/architecture.md (pyproject's [tool.importlinter])
+# and the type checker on src/ ([tool.mypy]); each fails the target on a violation
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 demo: install assets
 	$(BIN)/python examples/demo/run_demo.py

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from lmforge.conversation import Conversation, Message, ToolCall
 from lmforge.templates import get_template
-from lmforge.templates.plaintext import control_tokens
+from lmforge.templates.tokens import control_tokens
 
 # (tokenizer asset, template, two of the family's markers)
 FAMILIES = [

@@ -9,8 +9,10 @@ import pytest
 from lmforge.conversation import Conversation, Message, ToolCall
 from lmforge.errors import ConfigError
 from lmforge.templates import get_template, list_templates, resolve_template
+from lmforge.templates.auto import PROBE_ORDER
+from lmforge.templates.parse import CALL_PARSERS
 from lmforge.templates.registry import FAMILY_MODULES
-from lmforge.templates.render import fill, render, special_strings
+from lmforge.templates.render import TOOL_TEXTS, fill, render, special_strings
 from test_templates_official import _tokenizer
 
 # A vocabulary per template family, so every template is checked with a tokenizer that has its
@@ -282,6 +284,66 @@ def test_auto_uses_the_tokenizer_template_with_the_same_labels(asset_name: str, 
     assert auto.jinja_chat_template() == tok.chat_template
 
 
+WEATHER = ("get_weather", {"city": "Paris"})
+
+
+@pytest.mark.parametrize(
+    ("asset_name", "tool_format", "reply"),
+    [
+        (
+            "qwen2_5",
+            "qwen",
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
+        ),
+        (
+            "qwen3",
+            "qwen",
+            '<think>\nAsk the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
+            '{"city": "Paris"}}\n</tool_call><|im_end|>',
+        ),
+        ("llama3_2", "llama3", '{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>'),
+        (
+            "mistral_nemo",
+            "mistral",
+            '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "a1b2c3d4e"}]</s>',
+        ),
+        (
+            "deepseek_r1",
+            "deepseek",
+            "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+            '{"city": "Paris"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>',
+        ),
+    ],
+)
+def test_auto_parses_tool_calls_in_the_format_its_own_template_writes(
+    asset_name: str, tool_format: str, reply: str
+) -> None:
+    auto = resolve_template("auto", tokenizer(asset_name))
+    assert auto.tool_format == tool_format
+    parsed = auto.parse_response(reply)
+    assert [(c.name, c.arguments) for c in parsed.tool_calls] == [WEATHER]
+    assert parsed.content == ""
+
+
+@pytest.mark.parametrize("asset_name", ["smollm2", "llama3", "chatglm3"])
+def test_auto_whose_template_writes_no_tool_calls_parses_none(asset_name: str) -> None:
+    # SmolLM2's, Llama 3.0's and ChatGLM3's jinja drop a turn's tool calls: no format reads them back,
+    # so a reply holding <tool_call> tags is text, not a call in a format the model never saw.
+    auto = resolve_template("auto", tokenizer(asset_name))
+    assert auto.tool_format is None
+    text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    parsed = auto.parse_response(text)
+    assert parsed.tool_calls == [] and parsed.content == text
+
+
+def test_every_tool_format_reads_back_the_calls_it_writes() -> None:
+    assert set(CALL_PARSERS) == set(TOOL_TEXTS)
+    assert set(PROBE_ORDER) == set(CALL_PARSERS) - {"default"}  # "default" writes Qwen's tagged calls
+    for name, texts in TOOL_TEXTS.items():
+        content, calls = CALL_PARSERS[name](texts.calls("", [ToolCall(*WEATHER)]))
+        assert (content, [(c.name, c.arguments) for c in calls]) == ("", [WEATHER]), name
+
+
 def test_auto_without_a_chat_template_is_a_config_error() -> None:
     import copy
 
@@ -530,7 +592,7 @@ def test_deepseekr1_thinking_off_matches_its_prompt() -> None:
 def test_piecewise_fallback_equals_the_offset_path(name: str) -> None:
     """The fallback for tokenizers without offsets gives the same ids and labels where pieces end
     at special tokens (every chat template with its own vocabulary here)."""
-    from lmforge.templates.encode import _encode_pieces
+    from lmforge.templates.tokens import _encode_pieces
 
     template, tok = get_template(name), tok_for(name)
     for conv in (three_turns(), three_turns(system=None)):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import typing
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +23,9 @@ from lmforge.cli.webui import AUTH_ENV, check_exposure, parse_auth  # noqa: E402
 from lmforge.config import FinetuningArguments  # noqa: E402
 from lmforge.errors import ConfigError  # noqa: E402
 from lmforge.webui import paths  # noqa: E402
-from lmforge.webui.jobs import JobManager  # noqa: E402
+from lmforge.webui.app import job_view  # noqa: E402
+from lmforge.webui.jobs import STATES, JobManager  # noqa: E402
+from lmforge.webui.labels import STATE_LABELS, state_label  # noqa: E402
 from lmforge.webui.settings import (  # noqa: E402
     FORM_DEFAULTS,
     check_run,
@@ -120,6 +127,120 @@ def test_shell_text_in_the_form_stays_a_literal_value(
     assert error is not None and "\n" not in error and "; rm -rf /" in error, job.log_tail()
     assert not (tmp_path / "pwned").exists()
     assert (REPO_ROOT / "pyproject.toml").is_file()
+    # a new server on the same workdir lists the job again from its record, failed with the same error
+    (again,) = JobManager(tmp_path / "work").all()
+    assert (again.id, again.process, again.state(), again.error()) == (job.id, None, "failed", error)
+    line, _frame, _log = job_view(again, "zh")
+    assert line.startswith("**失败** · 步数 0/?") and "failed" not in line
+
+
+def test_a_run_that_ended_unseen_is_judged_from_its_log_and_outputs(tmp_path: Path) -> None:
+    """No server saw the exit code (it was restarted meanwhile): stopped, finished or failed from the files."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    cases = {
+        "stopped": ("lmforge train: stopped early; resume with resume_from_checkpoint=x\n", False),
+        "finished": ("trained\n", True),
+        "failed": ("Traceback ...\nMemoryError\n", False),
+    }
+    for name, (log, results) in cases.items():
+        folder, output_dir = tmp_path / "work" / "jobs" / f"0-{name}", tmp_path / name
+        folder.mkdir(parents=True)
+        output_dir.mkdir()
+        (folder / "train.log").write_text(log)
+        if results:
+            (output_dir / "all_results.json").write_text("{}")
+        record = {
+            "id": f"0-{name}",
+            "output_dir": str(output_dir),
+            "pid": ended.pid,
+            "started": time.time() - 60,
+        }
+        record["argv"] = [sys.executable, "-m", "lmforge", "train", str(folder / "config.yaml")]
+        (folder / "job.json").write_text(json.dumps(record))
+    (tmp_path / "work" / "jobs" / "1-broken").mkdir()
+    (tmp_path / "work" / "jobs" / "1-broken" / "job.json").write_text("{not json")
+    jobs = JobManager(tmp_path / "work")
+    assert {job.id: job.state() for job in jobs.all()} == {f"0-{name}": name for name in cases}
+    assert jobs.get("0-failed").error() == "MemoryError"
+
+
+def test_job_states_have_chinese_labels() -> None:
+    assert set(STATE_LABELS) == set(STATES)
+    for state in STATES:
+        en, zh = state_label(state, "en"), state_label(state, "zh")
+        assert en == state and zh != en and all("\u4e00" <= char <= "\u9fff" for char in zh), (state, zh)
+
+
+@contextlib.contextmanager
+def webui(workdir: Path, log: Path) -> Iterator[str]:
+    """``lmforge webui`` on a free port of 127.0.0.1; its URL once it answers."""
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lmforge", "webui", "--port", str(port), "--workdir", str(workdir)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_a_restarted_server_lists_the_jobs_it_started(tmp_path: Path, tiny_model) -> None:
+    """A job started through one server, which then stops mid-run, is listed by the next server on that workdir."""
+    client_module = pytest.importorskip("gradio_client")
+    workdir, output_dir = tmp_path / "work", tmp_path / "saves" / "short"
+    data = str(REPO_ROOT / "examples" / "data")
+    form = {
+        **FORM_DEFAULTS,
+        "model_name_or_path": str(tiny_model("llama")),
+        "dataset_dir": data,
+        "dataset": ["identity_demo"],
+        "max_steps": 2,
+        "gradient_accumulation_steps": 1,
+        "cutoff_len": 128,
+        "logging_steps": 1,
+        "output_dir": str(output_dir),
+    }
+    with webui(workdir, tmp_path / "server.log") as url:
+        client = client_module.Client(url, verbose=False)
+        client.predict(data, [], "en", api_name="/on_dataset_dir")  # as the page does: dataset choices first
+        started, _ = client.predict(*form.values(), "en", api_name="/on_start")
+    assert started.startswith("Started job"), started
+    (pid_file,) = (workdir / "jobs").glob("*/pid")
+    job_id = pid_file.parent.name
+    try:
+        with webui(workdir, tmp_path / "server.log") as url:
+            client = client_module.Client(url, verbose=False)
+            deadline = time.monotonic() + 240
+            while True:
+                listed, line, _plot, _log = client.predict(None, "en", api_name="/refresh")
+                assert listed["value"] == job_id and job_id in listed["choices"][0][0], listed
+                if line.startswith("**finished**") or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            assert line.startswith("**finished** · step 2/2") and str(output_dir) in line, line
+            assert listed["choices"][0][0] == f"{job_id} · finished · {output_dir}"
+    finally:  # the run outlives both servers by design; end it if it is still going
+        with contextlib.suppress(OSError):
+            if str(pid_file.parent).encode() in Path(f"/proc/{pid_file.read_text()}/cmdline").read_bytes():
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    assert (output_dir / "adapter_model.safetensors").is_file()
 
 
 def test_chat_takes_pictures_for_a_vision_model_and_refuses_them_for_text(tmp_path: Path, tiny_model) -> None:

@@ -2,12 +2,15 @@
 
 Every dataset format (alpaca, sharegpt, openai) and every API request converts into a
 :class:`Conversation`; templates turn a Conversation into token ids. Training and serving
-therefore share a single path, which is what keeps them from drifting apart.
+therefore share a single path, which is what keeps them from drifting apart. The rules both
+sides hold for a conversation live here too, once: how a tool call is read
+(:func:`tool_call_from_dict`) and in which order roles may come (:func:`role_order_error`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -141,7 +144,7 @@ MEDIA_PART_PLACEHOLDERS = {
 }
 
 
-def _content_text(content: Any, index: int) -> str:
+def _content_text(content: object, index: int) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -159,19 +162,61 @@ def _content_text(content: Any, index: int) -> str:
     raise ValueError(f"message {index}: content must be a string or a list of parts")
 
 
-def _tool_call(raw: Any, index: int) -> ToolCall:
-    if not isinstance(raw, dict):
-        raise ValueError(f"message {index}: each tool call must be an object")
-    fn = raw.get("function", raw)
-    name = fn.get("name")
-    if not name:
-        raise ValueError(f"message {index}: a tool call has no function name")
-    args = fn.get("arguments", {})
+def _tool_call(raw: object, index: int) -> ToolCall:
+    try:
+        return tool_call_from_dict(raw)
+    except ValueError as exc:
+        raise ValueError(f"message {index}: {exc}") from None
+
+
+def tool_call_arguments(args: object) -> dict[str, Any]:
+    """A call's arguments as a dict: a JSON object, or a string that holds one ("" is none).
+
+    ValueError saying what is wrong otherwise. Datasets, API requests and parsed replies all
+    read arguments here, so that they agree on what a call's arguments may be.
+    """
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
         except json.JSONDecodeError as exc:
-            raise ValueError(f"message {index}: tool call arguments are not valid JSON ({exc.msg})") from None
+            raise ValueError(f"tool call arguments are not valid JSON ({exc.msg})") from None
     if not isinstance(args, dict):
-        raise ValueError(f"message {index}: tool call arguments must be a JSON object")
-    return ToolCall(name=name, arguments=args, id=raw.get("id"))
+        raise ValueError("tool call arguments must be a JSON object")
+    return args
+
+
+def tool_call_from_dict(raw: object) -> ToolCall:
+    """One call as a client or a dataset writes it: OpenAI's ``{"id", "function": {"name",
+    "arguments"}}`` or the bare ``{"name", "arguments"}``; ValueError saying what is wrong otherwise."""
+    if not isinstance(raw, dict):
+        raise ValueError("each tool call must be an object")
+    fn = raw.get("function", raw)
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not name:
+        raise ValueError("a tool call has no function name")
+    return ToolCall(name=str(name), arguments=tool_call_arguments(fn.get("arguments", {})), id=raw.get("id"))
+
+
+def role_order_error(messages: Sequence[Message], *, users_alternate: bool = False) -> tuple[int, str] | None:
+    """The first message out of order and the rule it breaks, or None when the order is sound.
+
+    The rules training and serving share: the first message is a user's; an assistant message
+    follows a user or tool message; a tool message follows an assistant message with tool calls
+    (or another tool result). With ``users_alternate`` (training samples) a user message also
+    follows only an assistant message. How a conversation must end differs (a training sample
+    ends on a reply, a request on a user or tool message) and stays with each caller.
+    """
+    previous: Message | None = None
+    for index, message in enumerate(messages):
+        if message.role == "user":
+            if users_alternate and previous is not None and previous.role != "assistant":
+                return index, "a user message must follow an assistant message"
+        elif previous is None:
+            return index, "the conversation must start with a user message"
+        elif message.role == "assistant":
+            if previous.role not in ("user", "tool"):
+                return index, "an assistant message must follow a user or tool message"
+        elif not (previous.role == "tool" or (previous.role == "assistant" and previous.tool_calls)):
+            return index, "a tool message must follow an assistant message with tool_calls"
+        previous = message
+    return None

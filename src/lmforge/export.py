@@ -26,6 +26,8 @@ from lmforge.errors import ConfigError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from lmforge.templates import Template
+
 logger = logging.getLogger(__name__)
 
 
@@ -182,7 +184,7 @@ def _copy_processor_files(source: Path, staging: Path) -> None:
             shutil.copy2(source / name, staging / name)
 
 
-def _named_template(config: Config, tokenizer: Any) -> Any:
+def _named_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> Template | None:
     name = config.data.template
     if name in (None, "", "auto"):
         return None  # the tokenizer keeps its own chat_template

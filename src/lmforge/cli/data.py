@@ -25,7 +25,7 @@ from lmforge.errors import ConfigError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from lmforge.templates import Template
+    from lmforge.templates import ChatTemplate
 
 USAGE = """\
 Usage:
@@ -104,7 +104,7 @@ def settings_split(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def preview(
-    config: Config, tokenizer: PreTrainedTokenizerBase, template: Template | None, n: int, out: TextIO
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, n: int, out: TextIO
 ) -> None:
     """Print the first ``n`` samples of every dataset with their trained tokens marked."""
     if config.finetuning.stage in ("dpo", "rm", "kto"):  # the prompt once, then each answer
@@ -129,7 +129,9 @@ def preview(
 # ---------------------------------------------------------------- stats
 
 
-def stats(config: Config, tokenizer: PreTrainedTokenizerBase, template: Template | None, out: TextIO) -> None:
+def stats(
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, out: TextIO
+) -> None:
     """Encode every dataset (cached) and print its numbers."""
     if config.finetuning.stage in ("dpo", "rm", "kto"):  # pairs: prompt and answer lengths
         return stats_preference(config, tokenizer, template, out)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from lmforge.config import Config
-    from lmforge.templates import Template
+    from lmforge.templates import ChatTemplate
 
 
 def _answers(stage: str) -> list[tuple[str, str]]:
@@ -65,7 +65,7 @@ def write_pairs(
 
 
 def preview_pairs(
-    config: Config, tokenizer: PreTrainedTokenizerBase, template: Template | None, n: int, out: TextIO
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, n: int, out: TextIO
 ) -> None:
     """``data preview`` for dpo/rm/kto: the first ``n`` rows of every dataset, encoded as training does."""
     stage = config.finetuning.stage
@@ -83,7 +83,7 @@ def preview_pairs(
 
 
 def stats_preference(
-    config: Config, tokenizer: PreTrainedTokenizerBase, template: Template | None, out: TextIO
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, out: TextIO
 ) -> None:
     """Encode every dataset (cached) and print pair counts and prompt/answer length distributions."""
     stage = config.finetuning.stage

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
     auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
     check_exposure(args.host, auth)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
+    try:  # here, not at the top: Gradio is an optional extra, slow to import; the checks above need none
         from lmforge.webui.app import CSS, build_app
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("gradio", "pandas"):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lmforge.conversation import Conversation
+from lmforge.conversation import Conversation, role_order_error
 from lmforge.data.records import BadRecord, Converter
 from lmforge.errors import ConfigError, DataError
 from lmforge.media.samples import MediaDrop, expand_sample, media_refs, placeholder_counts
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from lmforge.media.inputs import MediaProcessing
-    from lmforge.templates import Template
+    from lmforge.templates import ChatTemplate
 
 
 # ---------------------------------------------------------------- what a stage trains on
@@ -58,22 +58,16 @@ def sft_view(conv: Conversation) -> Conversation:
         messages = conv.messages
     if not messages:
         raise BadRecord("no assistant reply", "the sample has no messages")
-    previous = None
-    for index, message in enumerate(messages):
-        role = message.role
-        if role == "user":
-            ok = previous in (None, "assistant")
-        elif role == "assistant":
-            ok = previous in ("user", "tool")
-        else:  # a tool result answers a tool call (or follows another result of the same call)
-            ok = previous == "tool" or (previous == "assistant" and bool(messages[index - 1].tool_calls))
-        if not ok:
-            raise BadRecord("roles out of order", f"message {index} ({role}) follows {previous or 'nothing'}")
+    bad = role_order_error(messages, users_alternate=True)
+    for index, message in enumerate(messages if bad is None else messages[: bad[0]]):
         if not message.content.strip() and not message.tool_calls:
-            raise BadRecord("empty content", f"message {index} ({role}) is empty")
-        previous = role
-    if previous != "assistant":
-        raise BadRecord("no assistant reply", f"the last message is a {previous} turn")
+            raise BadRecord("empty content", f"message {index} ({message.role}) is empty")
+    if bad is not None:
+        index = bad[0]
+        previous = messages[index - 1].role if index else "nothing"
+        raise BadRecord("roles out of order", f"message {index} ({messages[index].role}) follows {previous}")
+    if messages[-1].role != "assistant":
+        raise BadRecord("no assistant reply", f"the last message is a {messages[-1].role} turn")
     return conv
 
 
@@ -165,7 +159,7 @@ def encode_chunk(
     indices: list[int] | range,
     *,
     convert: Converter,
-    template: Template | None,
+    template: ChatTemplate | None,
     tokenizer: PreTrainedTokenizerBase,
     settings: EncodeSettings,
     locate: Callable[[int], str],
@@ -264,7 +258,7 @@ def encode_chunk(
     return _encode_pretraining(kept, tokenizer, settings, out)
 
 
-def required_template(template: Template | None, stage: str) -> Template:
+def required_template(template: ChatTemplate | None, stage: str) -> ChatTemplate:
     """``template``; every stage but pt encodes chats and stops without one."""
     if template is None:
         raise ConfigError(

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
     from lmforge.config import Config, DataArguments
     from lmforge.media.inputs import MediaProcessing
-    from lmforge.templates import Template
+    from lmforge.templates import ChatTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def training_seed(config: Config) -> int:
 def load_sft_datasets(
     config: Config,
     tokenizer: PreTrainedTokenizerBase,
-    template: Template | None,
+    template: ChatTemplate | None,
     stage: str = "sft",
     media: MediaProcessing | None = None,
     *,
@@ -234,7 +234,7 @@ def _drop_text(part: DatasetReport) -> str:
 def dataset_cache_key(
     spec: DatasetSpec,
     tokenizer: PreTrainedTokenizerBase,
-    template: Template | None,
+    template: ChatTemplate | None,
     settings: EncodeSettings,
     data_args: DataArguments,
     seed: int,
@@ -263,7 +263,7 @@ def dataset_cache_key(
 def encode_dataset(
     spec: DatasetSpec,
     tokenizer: PreTrainedTokenizerBase,
-    template: Template | None,
+    template: ChatTemplate | None,
     settings: EncodeSettings,
     data_args: DataArguments,
     seed: int,
@@ -314,7 +314,7 @@ def run_chunks(
     indices: list[int] | range,
     spec: DatasetSpec,
     tokenizer: PreTrainedTokenizerBase,
-    template: Template | None,
+    template: ChatTemplate | None,
     settings: EncodeSettings,
     batch_size: int,
     num_workers: int | None,

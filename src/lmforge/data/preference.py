@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from lmforge.config import DataArguments
     from lmforge.media.inputs import MediaProcessing
-    from lmforge.templates import Template
+    from lmforge.templates import ChatTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def encode_preference_chunk(
     indices: list[int] | range,
     *,
     convert: Converter,
-    template: Template | None,
+    template: ChatTemplate | None,
     tokenizer: PreTrainedTokenizerBase,
     settings: EncodeSettings,
     locate: Callable[[int], str],

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from lmforge.config import Config
-    from lmforge.templates import Template
+    from lmforge.templates import ChatTemplate
 
 GREEN, RESET = "\033[32m", "\033[0m"
 Chunk = TypeVar("Chunk", bound=ChunkOutput)
@@ -54,7 +54,7 @@ class DatasetPreview:
     dropped: list[str] = field(default_factory=list)
 
 
-def preview_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> Template | None:
+def preview_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> ChatTemplate | None:
     """The template the run applies: none for pre-training without one."""
     if config.finetuning.stage == "pt" and not config.data.template:
         return None
@@ -74,7 +74,7 @@ def dataset_specs(config: Config) -> list[tuple[str, DatasetSpec]]:
 
 
 def preview_datasets(
-    config: Config, tokenizer: PreTrainedTokenizerBase, template: Template | None, n: int
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, n: int
 ) -> list[DatasetPreview]:
     """Encode the first ``n`` records of every dataset the way training does."""
     settings = encode_settings(config.data, config.finetuning.stage)
@@ -105,7 +105,7 @@ def encode_first(
     n: int,
     encode: Callable[..., Chunk],
     tokenizer: PreTrainedTokenizerBase,
-    template: Template | None,
+    template: ChatTemplate | None,
     settings: EncodeSettings,
 ) -> Chunk:
     """The first ``n`` records encoded by ``encode`` (SFT's or a preference stage's), as training does."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmforge.conversation import Conversation, Message, ToolCall
+from lmforge.conversation import Conversation, Message, ToolCall, tool_call_from_dict
 from lmforge.data.registry import (
     EXTENSIONS,
     DatasetSpec,
@@ -461,20 +461,10 @@ def _function_calls(content: str, index: int) -> list[ToolCall]:
     except json.JSONDecodeError:
         raise BadRecord("invalid function call", f"message {index} is not JSON") from None
     calls = data if isinstance(data, list) else [data]
-    out = []
-    for call in calls:
-        if not isinstance(call, dict) or not call.get("name"):
-            raise BadRecord("invalid function call", f"message {index} needs a name and arguments")
-        args = call.get("arguments", {})
-        if isinstance(args, str):
-            try:
-                args = json.loads(args) if args.strip() else {}
-            except json.JSONDecodeError:
-                raise BadRecord("invalid function call", f"message {index}: arguments are not JSON") from None
-        if not isinstance(args, dict):
-            raise BadRecord("invalid function call", f"message {index}: arguments must be a JSON object")
-        out.append(ToolCall(name=str(call["name"]), arguments=args, id=call.get("id")))
-    return out
+    try:
+        return [tool_call_from_dict(call) for call in calls]
+    except ValueError as exc:
+        raise BadRecord("invalid function call", f"message {index}: {exc}") from None
 
 
 def _tools(value: Any) -> list[dict[str, Any]] | None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from lmforge.config import Config
-    from lmforge.templates import Template
+    from lmforge.templates import ChatTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 def stream_datasets(
     config: Config,
     tokenizer: PreTrainedTokenizerBase,
-    template: Template | None,
+    template: ChatTemplate | None,
     settings: EncodeSettings,
     train_specs: list[DatasetSpec],
     eval_specs: list[DatasetSpec],
@@ -80,7 +80,7 @@ def stream_datasets(
 def encoded_stream(
     spec: DatasetSpec,
     tokenizer: PreTrainedTokenizerBase,
-    template: Template | None,
+    template: ChatTemplate | None,
     settings: EncodeSettings,
     batch_size: int,
     max_samples: int | None,

@@ -14,8 +14,8 @@ from lmforge.infer.engine import SamplingOptions
 if TYPE_CHECKING:
     from lmforge.config import Config, GeneratingArguments
     from lmforge.conversation import Conversation
+    from lmforge.templates.interface import ChatTemplate
     from lmforge.templates.results import ParsedResponse
-    from lmforge.templates.spec import Template
 
 
 class PromptBuilder:
@@ -24,7 +24,7 @@ class PromptBuilder:
     def __init__(
         self,
         tokenizer: Any,
-        template: Template,
+        template: ChatTemplate,
         *,
         default_system: str | None = None,
         enable_thinking: bool = True,
@@ -81,8 +81,8 @@ class PromptBuilder:
 
     def opening_ids(self, opening: str, function: str | None) -> list[int]:
         """Ids of a forced tool-call opening; the function name a client chose stays plain text."""
-        from lmforge.templates.plaintext import control_tokens, encode_plain
-        from lmforge.templates.render import Rendered
+        from lmforge.templates.results import Rendered
+        from lmforge.templates.tokens import control_tokens, encode_plain
 
         control = control_tokens(self.tokenizer, self.template)
         at = opening.rfind(function) if function else -1

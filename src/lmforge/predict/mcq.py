@@ -22,7 +22,7 @@ from lmforge.predict.progress import SampleProgress
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from lmforge.templates.spec import Template
+    from lmforge.templates.interface import ChatTemplate
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ChoiceScorer:
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        template: Template,
+        template: ChatTemplate,
         style: PromptStyle,
         context_length: int,
     ) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmforge.config.generating import GeneratingArguments
-from lmforge.conversation import Conversation
+from lmforge.conversation import Conversation, role_order_error
 from lmforge.infer.engine import SamplingOptions
 from lmforge.serve.errors import ApiError, bad_request
 from lmforge.serve.protocol import (
@@ -110,24 +110,10 @@ def check_role_order(conv: Conversation) -> None:
             "'messages' needs at least one user message, not only a system prompt", param="messages"
         )
     offset = 1 if conv.system is not None else 0
-    previous = None
-    for i, message in enumerate(conv.messages):
-        where = f"messages[{i + offset}]"
-        if previous is None and message.role != "user":
-            raise bad_request(f"{where}: the conversation must start with a user message", param=where)
-        if message.role == "assistant" and previous not in ("user", "tool"):
-            raise bad_request(
-                f"{where}: an assistant message must follow a user or tool message", param=where
-            )
-        if message.role == "tool":
-            prior = conv.messages[i - 1] if i else None
-            if prior is None or not (
-                prior.role == "tool" or (prior.role == "assistant" and prior.tool_calls)
-            ):
-                raise bad_request(
-                    f"{where}: a tool message must follow an assistant message with tool_calls", param=where
-                )
-        previous = message.role
+    bad = role_order_error(conv.messages)
+    if bad is not None:
+        where = f"messages[{bad[0] + offset}]"
+        raise bad_request(f"{where}: {bad[1]}", param=where)
     if conv.messages[-1].role not in ("user", "tool"):
         where = f"messages[{len(conv.messages) - 1 + offset}]"
         raise bad_request(f"{where}: the last message must be from the user or a tool", param=where)

@@ -39,7 +39,7 @@ from lmforge.serve.media_fetch import (
     load_media,
 )
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
-from lmforge.templates.reasoning import THINK_CLOSE, THINK_OPEN
+from lmforge.templates.slots import THINK_CLOSE, THINK_OPEN
 
 logger = logging.getLogger(__name__)
 

@@ -5,27 +5,45 @@ conversation: turn k's reply is what the rendering of messages[:k+1] adds after 
 generation prompt of messages[:k]. Templates whose earlier turns change with what follows
 (e.g. Qwen3 dropping old thinking blocks) are handled by searching for the reply text;
 when neither works the error says to name a template instead. Named templates are faster
-(one render per conversation) and carry tool/thinking parsing; auto follows any template
+(one render per conversation) and carry thinking-aware rendering; auto follows any template
 a model ships with.
+
+Also here: :func:`resolve_template`, which picks between a registered name and ``auto``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lmforge.conversation import Conversation
+from lmforge.conversation import Conversation, ToolCall
 from lmforge.errors import ConfigError, DataError
-from lmforge.templates.registry import TEMPLATES
-from lmforge.templates.render import Rendered
-from lmforge.templates.results import EncodedSample
-from lmforge.templates.spec import Template
+from lmforge.templates.interface import ChatTemplate
+from lmforge.templates.parse import parse_reply
+from lmforge.templates.registry import TEMPLATES, get_template
+from lmforge.templates.render import TOOL_TEXTS, tool_marker_texts
+from lmforge.templates.results import Rendered
+from lmforge.templates.slots import ThinkingStyle
+from lmforge.templates.tokens import encode_conversations
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from lmforge.templates.results import EncodedSample, ParsedResponse
 
 logger = logging.getLogger(__name__)
 
 
-def tokenizer_template(tokenizer: Any, requested: str | None) -> Template:
+def resolve_template(name: str | None, tokenizer: PreTrainedTokenizerBase) -> ChatTemplate:
+    """The template to train/serve with: a registered name, or the tokenizer's own (``auto``/None)."""
+    if name is None or name in ("", "auto"):
+        return tokenizer_template(tokenizer, requested=name)
+    return get_template(name)
+
+
+def tokenizer_template(tokenizer: PreTrainedTokenizerBase, requested: str | None) -> ChatTemplate:
     """The tokenizer's own template; with no template named and none in the tokenizer, ``empty``."""
     chat_template = getattr(tokenizer, "chat_template", None)
     if isinstance(chat_template, dict):  # several named templates: the default one
@@ -39,23 +57,34 @@ def tokenizer_template(tokenizer: Any, requested: str | None) -> Template:
         logger.warning("no template given and the tokenizer has no chat_template: using 'empty'")
         return TEMPLATES["empty"]
     eos = str(getattr(tokenizer, "eos_token", None) or "")
+    stop_words = (eos,) if eos else ()
     return JinjaTemplate(
-        name="auto",
-        families="the tokenizer's own chat_template",
-        stop_words=(eos,) if eos else (),
         source=chat_template,
+        stop_words=stop_words,
+        tool_format=detect_tool_format(tokenizer, chat_template, stop_words),
     )
 
 
 @dataclass(frozen=True)
-class JinjaTemplate(Template):
-    """A Template whose rendering is the tokenizer's jinja ``chat_template``."""
+class JinjaTemplate(ChatTemplate):
+    """A chat template whose rendering is the tokenizer's jinja ``chat_template`` (``source``).
 
-    source: str = ""
+    Replies are parsed for tool calls in ``tool_format``: the format whose parser reads back a
+    call as this very jinja writes it (:func:`detect_tool_format`: Qwen's ``<tool_call>`` tags,
+    Llama's bare JSON, Mistral's ``[TOOL_CALLS]``, DeepSeek's special tokens, ...). None when the
+    jinja writes no call any format reads: then a reply is never taken for a call, whatever
+    tags it holds. Thinking is parsed as for every template (text before ``</think>``).
+    """
+
+    source: str
+    stop_words: tuple[str, ...] = ()
+    tool_format: str | None = None
+    name: str = "auto"
+    thinking: ThinkingStyle = "none"  # (a thinking block in a reply is split off all the same)
 
     def encode_batch(
         self,
-        tokenizer: Any,
+        tokenizer: PreTrainedTokenizerBase,
         convs: list[Conversation],
         *,
         add_generation_prompt: bool = False,
@@ -64,8 +93,6 @@ class JinjaTemplate(Template):
         enable_thinking: bool = True,
         split_special_tokens: bool | None = None,
     ) -> list[EncodedSample]:
-        from lmforge.templates.plaintext import encode_conversations
-
         return encode_conversations(
             self,
             tokenizer,
@@ -80,7 +107,7 @@ class JinjaTemplate(Template):
 
     def render_text(
         self,
-        tokenizer: Any,
+        tokenizer: PreTrainedTokenizerBase,
         conv: Conversation,
         *,
         add_generation_prompt: bool = False,
@@ -90,21 +117,98 @@ class JinjaTemplate(Template):
             self.source, tokenizer, conv, add_generation_prompt, enable_thinking
         ).text
 
+    def parse_response(self, text: str) -> ParsedResponse:
+        """Content, thinking and tool calls of a reply, calls read in ``tool_format``."""
+        return parse_reply(text, stop_words=self.stop_words, tool_format=self.tool_format)
+
     def jinja_chat_template(self) -> str:
         return self.source
 
+    def marker_text(self) -> str:
+        """The jinja source (which holds every marker it writes), the stop words and the tool texts."""
+        tools = tool_marker_texts(TOOL_TEXTS[self.tool_format]) if self.tool_format else []
+        return "\n".join([self.source, *self.stop_words, *tools])
+
+
+# The call the tool format probe renders: a 9-character alphanumeric id, as Mistral's jinja demands.
+_PROBE_CALL = ToolCall(name="lmforge_probe", arguments={"x": 1}, id="lmforge01")
+_PROBE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lmforge_probe",
+            "description": "probe",
+            "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}},
+        },
+    }
+]
+
+
+def detect_tool_format(
+    tokenizer: PreTrainedTokenizerBase, source: str, stop_words: tuple[str, ...]
+) -> str | None:
+    """The tool format whose parser reads back a call that ``source`` renders; None when none does.
+
+    A probe call is rendered after a user turn, with the arguments as an object and then as a
+    JSON string (DeepSeek's jinja concatenates them), with empty and with no content; the reply
+    it adds after the generation prompt is parsed as a served reply would be.
+    """
+    ask: list[dict[str, Any]] = [{"role": "user", "content": "probe"}]
+    try:
+        prompt = _apply(tokenizer, source, ask, _PROBE_TOOLS, True, True)
+    except Exception as exc:  # a model's own jinja may refuse tools or this conversation
+        logger.debug("chat_template cannot render the tool probe: %s", exc)
+        return None
+    probe = _PROBE_CALL
+    for content in ("", None):
+        for arguments in (probe.arguments, probe.arguments_json()):
+            function = {"name": probe.name, "arguments": arguments}
+            reply = {
+                "role": "assistant",
+                "content": content,
+                "tool_calls": [{"type": "function", "id": probe.id, "function": function}],
+            }
+            try:
+                full = _apply(tokenizer, source, [*ask, reply], _PROBE_TOOLS, False, True)
+            except Exception as exc:  # the next variant may suit it
+                logger.debug("chat_template cannot render the tool probe: %s", exc)
+                continue
+            text = full[len(prompt) :] if full.startswith(prompt) else full
+            for name in PROBE_ORDER:
+                calls = parse_reply(text.strip(), stop_words=stop_words, tool_format=name).tool_calls
+                if [(c.name, c.arguments) for c in calls] == [(probe.name, probe.arguments)]:
+                    return name
+    return None
+
+
+# Formats tried in turn: the tagged ones first; Llama 3's bare JSON before Llama 4's (whose parser
+# also reads bare JSON, so Llama 3 is named for a template that writes only that).
+PROBE_ORDER = ("qwen", "mistral", "deepseek", "glm4", "llama3", "llama4")
+
 
 def _apply(
-    tokenizer: Any, source: str, messages: list[dict[str, Any]], tools: Any, gen: bool, thinking: bool
+    tokenizer: PreTrainedTokenizerBase,
+    source: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    gen: bool,
+    thinking: bool,
 ) -> str:
     kwargs: dict[str, Any] = {"enable_thinking": thinking} if not thinking else {}
-    return tokenizer.apply_chat_template(
-        messages, tools=tools, chat_template=source, tokenize=False, add_generation_prompt=gen, **kwargs
+    listed: list[dict[Any, Any] | Callable[..., Any]] | None = list(tools) if tools else None
+    text = tokenizer.apply_chat_template(
+        messages, tools=listed, chat_template=source, tokenize=False, add_generation_prompt=gen, **kwargs
     )
+    assert isinstance(text, str), "tokenize=False renders text"
+    return text
 
 
 def render_with_tokenizer(
-    source: str, tokenizer: Any, conv: Conversation, add_generation_prompt: bool, enable_thinking: bool
+    source: str,
+    tokenizer: PreTrainedTokenizerBase,
+    conv: Conversation,
+    add_generation_prompt: bool,
+    enable_thinking: bool,
 ) -> Rendered:
     data = conv.to_openai()
     messages, tools = data["messages"], data.get("tools")
@@ -139,7 +243,7 @@ def render_with_tokenizer(
     return Rendered(full, spans, [p for p in pieces if p[0]])
 
 
-def _special_strings(tokenizer: Any) -> list[str]:
+def _special_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """Every special token's text, longest first (added ones too: Llama 3's <|eot_id|>)."""
     found = {str(s) for s in getattr(tokenizer, "all_special_tokens", []) if s}
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}

@@ -13,11 +13,15 @@ name line) and for templates read from a tokenizer's own ``chat_template``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lmforge.conversation import Conversation, Message, ToolCall
 from lmforge.errors import LmforgeError
-from lmforge.templates.spec import Template
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from lmforge.templates.interface import ChatTemplate
 
 # Stand-ins rendered in place of the function name and the arguments, then cut at.
 _NAME_MARK = "lmforge_forced_tool_name"
@@ -25,8 +29,8 @@ _ARGS_MARK = "lmforge_forced_tool_arguments"
 
 
 def forced_tool_call_prefix(
-    template: Template,
-    tokenizer: Any,
+    template: ChatTemplate,
+    tokenizer: PreTrainedTokenizerBase,
     conv: Conversation,
     function: str | None = None,
     *,

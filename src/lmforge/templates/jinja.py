@@ -1,4 +1,4 @@
-"""Write a Template as a jinja ``chat_template``, for tokenizers saved by export.
+"""Write a declarative template as a jinja ``chat_template``, for tokenizers saved by export.
 
 The jinja follows the same fields and rules as :mod:`.render`, so plain transformers or vLLM
 given the exported tokenizer prompt the model exactly as lmforge trained it (tests compare
@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import re
 
-from lmforge.templates import tools as tool_texts
-from lmforge.templates.spec import Template
+from lmforge.templates.render import LLAMA3_TOOLS_INTRO, QWEN_TOOLS_INTRO, QWEN_TOOLS_OUTRO
+from lmforge.templates.slots import TemplateSlots
 
 _PLACEHOLDER = re.compile(r"\{(content|bos|eos|tools_header|system|tools|index|turn)\}")
 _SPECIAL = {"bos": "(bos_token or '')", "eos": "(eos_token or '')"}
@@ -43,9 +43,9 @@ _FUNC = "{%- set f = call.function if call.function is defined else call -%}"
 
 _DEFINITIONS = {
     "qwen": (
-        "{%- set ns.defs = " + _lit(tool_texts._QWEN_TOOLS_INTRO) + " -%}"
+        "{%- set ns.defs = " + _lit(QWEN_TOOLS_INTRO) + " -%}"
         "{%- for t in tools -%}{%- set ns.defs = ns.defs + '\\n' + (t | tojson) -%}{%- endfor -%}"
-        "{%- set ns.defs = ns.defs + " + _lit(tool_texts._QWEN_TOOLS_OUTRO) + " -%}"
+        "{%- set ns.defs = ns.defs + " + _lit(QWEN_TOOLS_OUTRO) + " -%}"
     ),
     "default": (
         "{%- set ns.defs = 'You can use these tools, described as JSON schemas:\\n' -%}"
@@ -59,7 +59,7 @@ _DEFINITIONS = {
         + " -%}"
     ),
     "llama3": (
-        "{%- set ns.defs = " + _lit(tool_texts._LLAMA3_INTRO) + " -%}"
+        "{%- set ns.defs = " + _lit(LLAMA3_TOOLS_INTRO) + " -%}"
         "{%- for t in tools -%}{%- set ns.defs = ns.defs + (t | tojson(indent=4)) + '\\n\\n' -%}{%- endfor -%}"
     ),
     "glm4": (
@@ -152,7 +152,7 @@ def _think(reasoning: str) -> str:
     return "'<think>\\n' + " + reasoning + ".strip('\\n') + '\\n</think>\\n\\n'"
 
 
-def _assistant_body(t: Template) -> str:
+def _assistant_body(t: TemplateSlots) -> str:
     """Sets ``think`` and ``content`` for the current assistant message."""
     head = (
         "{%- set content = message.content or '' -%}"
@@ -183,7 +183,7 @@ def _assistant_body(t: Template) -> str:
     return head + strip + "{%- set think = " + _think("reasoning") + " if reasoning else '' -%}"
 
 
-def to_jinja(t: Template) -> str:
+def to_jinja(t: TemplateSlots) -> str:
     strip = "| trim" if t.strip_content else ""
     merge = t.system_style in ("first_user", "last_user", "none")
     out: list[str] = [

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from lmforge.errors import ConfigError, did_you_mean
 from lmforge.templates.families import chatml, gemma_phi, glm, labs, llama_mistral, plain
 from lmforge.templates.families.base import CHATML, GEMMA, GLM4, LLAMA2, LLAMA3, MISTRAL, QWEN, QWEN3, VICUNA
-from lmforge.templates.spec import Template
+from lmforge.templates.template import Template
 
 QWEN_OMNI_SYSTEM = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
@@ -236,3 +237,17 @@ for _module in FAMILY_MODULES:
             raise RuntimeError(f"template {_template.name!r} is registered twice ({_module.__name__})")
         TEMPLATES[_template.name] = _template
     PROVEN_AGAINST.update(_module.PROVEN_AGAINST)
+
+
+def list_templates() -> list[Template]:
+    return [TEMPLATES[name] for name in sorted(TEMPLATES)]
+
+
+def get_template(name: str) -> Template:
+    """The registered template called ``name``; ConfigError with a did-you-mean otherwise."""
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise ConfigError(
+            f"template: unknown template {name!r}{did_you_mean(name, TEMPLATES)}; `lmforge template list` shows them all"
+        ) from None

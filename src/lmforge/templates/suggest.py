@@ -71,10 +71,11 @@ def _render_with_tokenizer(tokenizer: PreTrainedTokenizerBase, conv: Conversatio
     messages = [{"role": "system", "content": conv.system}] if conv.system else []
     messages += [{"role": m.role, "content": m.content} for m in conv.messages]
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as exc:  # a model's own jinja may reject the probe (e.g. no system role)
         logger.debug("chat_template failed on the probe: %s", exc)
         return None
+    return text if isinstance(text, str) else None  # (tokenize=False: always text)
 
 
 def _render(name: str, tokenizer: PreTrainedTokenizerBase, conv: Conversation) -> str | None:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase, Seq2SeqTrainingArguments, TrainerCallback
 
+    from lmforge.templates import ChatTemplate
+
 logger = logging.getLogger(__name__)
 
 FINAL_STAGING = ".staging-final"
@@ -263,7 +265,7 @@ def peak_memory() -> dict[str, float]:
     return out
 
 
-def _set_chat_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> Any:
+def _set_chat_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> ChatTemplate:
     """Resolve the template and write its jinja form into the tokenizer (saved with every checkpoint)."""
     from lmforge.templates import resolve_template
 
@@ -288,7 +290,7 @@ def training_media(config: Config) -> Any:
 
 
 def _load_data(
-    config: Config, tokenizer: PreTrainedTokenizerBase, template: Any, media: Any = None
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate, media: Any = None
 ) -> PreparedData:
     from lmforge.data import load_sft_datasets
 

@@ -10,10 +10,12 @@ import asyncio
 import html
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 import pandas as pd
+from gradio.blocks import BlockContext
+from gradio.components import Component
 
 from lmforge.config import build_config
 from lmforge.data.preview import preview_datasets, preview_template, trained_runs
@@ -25,7 +27,7 @@ from lmforge.templates.suggest import proof_of, suggest_template
 from lmforge.webui import paths
 from lmforge.webui.chat import ChatModel, PageChat, backends, chat_values
 from lmforge.webui.jobs import Job, JobManager
-from lmforge.webui.labels import LABELS, LANGUAGES, label, message
+from lmforge.webui.labels import LABELS, LANGUAGES, label, message, state_label
 from lmforge.webui.settings import (
     FORM_DEFAULTS,
     FORM_KEYS,
@@ -40,6 +42,12 @@ from lmforge.webui.settings import (
 )
 
 PREVIEW_SAMPLES = 3
+# What gr.update() returns: the properties of a component to change in the page.
+Update = dict[str, Any]
+# What a chat reply step changes: history shown, message box, attachments, page state, status.
+ChatUpdate = tuple[list[dict[str, Any]], str, list[str] | None, PageChat, str]
+Labelled = TypeVar("Labelled", bound=Component | BlockContext)
+
 CSS = "mark.trained { background: #b7ebc6; } .preview pre { white-space: pre-wrap; }"
 
 
@@ -54,7 +62,7 @@ def _error(exc: Exception, language: str) -> str:
 # ---------------------------------------------------------------- train helpers
 
 
-def suggest(model: str, language: str) -> tuple[Any, str]:
+def suggest(model: str, language: str) -> tuple[Update, str]:
     """Template dropdown value and the suggestion line for a model folder."""
     if not model.strip():
         return gr.update(), ""
@@ -67,7 +75,7 @@ def suggest(model: str, language: str) -> tuple[Any, str]:
     return gr.update(value=found.name), f"{found.name} ({found.proof}): {found.why}"
 
 
-def describe_template(name: str, shown: str) -> Any:
+def describe_template(name: str, shown: str) -> Update | str:
     """The chosen template's proof; a suggestion already naming it (with its reason) stays."""
     if not name or shown.startswith(f"{name} ("):
         return gr.update()
@@ -105,8 +113,16 @@ def _seconds(value: float | None) -> str:
     return f"{minutes}m{seconds:02d}s"
 
 
-def job_choices(jobs: JobManager) -> list[tuple[str, str]]:
-    return [(f"{job.id} · {job.state()} · {job.output_dir}", job.id) for job in reversed(jobs.all())]
+def job_choices(jobs: JobManager, language: str) -> list[tuple[str, str]]:
+    """The job list, newest first: id, state and output folder."""
+    return [
+        (f"{job.id} · {state_label(job.state(), language)} · {job.output_dir}", job.id)
+        for job in reversed(jobs.all())
+    ]
+
+
+def _figure(value: float | None, shape: str) -> str:
+    return format(value, shape) if value is not None else "-"
 
 
 def job_view(job: Job | None, language: str) -> tuple[str, pd.DataFrame, str]:
@@ -116,16 +132,28 @@ def job_view(job: Job | None, language: str) -> tuple[str, pd.DataFrame, str]:
         return message("no_job", language), empty, ""
     progress = job.progress()
     state = job.state()
-    line = (
-        f"**{state}** · step {progress.step}/{progress.total_steps or '?'} · "
-        f"loss {f'{progress.loss:.4f}' if progress.loss is not None else '-'} · "
-        f"lr {f'{progress.learning_rate:.2e}' if progress.learning_rate is not None else '-'} · "
-        f"{progress.tokens_per_second or 0:.0f} tokens/s · ETA {_seconds(progress.remaining_seconds)} · "
-        f"`{job.output_dir}`"
+    line = message(
+        "progress",
+        language,
+        state=state_label(state, language),
+        step=progress.step,
+        total=progress.total_steps or "?",
+        loss=_figure(progress.loss, ".4f"),
+        lr=_figure(progress.learning_rate, ".2e"),
+        speed=f"{progress.tokens_per_second or 0:.0f}",
+        eta=_seconds(progress.remaining_seconds),
+        output_dir=job.output_dir,
     )
+    if state == "stopped":
+        checkpoint = job.checkpoint()
+        line += " · " + (
+            message("checkpoint", language, path=checkpoint)
+            if checkpoint
+            else message("no_checkpoint", language)
+        )
     error = job.error()
     if error:
-        line += f"\n\n**error:** {error}"
+        line += "\n\n" + message("job_error", language, message=error)
     frame = pd.DataFrame(progress.losses, columns=["step", "loss"]) if progress.losses else empty
     return line, frame, job.log_tail()
 
@@ -136,9 +164,9 @@ def job_view(job: Job | None, language: str) -> tuple[str, pd.DataFrame, str]:
 def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | None = None) -> gr.Blocks:
     jobs = jobs or JobManager(workdir)
     chat = chat or ChatModel()
-    labelled: list[tuple[Any, str, str]] = []  # (component, label key, attribute to set)
+    labelled: list[tuple[Component | BlockContext, str, str]] = []  # (component, label key, attribute)
 
-    def named(component: Any, key: str, attr: str = "label") -> Any:
+    def named(component: Labelled, key: str, attr: str = "label") -> Labelled:
         labelled.append((component, key, attr))
         return component
 
@@ -301,7 +329,12 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
             status = named(
                 gr.Textbox(label=LABELS["status"][0], interactive=False, elem_id="train-status"), "status"
             )
-            job_list = named(gr.Dropdown([], label=LABELS["jobs"][0], elem_id="train-jobs"), "jobs")
+            job_list = named(  # jobs an earlier server on this workdir started are listed from the start
+                gr.Dropdown(
+                    job_choices(jobs, "en"), value=None, label=LABELS["jobs"][0], elem_id="train-jobs"
+                ),
+                "jobs",
+            )
             progress = gr.Markdown(elem_id="train-progress")
             loss_plot = named(
                 gr.LinePlot(
@@ -327,6 +360,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
             )
             timer = gr.Timer(1.0)
 
+        # Any: Gradio adds each class its own event methods (.change) at import, unknown to Component
         form: dict[str, Any] = {
             "model_name_or_path": model, "template": template, "trust_remote_code": trust, "stage": stage,
             "finetuning_type": kind, "lora_rank": lora_rank, "lora_alpha": lora_alpha, "lora_target": lora_target,
@@ -352,7 +386,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
         model.blur(suggest, [model, language], [template, template_status])
         template.change(describe_template, [template, template_status], template_status)
 
-        def on_trust(ticked: bool, lang: str) -> Any:
+        def on_trust(ticked: bool, lang: str) -> Update:
             if ticked:
                 gr.Warning(message("remote_code_warning", lang))
             return gr.update(visible=ticked, value="⚠️ " + message("remote_code_warning", lang))
@@ -364,7 +398,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
             [lora_row, freeze_row],
         )
 
-        def on_dataset_dir(folder: str, chosen: list[str], lang: str) -> tuple[Any, str]:
+        def on_dataset_dir(folder: str, chosen: list[str], lang: str) -> tuple[Update, str]:
             try:
                 names = dataset_names(folder)
             except LmforgeError as exc:
@@ -396,7 +430,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
 
         save_button.click(on_save, [config_path, *inputs, language], status)
 
-        def on_load(path: str, lang: str) -> list[Any]:
+        def on_load(path: str, lang: str) -> list[Update | str]:
             try:
                 values, ignored = values_to_form(read_config(path))
             except LmforgeError as exc:
@@ -404,7 +438,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
             note = message("loaded", lang, path=path)
             if ignored:
                 note += message("ignored", lang, keys=", ".join(ignored))
-            updates = []
+            updates: list[Update | str] = []
             for key in FORM_KEYS:
                 if key == "dataset":
                     updates.append(gr.update(choices=sorted(set(values[key])), value=values[key]))
@@ -414,7 +448,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
 
         load_button.click(on_load, [config_path, language], [*inputs, status])
 
-        def on_start(*values: Any) -> tuple[str, Any]:
+        def on_start(*values: Any) -> tuple[str, Update]:
             *fields, lang = values
             try:
                 run = check_run(collect(*fields))
@@ -423,7 +457,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
             job = jobs.start(run)
             return (
                 message("started", lang, id=job.id, output_dir=job.output_dir),
-                gr.update(choices=job_choices(jobs), value=job.id),
+                gr.update(choices=job_choices(jobs, lang), value=job.id),
             )
 
         start_button.click(on_start, [*inputs, language], [status, job_list])
@@ -437,12 +471,15 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
 
         stop_button.click(on_stop, [job_list, language], status)
 
-        def refresh(job_id: str | None, lang: str) -> tuple[Any, str, pd.DataFrame, str]:
+        def refresh(job_id: str | None, lang: str) -> tuple[Update, str, pd.DataFrame, str]:
             job = jobs.get(job_id)
             if job is not None:  # keep the selection: a tick still in flight must not undo a new one
-                return (gr.update(choices=job_choices(jobs)), *job_view(job, lang))
+                return (gr.update(choices=job_choices(jobs, lang)), *job_view(job, lang))
             job = jobs.latest()  # a fresh page (or a second tab) attaches to the newest running job
-            return (gr.update(choices=job_choices(jobs), value=job.id if job else None), *job_view(job, lang))
+            return (
+                gr.update(choices=job_choices(jobs, lang), value=job.id if job else None),
+                *job_view(job, lang),
+            )
 
         timer.tick(
             refresh, [job_list, language], [job_list, progress, loss_plot, log_tail], show_progress="hidden"
@@ -538,7 +575,7 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
 
         async def on_send(
             text: str, files: list[str] | None, page: PageChat, prompt: str, limit: float, lang: str
-        ) -> AsyncIterator[tuple[Any, ...]]:
+        ) -> AsyncIterator[ChatUpdate]:
             if not text.strip():
                 yield page.shown, text, files, page, ""
                 return
@@ -602,11 +639,12 @@ def build_app(workdir: Path, jobs: JobManager | None = None, chat: ChatModel | N
         )
 
         # ------------------------------------------------------------ language
-        def relabel(choice: str) -> list[Any]:
+        def relabel(choice: str) -> list[Update | str]:
             lang = LANGUAGES.get(choice, "en")
-            updates: list[Any] = [lang]
+            updates: list[Update | str] = [lang]
             for _component, key, attr in labelled:
-                updates.append(gr.update(**{attr: label(key, lang)}))
+                change: Update = {attr: label(key, lang)}
+                updates.append(gr.update(**change))
             return updates
 
         switch.change(relabel, switch, [language, *[c for c, _, _ in labelled]])

@@ -96,6 +96,25 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "model_loaded": ("Loaded {name}", "已加载 {name}"),
     "exported": ("Wrote {path}", "已写入 {path}"),
     "error": ("Error: {message}", "错误：{message}"),
+    "progress": (
+        "**{state}** · step {step}/{total} · loss {loss} · lr {lr} · {speed} tokens/s · ETA {eta} · `{output_dir}`",
+        "**{state}** · 步数 {step}/{total} · 损失 {loss} · 学习率 {lr} · {speed} 词元/秒 · 预计剩余 {eta} · `{output_dir}`",
+    ),
+    "job_error": ("**error:** {message}", "**错误：** {message}"),
+    "checkpoint": ("checkpoint: `{path}`", "检查点：`{path}`"),
+    "no_checkpoint": (
+        "no checkpoint: it stopped before its first step",
+        "没有检查点：在第一步之前就已停止",
+    ),
+}
+
+# The job states (jobs.STATES) as the page shows them.
+STATE_LABELS: dict[str, tuple[str, str]] = {
+    "running": ("running", "运行中"),
+    "stopping": ("stopping", "正在停止"),
+    "finished": ("finished", "已完成"),
+    "stopped": ("stopped", "已停止"),
+    "failed": ("failed", "失败"),
 }
 
 
@@ -107,3 +126,8 @@ def label(key: str, language: str) -> str:
 def message(key: str, language: str, **values: object) -> str:
     en, zh = MESSAGES[key]
     return (zh if language == "zh" else en).format(**values)
+
+
+def state_label(state: str, language: str) -> str:
+    en, zh = STATE_LABELS[state]
+    return zh if language == "zh" else en

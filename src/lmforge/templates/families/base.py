@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lmforge.templates.spec import Template
+from lmforge.templates.template import Template
 
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 VICUNA_SYSTEM = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lmforge.templates.families.base import CHATML, HELPFUL_SYSTEM, QWEN, QWEN3
-from lmforge.templates.spec import Template
+from lmforge.templates.template import Template
 
 # As the official template writes it: no final period (LLaMA-Factory adds one).
 SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from lmforge.templates.families.base import GEMMA, HELPFUL_SYSTEM
 from lmforge.templates.families.chatml import MEDIA_LATER
-from lmforge.templates.spec import Template
+from lmforge.templates.template import Template
 
 # Gemma 4 turns: <|turn>role ... <turn|>; the system turn carries the <|think|> switch.
 _GEMMA4 = Template(

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from lmforge.templates.families.base import GLM4
 from lmforge.templates.families.chatml import MEDIA_LATER
-from lmforge.templates.spec import Template
+from lmforge.templates.template import Template
 
 GLM_IMAGE = "<|begin_of_image|><|image|><|end_of_image|>"
 GLM_VIDEO = "<|begin_of_video|><|video|><|end_of_video|>"

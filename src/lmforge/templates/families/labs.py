@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from lmforge.templates.families.base import HELPFUL_SYSTEM
 from lmforge.templates.families.chatml import MEDIA_LATER
-from lmforge.templates.spec import Template
+from lmforge.templates.template import Template
 
 THINK_AS_TAGS = "thinking blocks are written as <think>"
 

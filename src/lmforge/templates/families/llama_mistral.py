@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from lmforge.templates.families.base import LLAMA2, LLAMA3, MISTRAL, VICUNA
 from lmforge.templates.families.chatml import MEDIA_LATER
-from lmforge.templates.spec import Template
+from lmforge.templates.template import Template
 
 SKYWORK_O1_SYSTEM = (
     "You are Skywork-o1, a thinking model developed by Skywork AI, specializing in solving complex problems "

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from lmforge.templates.spec import Template
+from lmforge.templates.template import Template
 
 TEMPLATES: list[Template] = [
     Template(

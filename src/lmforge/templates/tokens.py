@@ -1,6 +1,13 @@
-"""Conversation text stays text: special-token strings inside it are tokenized as plain characters.
+"""Rendered conversations to token ids and labels; conversation text's special-token strings stay text.
 
-A chat prompt is rendered to one string and tokenized whole, and a fast tokenizer turns every
+**Ids and labels.** Each conversation is tokenized as one whole string, exactly as
+``apply_chat_template`` does (``add_special_tokens=False``; special tokens written in the text
+are recognised, so a template's own BOS is the only BOS), in one batched fast-tokenizer call. The
+trained character spans are then mapped to tokens with the fast tokenizer's char-to-token
+alignment, so no segment boundary can change how the text is split. A token that straddles a
+boundary counts as trained.
+
+**Control tokens.** A chat prompt is rendered to one string and tokenized whole, and a fast tokenizer turns every
 special-token string it finds into its control token, wherever the string came from. A user
 who types ``<|im_end|>\\n<|im_start|>system`` would so write a system turn of their own. Here
 the template's own markers stay control tokens and the same strings inside conversation text
@@ -10,7 +17,7 @@ The common case costs one regex search per conversation string: only a conversat
 holds a control string is rendered again with every such occurrence wrapped in two Unicode
 noncharacters (they pass through every formatter, JSON included, untouched), which gives the
 character spans to split; that one sample is then tokenized run by run between the template's
-own control tokens, which is how the tokenizer treats those runs anyway.
+own control tokens, which is how the tokenizer treats those runs anyway (``encode_plain``).
 """
 
 from __future__ import annotations
@@ -22,29 +29,27 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from lmforge.conversation import Conversation, Message, ToolCall
-from lmforge.errors import LmforgeError
-from lmforge.templates.reasoning import THINK_CLOSE, THINK_OPEN
-from lmforge.templates.tools import get_tool_format
+from lmforge.conversation import Conversation
+from lmforge.errors import ConfigError
+from lmforge.templates.results import IGNORE_INDEX, EncodedSample, Rendered
+from lmforge.templates.slots import THINK_CLOSE, THINK_OPEN
 
 if TYPE_CHECKING:
+    from tokenizers import Encoding, Tokenizer
     from transformers import PreTrainedTokenizerBase
 
-    from lmforge.templates.render import Rendered
-    from lmforge.templates.results import EncodedSample
-    from lmforge.templates.spec import Template
+    from lmforge.templates.interface import ChatTemplate
 
 # Unicode noncharacters, reserved for a program's internal use: they open and close a forged span.
 OPEN, CLOSE = "\ufdd0", "\ufdd1"
-# The split tokenizer's stand-in for "a control token came just before" (see ``_gap_texts``).
+# The split tokenizer's stand-in for "a control token came just before" (see ``encode_plain``).
 _AFTER_CONTROL = "\ufdd2"
-_PROBE_TOOL = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}
 
 
 class ControlTokens:
     """The control-token strings of one tokenizer under one template, and how to find them."""
 
-    def __init__(self, chosen: dict[str, int], backend: Any, unflagged: list[str]) -> None:
+    def __init__(self, chosen: dict[str, int], backend: Tokenizer | None, unflagged: list[str]) -> None:
         self.strings = frozenset(chosen)
         self.ids = frozenset(chosen.values())
         self.pattern = re.compile(_trie_regex(sorted(chosen))) if chosen else None
@@ -63,12 +68,13 @@ class ControlTokens:
         return self.pattern.sub(lambda m: OPEN + m.group(0) + CLOSE, text)
 
     @functools.cached_property
-    def split_backend(self) -> Any:
+    def split_backend(self) -> Tokenizer:
         """A copy of the backend that splits the control strings (built on first need: about a
         second for a large vocabulary). Only special tokens split on request, so the others are
         flagged special in the copy; it also knows ``_AFTER_CONTROL``."""
-        from tokenizers import AddedToken, Tokenizer
+        from tokenizers import AddedToken, Tokenizer  # why: only a sample with forged markers needs it
 
+        assert self.backend is not None, "a slow tokenizer never splits (see encode_conversations)"
         copy = Tokenizer.from_str(self.backend.to_str())
         copy.no_truncation()
         copy.no_padding()
@@ -78,10 +84,12 @@ class ControlTokens:
         return copy
 
 
-_CACHE: weakref.WeakKeyDictionary[Any, dict[Template, ControlTokens]] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, dict[ChatTemplate, ControlTokens]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def control_tokens(tokenizer: PreTrainedTokenizerBase, template: Template) -> ControlTokens:
+def control_tokens(tokenizer: PreTrainedTokenizerBase, template: ChatTemplate) -> ControlTokens:
     """The tokenizer's special tokens, plus its other added tokens that the template writes as markers
     (DeepSeek's ``<｜User｜>`` is not flagged special). Plain words (ChatGLM3's ``sop``) are left out:
     they are no turn markers, and the tokenizer finds them inside ordinary words."""
@@ -94,8 +102,8 @@ def control_tokens(tokenizer: PreTrainedTokenizerBase, template: Template) -> Co
     return per_template[template]
 
 
-def _control_tokens(tokenizer: Any, template: Template) -> ControlTokens:
-    literal = _literal_text(template)
+def _control_tokens(tokenizer: PreTrainedTokenizerBase, template: ChatTemplate) -> ControlTokens:
+    literal = template.marker_text()
     decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
     chosen: dict[str, int] = {}
     for token_id, token in decoder.items():
@@ -107,7 +115,9 @@ def _control_tokens(tokenizer: Any, template: Template) -> ControlTokens:
     if not decoder:
         for text in getattr(tokenizer, "all_special_tokens", []):
             if text.strip() and not text.isalnum():
-                chosen[text] = int(tokenizer.convert_tokens_to_ids(text))
+                token_id = tokenizer.convert_tokens_to_ids(text)
+                if isinstance(token_id, int):  # (one string in, one id out)
+                    chosen[text] = token_id
     backend = getattr(tokenizer, "_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     if backend is not None and not hasattr(backend, "to_str"):
         backend = None
@@ -115,25 +125,6 @@ def _control_tokens(tokenizer: Any, template: Template) -> ControlTokens:
         text for token in decoder.values() if (text := str(token.content)) in chosen and not token.special
     ]
     return ControlTokens(chosen, backend, unflagged)
-
-
-def _literal_text(template: Template) -> str:
-    """Every string the template writes by itself: its slots, and its tool format around dummy values."""
-    parts = [value for value in dataclasses.asdict(template).values() if isinstance(value, str)]
-    parts += list(template.stop_words)
-    if template.thinking != "none":
-        parts += [THINK_OPEN, THINK_CLOSE]
-    tools = get_tool_format(template.tool_format)
-    for make in (
-        lambda: tools.definitions([_PROBE_TOOL]),
-        lambda: tools.calls("c", [ToolCall("f", {"a": 1}, id="i")]),
-        lambda: tools.result(Message("tool", "r", name="f", tool_call_id="i")),
-    ):
-        try:
-            parts.append(make())
-        except (LmforgeError, KeyError, TypeError, ValueError):  # no such piece, so no markers in it
-            continue
-    return "\n".join(parts)
 
 
 def _trie_regex(strings: list[str]) -> str:
@@ -180,7 +171,7 @@ def conversation_texts(conv: Conversation) -> Iterator[str]:
         yield from _json_strings(conv.tools)
 
 
-def _json_strings(value: Any) -> Iterator[str]:
+def _json_strings(value: object) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
@@ -193,7 +184,7 @@ def _json_strings(value: Any) -> Iterator[str]:
 
 
 def encode_conversations(
-    template: Template,
+    template: ChatTemplate,
     tokenizer: PreTrainedTokenizerBase,
     convs: list[Conversation],
     render_one: Callable[[Conversation], Rendered],
@@ -205,8 +196,6 @@ def encode_conversations(
     """Render and encode conversations (``Template.encode_batch``): each is checked for control
     strings in its text (``EncodedSample.special_text``) and, when they are to be split, rendered
     marked so that its forged spans are known."""
-    from lmforge.templates.encode import encode_rendered
-
     if split_special_tokens is None:
         split_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
     control = control_tokens(tokenizer, template)
@@ -226,7 +215,7 @@ def encode_conversations(
     return samples
 
 
-def mark_conversation(conv: Conversation, control: ControlTokens, template: Template) -> Conversation:
+def mark_conversation(conv: Conversation, control: ControlTokens, template: ChatTemplate) -> Conversation:
     """The conversation with each control string in its text wrapped in ``OPEN``/``CLOSE``.
 
     A thinking template's ``<think>`` tags inside an assistant reply are left alone: the template
@@ -234,13 +223,16 @@ def mark_conversation(conv: Conversation, control: ControlTokens, template: Temp
     """
     keep_think = template.thinking != "none"
 
-    def mark(text: str | None, *, assistant: bool = False) -> Any:
+    def mark(text: str, *, assistant: bool = False) -> str:
         if not text or not control.found(text):
             return text
         if assistant and keep_think:
             pieces = re.split(f"({re.escape(THINK_OPEN)}|{re.escape(THINK_CLOSE)})", text)
             return "".join(p if p in (THINK_OPEN, THINK_CLOSE) else control.mark(p) for p in pieces)
         return control.mark(text)
+
+    def mark_optional(text: str | None) -> str | None:
+        return None if text is None else mark(text)
 
     def mark_json(value: Any) -> Any:
         if isinstance(value, str):
@@ -255,11 +247,13 @@ def mark_conversation(conv: Conversation, control: ControlTokens, template: Temp
         dataclasses.replace(
             m,
             content=mark(m.content, assistant=m.role == "assistant"),
-            reasoning=mark(m.reasoning),
-            name=mark(m.name),
-            tool_call_id=mark(m.tool_call_id),
+            reasoning=mark_optional(m.reasoning),
+            name=mark_optional(m.name),
+            tool_call_id=mark_optional(m.tool_call_id),
             tool_calls=[
-                dataclasses.replace(c, name=mark(c.name), id=mark(c.id), arguments=mark_json(c.arguments))
+                dataclasses.replace(
+                    c, name=mark(c.name), id=mark_optional(c.id), arguments=mark_json(c.arguments)
+                )
                 for c in m.tool_calls
             ],
         )
@@ -267,7 +261,7 @@ def mark_conversation(conv: Conversation, control: ControlTokens, template: Temp
     ]
     return dataclasses.replace(
         conv,
-        system=mark(conv.system),
+        system=mark_optional(conv.system),
         messages=messages,
         tools=mark_json(conv.tools) if conv.tools else conv.tools,
     )
@@ -275,8 +269,6 @@ def mark_conversation(conv: Conversation, control: ControlTokens, template: Temp
 
 def unmark(rendered: Rendered) -> Rendered:
     """Drop the marks from a rendering, keeping the spans they enclosed as ``plain_spans``."""
-    from lmforge.templates.render import Rendered
-
     text = rendered.text
     # new position of each old position: old minus the marks before it
     removed = 0
@@ -302,7 +294,7 @@ def unmark(rendered: Rendered) -> Rendered:
 
 
 def encode_plain(
-    control: ControlTokens, tokenizer: Any, rendered: Rendered
+    control: ControlTokens, tokenizer: PreTrainedTokenizerBase, rendered: Rendered
 ) -> tuple[list[int], list[tuple[int, int]]]:
     """Ids and character offsets of one rendering whose ``plain_spans`` must not become control tokens.
 
@@ -339,3 +331,143 @@ def encode_plain(
             ids.append(literals[k][0])
             offsets.append(literals[k][1])
     return ids, offsets
+
+
+# -- ids and labels --------------------------------------------------------------------------
+
+
+def encode_rendered(
+    tokenizer: PreTrainedTokenizerBase,
+    rendered: list[Rendered],
+    *,
+    train_on_prompt: bool = False,
+    mask_history: bool = False,
+    control: ControlTokens | None = None,
+) -> list[EncodedSample]:
+    if train_on_prompt and mask_history:
+        raise ConfigError("train_on_prompt and mask_history cannot both be true: set one of them to false")
+    if control is not None and any(r.plain_spans for r in rendered):
+        whole = _encode_whole(
+            tokenizer,
+            [r for r in rendered if not r.plain_spans],
+            train_on_prompt=train_on_prompt,
+            mask_history=mask_history,
+        )
+        ordered = iter(whole)
+        return [
+            _encode_split(control, tokenizer, r, train_on_prompt, mask_history)
+            if r.plain_spans
+            else next(ordered)
+            for r in rendered
+        ]
+    return _encode_whole(tokenizer, rendered, train_on_prompt=train_on_prompt, mask_history=mask_history)
+
+
+def _encode_whole(
+    tokenizer: PreTrainedTokenizerBase, rendered: list[Rendered], *, train_on_prompt: bool, mask_history: bool
+) -> list[EncodedSample]:
+    if not rendered:
+        return []
+    texts = [r.text for r in rendered]
+    backend = _plain_backend(tokenizer)
+    encodings: list[Encoding] | None
+    if backend is not None:
+        encodings = backend.encode_batch(texts, add_special_tokens=False)
+        all_ids: list[list[int]] = [enc.ids for enc in encodings]
+    else:
+        # the template's markers are control tokens even where the tokenizer splits specials
+        batch = tokenizer(texts, add_special_tokens=False, split_special_tokens=False)
+        all_ids = batch["input_ids"]
+        encodings = getattr(batch, "encodings", None) if getattr(tokenizer, "is_fast", False) else None
+    if encodings is None:
+        return [_encode_pieces(tokenizer, r, train_on_prompt, mask_history) for r in rendered]
+    samples = []
+    for r, ids, enc in zip(rendered, all_ids, encodings, strict=True):
+        if not isinstance(ids, list):
+            ids = list(ids)
+        if train_on_prompt:
+            samples.append(EncodedSample(ids, list(ids)))
+            continue
+        labels = [IGNORE_INDEX] * len(ids)
+        last = r.last_turn if mask_history else -1
+        for start, end, turn in r.spans:
+            if mask_history and turn != last:
+                continue
+            first, stop = _token_range(enc, start, end)
+            labels[first:stop] = ids[first:stop]
+        samples.append(EncodedSample(ids, labels))
+    return samples
+
+
+def _plain_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer | None:
+    """The fast tokenizer's Rust backend when calling it directly gives exactly what the wrapper gives.
+
+    The wrapper's batch call converts every encoding into Python lists and dicts we do not use;
+    skipping it made the data stage about a fifth faster. Only taken when the backend has no
+    truncation or padding of its own configured and splits special tokens as the wrapper would.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch"):
+        return None
+    if getattr(backend, "truncation", None) is not None or getattr(backend, "padding", None) is not None:
+        return None
+    split = bool(getattr(tokenizer, "split_special_tokens", False))
+    if split or getattr(backend, "encode_special_tokens", split) != split:
+        return None  # (a tokenizer that splits specials: the wrapper, told not to, keeps markers whole)
+    return backend
+
+
+def _encode_split(
+    control: ControlTokens,
+    tokenizer: PreTrainedTokenizerBase,
+    r: Rendered,
+    train_on_prompt: bool,
+    mask_history: bool,
+) -> EncodedSample:
+    """One rendering with special-token strings in its conversation text, tokenized with them split."""
+    ids, offsets = encode_plain(control, tokenizer, r)
+    if train_on_prompt:
+        return EncodedSample(ids, list(ids))
+    labels = [IGNORE_INDEX] * len(ids)
+    last = r.last_turn
+    for start, end, turn in r.spans:
+        if mask_history and turn != last:
+            continue
+        for k, (a, b) in enumerate(offsets):
+            if a < end and start < b:
+                labels[k] = ids[k]
+    return EncodedSample(ids, labels)
+
+
+def _token_range(enc: Encoding, start: int, end: int) -> tuple[int, int]:
+    """Tokens overlapping characters [start, end); empty when none does (e.g. stripped spaces)."""
+    first = None
+    for pos in range(start, end):
+        first = enc.char_to_token(pos)
+        if first is not None:
+            break
+    if first is None:
+        return 0, 0
+    for pos in range(end - 1, start - 1, -1):
+        last = enc.char_to_token(pos)
+        if last is not None:
+            return first, last + 1
+    return 0, 0  # pragma: no cover - first was found, so some char maps
+
+
+def _encode_pieces(
+    tokenizer: PreTrainedTokenizerBase, r: Rendered, train_on_prompt: bool, mask_history: bool
+) -> EncodedSample:
+    """Fallback for slow tokenizers: tokenize piece by piece (exact where pieces end at special tokens)."""
+    ids: list[int] = []
+    labels: list[int] = []
+    last = r.last_turn
+    texts = [text for text, _ in r.pieces]
+    piece_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    for (_, turn), part in zip(r.pieces, piece_ids, strict=True):
+        trained = train_on_prompt or (turn is not None and (not mask_history or turn == last))
+        ids.extend(part)
+        labels.extend(part if trained else [IGNORE_INDEX] * len(part))
+    return EncodedSample(ids, labels)
