@@ -41,6 +41,42 @@ def test_config_commands_explain_themselves(name):
     assert "key=value" in result.stdout
 
 
+def test_train_help_names_the_key_groups_and_how_to_list_the_keys():
+    result = run("train", "--help")
+    assert result.returncode == 0
+    for group in ("model", "data", "finetuning", "generating", "serving", "evaluation", "training"):
+        assert f"\n  {group} " in result.stdout
+    assert "lmforge train --help keys" in result.stdout
+
+
+def test_help_keys_lists_every_key_with_its_default_and_help():
+    from lmforge.config.keys import all_keys
+    from lmforge.config.legacy_training_keys import LEGACY_TRAINING_KEYS
+
+    result = run("train", "--help", "keys")
+    assert result.returncode == 0, result.stderr
+    listed = {
+        line.split(":")[0].strip()
+        for line in result.stdout.splitlines()
+        if line.startswith("  ") and not line.startswith("   ")
+    }
+    assert listed == all_keys() - set(LEGACY_TRAINING_KEYS)
+    assert "  lora_rank: an integer; default 8\n      Rank of the LoRA matrices." in result.stdout
+    assert "  learning_rate: a number; default 5e-05\n      The initial learning rate" in result.stdout
+    assert "warmup_ratio" in result.stdout and "use_unsloth" in result.stdout
+
+
+def test_help_keys_of_one_group():
+    result = run("chat", "--help", "keys", "generating")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("generating: ")
+    assert "  temperature: a number; default 0.95" in result.stdout
+    assert "learning_rate" not in result.stdout and "lora_rank" not in result.stdout
+    wrong = run("train", "--help", "keys", "modle")
+    assert wrong.returncode == 2
+    assert "unknown key group 'modle'; choose from: model, data" in wrong.stderr
+
+
 def test_unknown_command():
     result = run("trian")
     assert result.returncode == 2

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lmforge.config import build_config, load_config, parse_cli
-from lmforge.config.parser import all_keys, key_owners
+from lmforge.config.keys import GROUP_SUMMARIES, all_keys, key_help, key_owners
+from lmforge.config.legacy_training_keys import LEGACY_TRAINING_KEYS
 from lmforge.errors import ConfigError
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -203,3 +205,117 @@ def test_server_environment_is_read_in_one_place(monkeypatch):
     monkeypatch.setenv("API_PORT", "eighty")
     with pytest.raises(ConfigError, match="API_PORT='eighty'"):
         server_environment()
+
+
+# Each rule between keys, broken once: the config stops at load with one line naming the keys.
+BROKEN_RULES = [
+    ({"val_size": -1}, "'val_size' must be >= 0"),
+    ({"val_size": 2.5}, "'val_size' must be a fraction below 1 or a whole number"),
+    ({"cutoff_len": 0}, "'cutoff_len' must be a positive number"),
+    ({"max_samples": 0}, "'max_samples' must be a positive number"),
+    ({"quantization_bit": 3}, "'quantization_bit' must be 4 or 8"),
+    ({"ref_model_quantization_bit": 2}, "'ref_model_quantization_bit' must be 4 or 8"),
+    ({"dpo_label_smoothing": 0.5}, "'dpo_label_smoothing' must be in [0, 0.5)"),
+    ({"train_on_prompt": True, "mask_history": True}, "'train_on_prompt' and 'mask_history' cannot both"),
+    ({"val_size": 0.1, "eval_dataset": "a"}, "'val_size' and 'eval_dataset' both choose the eval set"),
+    ({"interleave_probs": "0.5,0.5"}, "'interleave_probs' needs mix_strategy interleave_under"),
+    (
+        {"interleave_probs": "0.5,0.5", "mix_strategy": "interleave_under", "dataset": "a,b,c"},
+        "'interleave_probs' and 'dataset': 2 probabilities for 3 datasets",
+    ),
+    (
+        {"interleave_probs": "0.5,0.4", "mix_strategy": "interleave_over", "dataset": "a,b"},
+        "'interleave_probs' must sum to 1",
+    ),
+    ({"neat_packing": True, "packing": False}, "'neat_packing' needs packing"),
+    ({"streaming": True, "packing": True}, "'streaming' and 'packing': packing needs the whole dataset"),
+    ({"streaming": True, "neat_packing": True}, "'streaming' and 'neat_packing'"),
+    ({"streaming": True, "val_size": 0.1}, "'streaming' and 'val_size': with streaming, val_size must be"),
+    ({"stage": "dpo", "streaming": True}, "'stage' and 'streaming'"),
+    ({"stage": "kto", "packing": True}, "'stage' and 'packing'"),
+    (
+        {"adapter_name_or_path": "adapter", "finetuning_type": "full"},
+        "'adapter_name_or_path' needs finetuning_type: lora",
+    ),
+    ({"quantization_bit": 4, "finetuning_type": "freeze"}, "'quantization_bit' needs finetuning_type: lora"),
+    ({"use_llama_pro": True}, "'use_llama_pro' needs finetuning_type: freeze"),
+    ({"pissa_convert": True}, "'pissa_convert' needs pissa_init: true"),
+    ({"pissa_init": True, "use_dora": True}, "'pissa_init' and 'use_dora' do not combine"),
+    ({"ref_model_adapters": "adapter"}, "'ref_model_adapters' needs ref_model"),
+    (
+        {"use_galore": True, "use_badam": True, "finetuning_type": "full"},
+        "'use_galore' and 'use_badam' each choose the optimizer; keep one",
+    ),
+    ({"loraplus_lr_ratio": 4, "finetuning_type": "full"}, "'loraplus_lr_ratio' needs finetuning_type: lora"),
+    ({"use_apollo": True}, "'use_apollo' trains full weights; use finetuning_type: full or freeze"),
+    (
+        {"use_galore": True, "finetuning_type": "full", "optim": "adamw_torch"},
+        "'use_galore' and 'optim' both choose the optimizer",
+    ),
+    ({"use_badam": True, "finetuning_type": "full", "badam_mode": "ratio"}, "'badam_mode: ratio'"),
+    (
+        {
+            "use_galore": True,
+            "finetuning_type": "full",
+            "galore_layerwise": True,
+            "gradient_accumulation_steps": 2,
+        },
+        "'galore_layerwise' and 'gradient_accumulation_steps'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"), BROKEN_RULES, ids=lambda v: ",".join(v) if isinstance(v, dict) else ""
+)
+def test_a_broken_rule_stops_the_load_with_one_line(values, expected):
+    with pytest.raises(ConfigError) as info:
+        build_config(values)
+    message = str(info.value)
+    assert expected in message and "\n" not in message
+
+
+def test_rules_that_only_training_needs_wait_for_the_training_arguments():
+    """A stream without max_steps is a fine config for `data preview`; training refuses it."""
+    config = build_config({"streaming": True, "output_dir": "unused"})
+    with pytest.raises(ConfigError, match=r"'streaming' and 'max_steps': streaming: true needs max_steps"):
+        config.training_arguments()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_qlora_without_a_gpu_stops_before_the_training_arguments():
+    config = build_config({"quantization_bit": 4, "output_dir": "unused"})
+    with pytest.raises(ConfigError, match=r"'quantization_bit' \(QLoRA\) needs a CUDA GPU"):
+        config.training_arguments()
+
+
+@pytest.mark.parametrize(
+    ("key", "default", "other", "expected"),
+    [
+        ("tool_format", None, "qwen", "each template has its own tool-call format"),
+        ("buffer_size", 16384, 100, "lmforge reads a stream in file order"),
+        ("eval_num_beams", None, 4, "without beam search"),
+        ("ignore_pad_token_for_loss", True, False, "lmforge never trains on padding"),
+        ("num_beams", 1, 4, "without beam search"),
+        ("max_length", 1024, 2048, "max_new_tokens"),
+        ("compute_accuracy", False, True, "eval_loss is reported"),
+        ("logging_dir", None, "logs", "TENSORBOARD_LOGGING_DIR"),
+        ("resize_vocab", False, True, "does not support yet"),
+    ],
+)
+def test_keys_no_code_reads_are_accepted_only_at_the_default(key, default, other, expected):
+    build_config({key: default})
+    build_config({key: "null" if default is None else str(default).lower()})  # as the command line gives it
+    with pytest.raises(ConfigError, match=f"'{key}") as info:
+        build_config({key: other})
+    assert expected in str(info.value)
+    assert key not in all_keys()  # no dataclass field left to read it
+
+
+def test_every_key_has_a_help_text_and_a_group():
+    rows = key_help()
+    assert {row.group for row in rows} == set(GROUP_SUMMARIES)
+    ours = [row for row in rows if row.group != "training"]
+    assert {row.name for row in ours} == set(key_owners())
+    assert [row.name for row in ours if not row.help] == []
+    assert {row.name for row in rows} == all_keys() - set(LEGACY_TRAINING_KEYS)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lmforge import __version__
+from lmforge.config import load_config
+from lmforge.config.keys import GROUP_SUMMARIES, format_key_help
 from lmforge.errors import LmforgeError
 
 CONFIG_USAGE = """\
@@ -22,6 +24,7 @@ Settings come from a YAML or JSON file (LLaMA-Factory's keys and meanings), and 
 overridden on the command line as key=value or --key value, for example:
   lmforge {name} cfg.yaml learning_rate=5e-5 --num_train_epochs 1
 Lists are comma-separated (dataset=a,b). An unknown key stops the run with a did-you-mean."""
+KEYS_WORD = "keys"  # `lmforge train --help keys [group ...]` lists the keys
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,6 @@ COMMANDS: tuple[Command, ...] = (
         "lmforge.cli.train:main",
         "Fine-tune a model (SFT or pre-training; LoRA, DoRA, freeze or full) from a YAML config.",
         "Example:\n  lmforge train examples/smollm2_lora_sft_cpu.yaml\n\n"
-        "Key groups: model (model_name_or_path, template, ...), data (dataset, cutoff_len, max_samples, ...),\n"
-        "finetuning (stage, finetuning_type, lora_rank, ...) and every transformers training argument\n"
-        "(output_dir, learning_rate, per_device_train_batch_size, save_steps, ...).\n"
         "Multi-GPU or multi-node: torchrun --nproc_per_node N -m lmforge train cfg.yaml (or FORCE_TORCHRUN=1).",
         True,
     ),
@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmforge: unknown command {name!r}\n\n{_overview()}", file=sys.stderr)
         return 2
     if command.takes_config and any(a in ("-h", "--help") for a in rest):
-        print(_command_help(command))
-        return 0
+        return _print_command_help(command, rest)
     try:
         handler = _load(command)
         return int(handler(rest) or 0)
@@ -163,8 +162,6 @@ def _load(command: Command) -> Callable[[list[str]], int]:
 def _not_implemented(command: Command) -> Callable[[list[str]], int]:
     def handler(argv: list[str]) -> int:
         if command.takes_config:  # config mistakes are still worth reporting
-            from lmforge.config import load_config
-
             load_config(argv)
         print(f"lmforge {command.name}: not implemented yet", file=sys.stderr)
         return 2
@@ -190,12 +187,38 @@ def _overview() -> str:
     return "\n".join(lines)
 
 
+def _print_command_help(command: Command, rest: list[str]) -> int:
+    """``--help``: the command's overview; ``--help keys [group ...]``: every key with its help."""
+    at = next(i for i, a in enumerate(rest) if a in ("-h", "--help"))
+    words = [a for a in rest[at + 1 :] if not a.startswith("-")]
+    if words[:1] != [KEYS_WORD]:
+        print(_command_help(command))
+        return 0
+    groups = tuple(words[1:])
+    unknown = [g for g in groups if g not in GROUP_SUMMARIES]
+    if unknown:
+        print(
+            f"lmforge {command.name}: unknown key group {unknown[0]!r}; choose from: {', '.join(GROUP_SUMMARIES)}",
+            file=sys.stderr,
+        )
+        return 2
+    print(format_key_help(groups))
+    return 0
+
+
 def _command_help(command: Command) -> str:
     usage = f"Usage: lmforge {command.name} cfg.yaml [key=value ...] [--key value ...]"
     parts = [usage, "", command.summary]
     if command.details:
         parts += ["", command.details]
-    parts += ["", CONFIG_USAGE.format(name=command.name)]
+    parts += ["", CONFIG_USAGE.format(name=command.name), "", "Key groups:"]
+    width = max(len(g) for g in GROUP_SUMMARIES)
+    parts += [f"  {group:<{width}}  {summary}" for group, summary in GROUP_SUMMARIES.items()]
+    parts += [
+        "",
+        f"Run `lmforge {command.name} --help keys` for every key with its type, default and help,",
+        f"or `lmforge {command.name} --help keys data` (or any groups above) for some groups only.",
+    ]
     return "\n".join(parts)
 
 

@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
     relaunched = maybe_relaunch(argv)
     if relaunched is not None:
         return relaunched
+    # the training stack (transformers' Trainer, peft) loads only in the process that trains,
+    # not in the parent that relaunches under torchrun nor for a prediction-only run
     from lmforge.train.workflow import run_training
 
     outcome = run_training(config)

@@ -11,7 +11,7 @@ import enum
 import json
 import types
 import typing
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 from lmforge.errors import ConfigError
 
@@ -21,19 +21,35 @@ _TRUE_WORDS = {"true", "yes", "on", "1"}
 _FALSE_WORDS = {"false", "no", "off", "0"}
 
 
+T = TypeVar("T")
+_TYPE_WORDS: dict[object, str] = {
+    bool: "a boolean (true/false)",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+}
+
+
 class _Mismatch(Exception):
     pass
 
 
-def coerce_value(key: str, value: Any, annotation: Any) -> Any:
-    """Return ``value`` converted to ``annotation`` or raise ConfigError naming ``key``."""
+@overload
+def coerce_value(key: str, value: object, annotation: type[T]) -> T: ...
+@overload
+def coerce_value(key: str, value: object, annotation: object) -> object: ...
+def coerce_value(key: str, value: object, annotation: object) -> object:
+    """Return ``value`` converted to ``annotation`` or raise ConfigError naming ``key``.
+
+    ``annotation`` is a type or a typing form (``int | None``, ``Literal[...]``, ``list[str]``).
+    """
     try:
         return _coerce(value, annotation)
     except _Mismatch:
         raise ConfigError(f"config key '{key}': value {value!r} is not {describe_type(annotation)}") from None
 
 
-def describe_type(annotation: Any) -> str:
+def describe_type(annotation: object) -> str:
     """A human phrase for an annotation: 'an integer', 'one of: lora, freeze, full', ..."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -50,16 +66,11 @@ def describe_type(annotation: Any) -> str:
         return "a mapping (a YAML mapping or a JSON object string)"
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return "one of: " + ", ".join(str(m.value) for m in annotation)
-    return {
-        bool: "a boolean (true/false)",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-    }.get(annotation, f"of type {getattr(annotation, '__name__', annotation)}")
+    return _TYPE_WORDS.get(annotation, f"of type {getattr(annotation, '__name__', annotation)}")
 
 
-def _coerce(value: Any, annotation: Any) -> Any:
-    if annotation is Any or annotation is typing.Any:
+def _coerce(value: object, annotation: object) -> object:
+    if annotation is Any or annotation is object:  # unresolved annotations: taken as given
         return value
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -91,7 +102,7 @@ def _coerce(value: Any, annotation: Any) -> Any:
     if origin in (list, tuple) or annotation in (list, tuple):
         inner = args[0] if args else Any
         if isinstance(value, str):
-            items: list[Any] = [p.strip() for p in value.split(",") if p.strip()]
+            items: list[object] = [p.strip() for p in value.split(",") if p.strip()]
         elif isinstance(value, list | tuple):
             items = list(value)
         else:
@@ -166,11 +177,11 @@ def _coerce(value: Any, annotation: Any) -> Any:
     return value
 
 
-def _is_none(value: Any) -> bool:
+def _is_none(value: object) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
 
 
-def _specificity(annotation: Any, prefer_list: bool) -> int:
+def _specificity(annotation: object, prefer_list: bool) -> int:
     """Order union alternatives: narrow scalars first; lists before strings only for a,b values."""
     if typing.get_origin(annotation) in (list, tuple) or annotation in (list, tuple):
         return 4 if prefer_list else 10

@@ -15,26 +15,51 @@ class FinetuningArguments:
             "kto (desirable/undesirable answers) or rm (reward model)."
         },
     )
-    finetuning_type: Literal["lora", "freeze", "full"] = "lora"
+    finetuning_type: Literal["lora", "freeze", "full"] = field(
+        default="lora",
+        metadata={"help": "lora (adapters), freeze (train some layers) or full (every weight)."},
+    )
     # lora
-    lora_rank: int = 8
+    lora_rank: int = field(default=8, metadata={"help": "Rank of the LoRA matrices."})
     lora_alpha: int | None = field(default=None, metadata={"help": "Defaults to 2 * lora_rank."})
-    lora_dropout: float = 0.0
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
     lora_target: list[str] = field(
         default_factory=lambda: ["all"], metadata={"help": "`all` linear layers, or module names."}
     )
-    additional_target: list[str] | None = None
-    use_rslora: bool = False
-    use_dora: bool = False
-    create_new_adapter: bool = False
+    additional_target: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Modules trained and saved in full next to the adapter (for example embed_tokens), comma-separated."
+        },
+    )
+    use_rslora: bool = field(
+        default=False, metadata={"help": "Rank-stabilised LoRA: scale by lora_alpha / sqrt(rank)."}
+    )
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
+    create_new_adapter: bool = field(
+        default=False,
+        metadata={"help": "With adapter_name_or_path: merge them all and train a fresh adapter on top."},
+    )
     # freeze
-    freeze_trainable_layers: int = 2
-    freeze_trainable_modules: list[str] = field(default_factory=lambda: ["all"])
-    freeze_extra_modules: list[str] | None = None
+    freeze_trainable_layers: int = field(
+        default=2,
+        metadata={"help": "With finetuning_type freeze: train the last N layers (negative: the first N)."},
+    )
+    freeze_trainable_modules: list[str] = field(
+        default_factory=lambda: ["all"],
+        metadata={"help": "With finetuning_type freeze: the modules of those layers to train, or `all`."},
+    )
+    freeze_extra_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "With finetuning_type freeze: modules outside the layers to train as well."},
+    )
     # multimodal parts
-    freeze_vision_tower: bool = True
-    freeze_multi_modal_projector: bool = True
-    freeze_language_model: bool = False
+    freeze_vision_tower: bool = field(
+        default=True, metadata={"help": "Keep a multimodal model's vision (or audio) encoder frozen."}
+    )
+    freeze_multi_modal_projector: bool = field(
+        default=True, metadata={"help": "Keep a multimodal model's projector frozen."}
+    )
     # LoRA variants through PEFT (issue 18): PiSSA initialisation, LoRA+ learning rates
     pissa_init: bool = field(
         default=False, metadata={"help": "Initialise LoRA from the weights' SVD (PiSSA)."}
@@ -49,45 +74,100 @@ class FinetuningArguments:
     loraplus_lr_ratio: float | None = field(
         default=None, metadata={"help": "LoRA+: learning rate of the B matrices over that of A."}
     )
-    loraplus_lr_embedding: float = 1e-6
+    loraplus_lr_embedding: float = field(
+        default=1e-6, metadata={"help": "LoRA+: learning rate of embedding adapters."}
+    )
     # optimizers through their own packages (issue 18): GaLore, APOLLO, BAdam, Adam-mini
-    use_galore: bool = False
-    galore_target: list[str] = field(default_factory=lambda: ["all"])
-    galore_rank: int = 16
-    galore_update_interval: int = 200
-    galore_scale: float = 2.0
-    galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
-    galore_layerwise: bool = False
-    use_apollo: bool = False
-    apollo_target: list[str] = field(default_factory=lambda: ["all"])
-    apollo_rank: int = 16
-    apollo_update_interval: int = 200
-    apollo_scale: float = 32.0
-    apollo_proj: Literal["svd", "random"] = "random"
-    apollo_proj_type: Literal["std", "right", "left"] = "std"
-    apollo_scale_type: Literal["channel", "tensor"] = "channel"
-    apollo_layerwise: bool = False
-    apollo_scale_front: bool = False
-    use_badam: bool = False
-    badam_mode: Literal["layer", "ratio"] = "layer"
-    badam_start_block: int | None = None
-    badam_switch_mode: Literal["ascending", "descending", "random", "fixed"] = "ascending"
-    badam_switch_interval: int = 50
-    badam_update_ratio: float = 0.05
-    badam_mask_mode: Literal["adjacent", "scatter"] = "adjacent"
-    badam_verbose: int = 0
-    use_adam_mini: bool = False
+    use_galore: bool = field(
+        default=False, metadata={"help": "GaLore optimizer (full or freeze finetuning; galore-torch)."}
+    )
+    galore_target: list[str] = field(
+        default_factory=lambda: ["all"], metadata={"help": "Linear layers GaLore projects, or `all`."}
+    )
+    galore_rank: int = field(default=16, metadata={"help": "Rank of GaLore's gradient projection."})
+    galore_update_interval: int = field(
+        default=200, metadata={"help": "Steps between updates of GaLore's projection."}
+    )
+    galore_scale: float = field(default=2.0, metadata={"help": "Scale of GaLore's projected update."})
+    galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = field(
+        default="std", metadata={"help": "GaLore projection: std, reverse_std, right, left or full."}
+    )
+    galore_layerwise: bool = field(
+        default=False,
+        metadata={
+            "help": "Update each layer during the backward pass (needs gradient_accumulation_steps: 1)."
+        },
+    )
+    use_apollo: bool = field(
+        default=False, metadata={"help": "APOLLO optimizer (full or freeze finetuning; apollo-torch)."}
+    )
+    apollo_target: list[str] = field(
+        default_factory=lambda: ["all"], metadata={"help": "Linear layers APOLLO projects, or `all`."}
+    )
+    apollo_rank: int = field(default=16, metadata={"help": "Rank of APOLLO's projection."})
+    apollo_update_interval: int = field(
+        default=200, metadata={"help": "Steps between updates of APOLLO's projection."}
+    )
+    apollo_scale: float = field(default=32.0, metadata={"help": "Scale of APOLLO's update."})
+    apollo_proj: Literal["svd", "random"] = field(
+        default="random", metadata={"help": "APOLLO projection: svd or random."}
+    )
+    apollo_proj_type: Literal["std", "right", "left"] = field(
+        default="std", metadata={"help": "APOLLO projection side: std, right or left."}
+    )
+    apollo_scale_type: Literal["channel", "tensor"] = field(
+        default="channel", metadata={"help": "APOLLO scaling: per channel or per tensor."}
+    )
+    apollo_layerwise: bool = field(
+        default=False,
+        metadata={
+            "help": "Update each layer during the backward pass (needs gradient_accumulation_steps: 1)."
+        },
+    )
+    apollo_scale_front: bool = field(
+        default=False,
+        metadata={"help": "Not among transformers' APOLLO settings: warned about and not applied."},
+    )
+    use_badam: bool = field(
+        default=False,
+        metadata={"help": "BAdam: Adam on one block of layers at a time (full or freeze finetuning; badam)."},
+    )
+    badam_mode: Literal["layer", "ratio"] = field(
+        default="layer",
+        metadata={
+            "help": "BAdam mode: layer (ratio is refused: transformers cannot take its sparse gradients' norm)."
+        },
+    )
+    badam_start_block: int | None = field(
+        default=None, metadata={"help": "Block BAdam starts with (default: its own choice)."}
+    )
+    badam_switch_mode: Literal["ascending", "descending", "random", "fixed"] = field(
+        default="ascending",
+        metadata={"help": "Order BAdam switches blocks in: ascending, descending, random or fixed."},
+    )
+    badam_switch_interval: int = field(default=50, metadata={"help": "Steps between BAdam's block switches."})
+    badam_update_ratio: float = field(
+        default=0.05, metadata={"help": "badam_mode ratio only (refused): share of parameters updated."}
+    )
+    badam_mask_mode: Literal["adjacent", "scatter"] = field(
+        default="adjacent", metadata={"help": "badam_mode ratio only (refused): adjacent or scatter masks."}
+    )
+    badam_verbose: int = field(default=0, metadata={"help": "BAdam's own logging level: 0, 1 or 2."})
+    use_adam_mini: bool = field(default=False, metadata={"help": "Adam-mini optimizer (adam-mini)."})
     # LLaMA Pro (issue 18): train only the blocks `lmforge expand` inserted
     use_llama_pro: bool = field(
         default=False,
         metadata={"help": "With finetuning_type freeze: train the freeze_trainable_layers expanded blocks."},
     )
     # misc
-    pure_bf16: bool = False
-    compute_accuracy: bool = False
-    disable_shuffling: bool = False
-    plot_loss: bool = False
-    include_effective_tokens_per_second: bool = False
+    pure_bf16: bool = field(
+        default=False,
+        metadata={"help": "Keep the trainable weights in bf16 too (default: float32 master weights)."},
+    )
+    disable_shuffling: bool = field(default=False, metadata={"help": "Read the training samples in order."})
+    plot_loss: bool = field(
+        default=False, metadata={"help": "Save training_loss.png (and the eval loss) in output_dir."}
+    )
     chunked_loss: bool = field(
         default=True,
         metadata={
@@ -146,5 +226,9 @@ class FinetuningArguments:
         },
     )
     # output handling that transformers 5 dropped from TrainingArguments
-    overwrite_output_dir: bool = False
-    logging_dir: str | None = None
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace what output_dir holds; otherwise a non-empty output_dir resumes or stops."
+        },
+    )

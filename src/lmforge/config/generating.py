@@ -1,32 +1,33 @@
-"""Generation defaults for chat and serving (LLaMA-Factory key names)."""
+"""Generation defaults for chat, serving and predictions (LLaMA-Factory key names).
+
+LLaMA-Factory's beam-search keys (``num_beams``, ``length_penalty``) and ``max_length`` are
+refused unless at their defaults (config/llamafactory_keys.py): no engine here reads them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 
 @dataclass
 class GeneratingArguments:
-    do_sample: bool = True
-    temperature: float = 0.95
-    top_p: float = 0.7
-    top_k: int = 50
-    num_beams: int = 1
-    max_length: int = 1024
-    max_new_tokens: int = 1024
-    repetition_penalty: float = 1.0
-    length_penalty: float = 1.0
-    default_system: str | None = None
-    skip_special_tokens: bool = True
-
-    def to_generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``model.generate`` (max_new_tokens wins over max_length)."""
-        kwargs = asdict(self)
-        kwargs.pop("default_system")
-        kwargs.pop("skip_special_tokens")
-        if kwargs.get("max_new_tokens", -1) > 0:
-            kwargs.pop("max_length")
-        else:
-            kwargs.pop("max_new_tokens")
-        return kwargs
+    do_sample: bool = field(
+        default=True, metadata={"help": "Sample replies (temperature, top_p, top_k); false is greedy."}
+    )
+    temperature: float = field(
+        default=0.95, metadata={"help": "Sampling temperature; lower is more focused."}
+    )
+    top_p: float = field(
+        default=0.7, metadata={"help": "Nucleus sampling: keep the likeliest tokens up to this mass."}
+    )
+    top_k: int = field(default=50, metadata={"help": "Sample only among the k likeliest tokens."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Longest reply, in new tokens."})
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Above 1 makes tokens already in the text less likely (1: off)."}
+    )
+    default_system: str | None = field(
+        default=None, metadata={"help": "System prompt used when a conversation has none."}
+    )
+    skip_special_tokens: bool = field(
+        default=True, metadata={"help": "Leave special tokens out of the decoded reply."}
+    )

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -31,9 +31,9 @@ class Bf16Support:
     """What was found (``amx_bf16``) or what is missing, in words a warning can carry."""
 
 
-def cpu_features() -> Mapping[str, Any]:
+def cpu_features() -> Mapping[str, object]:
     """torch's report of the CPU's instruction sets (``torch.cpu.get_capabilities()``); {} if unavailable."""
-    import torch
+    import torch  # here and below: torch loads only when a fact is asked for, not with the config
 
     try:
         return torch.cpu.get_capabilities()
@@ -73,7 +73,7 @@ def matmul_rate(
 
 @cache
 def _measured_rate(dtype_name: str, shape: tuple[int, int, int], budget_s: float) -> float:
-    import torch
+    import torch  # only when measured
 
     dtype = getattr(torch, dtype_name)
     m, k, n = shape
@@ -93,7 +93,7 @@ def _measured_rate(dtype_name: str, shape: tuple[int, int, int], budget_s: float
 def module_call_seconds(runs: int = 200) -> float:
     """Seconds of one small module's forward and backward: the fixed cost every layer pays per
     step whatever its size (Python, dispatch, autograd), which dominates small models on a CPU."""
-    import torch
+    import torch  # only when measured
 
     layer = torch.nn.Linear(8, 8)
     x = torch.randn(4, 8)

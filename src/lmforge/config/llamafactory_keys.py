@@ -1,4 +1,4 @@
-"""LLaMA-Factory 0.9.2 options that lmforge does not implement yet, with LLaMA-Factory's defaults.
+"""LLaMA-Factory options lmforge does not implement (yet), with LLaMA-Factory's defaults.
 
 A config that sets one of these to its default is accepted (the option is off anyway);
 any other value stops the run with a message that names the option, rather than being ignored.
@@ -40,10 +40,42 @@ UNSUPPORTED_LLAMAFACTORY_KEYS: dict[str, Any] = {
     "ray_num_workers": 1,
     "resources_per_worker": NO_DEFAULT,
     "placement_strategy": "PACK",
+    # accepted by lmforge once but never read (issue 13): refused unless they ask for what lmforge does
+    "tool_format": None,
+    "buffer_size": 16384,
+    "eval_num_beams": None,
+    "ignore_pad_token_for_loss": True,
+    "resize_vocab": False,
+    "upcast_layernorm": False,
+    "upcast_lmhead_output": False,
+    "print_param_status": False,
+    "quantization_device_map": None,
+    "freeze_language_model": False,
+    "include_effective_tokens_per_second": False,
+    "compute_accuracy": False,
+    "num_beams": 1,
+    "length_penalty": 1.0,
+    "max_length": 1024,
+    "logging_dir": None,
 }
 
-# Why an option above is refused, where the reason lies outside lmforge (issue 18).
+# Why an option above is refused, where a reason helps more than "not supported yet".
 UNSUPPORTED_REASONS: dict[str, str] = {
+    "tool_format": "'tool_format' is not supported: each template has its own tool-call format; remove it "
+    "and choose the template whose format you need (`lmforge template list`)",
+    "buffer_size": "'buffer_size' (a shuffle buffer) is not supported: lmforge reads a stream in file order; "
+    "remove it",
+    "eval_num_beams": "'eval_num_beams' is not supported: lmforge generates without beam search; remove it",
+    "num_beams": "'num_beams' above 1 is not supported: lmforge generates without beam search "
+    "(do_sample chooses sampling or greedy); remove it",
+    "length_penalty": "'length_penalty' (a beam-search setting) is not supported: lmforge generates without "
+    "beam search; remove it",
+    "max_length": "'max_length' is not supported: replies are bounded by max_new_tokens; set that instead",
+    "ignore_pad_token_for_loss": "'ignore_pad_token_for_loss: false' is not supported: lmforge never trains "
+    "on padding; remove the key",
+    "compute_accuracy": "'compute_accuracy' is not supported yet; remove it (eval_loss is reported)",
+    "logging_dir": "'logging_dir' is not supported (transformers 5 dropped it): TensorBoard logs go under "
+    "output_dir, or set the environment variable TENSORBOARD_LOGGING_DIR; remove the key",
     "mixture_of_depths": (
         "'mixture_of_depths' is not supported: its package (mixture-of-depth 1.2.0, the one LLaMA-Factory uses) "
         "does not import with transformers 5 (it needs transformers.TRANSFORMERS_CACHE, removed in 5.0); remove it"

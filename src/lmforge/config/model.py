@@ -14,17 +14,38 @@ class ModelArguments:
     adapter_name_or_path: list[str] | None = field(
         default=None, metadata={"help": "LoRA adapter folder(s), comma-separated; applied in order."}
     )
-    cache_dir: str | None = None
-    use_fast_tokenizer: bool = True
-    resize_vocab: bool = False
-    split_special_tokens: bool = False
-    new_special_tokens: list[str] | None = None
-    model_revision: str = "main"
-    low_cpu_mem_usage: bool = True
+    cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder for models and datasets fetched from the hub (default: the hub's own cache)."
+        },
+    )
+    use_fast_tokenizer: bool = field(
+        default=True, metadata={"help": "Load the fast (Rust) tokenizer where the model has one."}
+    )
+    split_special_tokens: bool = field(
+        default=False,
+        metadata={"help": "Tokenize special-token text such as <|im_end|> as plain text, not as one token."},
+    )
+    new_special_tokens: list[str] | None = field(
+        default=None,
+        metadata={"help": "Tokens to add to the tokenizer as whole special tokens, comma-separated."},
+    )
+    model_revision: str = field(
+        default="main", metadata={"help": "Hub revision (branch, tag or commit) of the model."}
+    )
+    low_cpu_mem_usage: bool = field(
+        default=True, metadata={"help": "Load the weights without a second copy in memory."}
+    )
     flash_attn: Literal["auto", "disabled", "sdpa", "fa2"] = field(
         default="auto", metadata={"help": "Attention implementation: auto, disabled (eager), sdpa or fa2."}
     )
-    disable_gradient_checkpointing: bool = False
+    disable_gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "LLaMA-Factory's switch: true turns gradient checkpointing off (see gradient_checkpointing)."
+        },
+    )
     use_reentrant_gc: bool = field(
         default=False,
         metadata={
@@ -32,36 +53,74 @@ class ModelArguments:
             "false: PyTorch's recommended implementation, about 10% faster a step on a CPU, same results."
         },
     )
-    upcast_layernorm: bool = False
-    upcast_lmhead_output: bool = False
-    train_from_scratch: bool = False
-    use_cache: bool = True
-    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    hf_hub_token: str | None = None
-    print_param_status: bool = False
+    train_from_scratch: bool = field(
+        default=False,
+        metadata={"help": "Start from randomly initialised weights of the model's architecture."},
+    )
+    use_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "LLaMA-Factory's KV-cache switch; lmforge's engines decide the cache themselves (accepted, not read)."
+        },
+    )
+    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = field(
+        default="auto",
+        metadata={
+            "help": "Weights' dtype for chat, serving, eval and export: auto (the checkpoint's), float16, bfloat16 or float32."
+        },
+    )
+    hf_hub_token: str | None = field(
+        default=None,
+        metadata={"help": "Token for private or gated hub models (and for export_hub_model_id uploads)."},
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run model code shipped with the checkpoint. Off unless you set it."}
     )
-    model_max_length: int | None = None
+    model_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Longest sequence the model takes, overriding its config (serving's context length)."
+        },
+    )
     # quantization (QLoRA through bitsandbytes, GPU only)
-    quantization_method: Literal["bitsandbytes", "bnb"] = "bitsandbytes"
+    quantization_method: Literal["bitsandbytes", "bnb"] = field(
+        default="bitsandbytes", metadata={"help": "QLoRA backend: bitsandbytes (bnb)."}
+    )
     quantization_bit: int | None = field(default=None, metadata={"help": "4 or 8 to train QLoRA (GPU only)."})
-    quantization_type: Literal["fp4", "nf4"] = "nf4"
-    double_quantization: bool = True
-    quantization_device_map: Literal["auto"] | None = None
+    quantization_type: Literal["fp4", "nf4"] = field(
+        default="nf4", metadata={"help": "4-bit number format: nf4 or fp4."}
+    )
+    double_quantization: bool = field(
+        default=True, metadata={"help": "Quantize the 4-bit scales as well (saves about 0.4 bits a weight)."}
+    )
     # multimodal processors
-    image_max_pixels: int = 768 * 768
-    image_min_pixels: int = 32 * 32
-    video_max_pixels: int = 256 * 256
-    video_min_pixels: int = 16 * 16
-    video_fps: float = 2.0
-    video_maxlen: int = 128
+    image_max_pixels: int = field(
+        default=768 * 768,
+        metadata={"help": "Images larger than this many pixels are scaled down before encoding."},
+    )
+    image_min_pixels: int = field(
+        default=32 * 32,
+        metadata={"help": "Images smaller than this many pixels are scaled up before encoding."},
+    )
+    video_max_pixels: int = field(
+        default=256 * 256, metadata={"help": "Largest video frame, in pixels; larger frames are scaled down."}
+    )
+    video_min_pixels: int = field(
+        default=16 * 16, metadata={"help": "Smallest video frame, in pixels; smaller frames are scaled up."}
+    )
+    video_fps: float = field(default=2.0, metadata={"help": "Frames sampled per second of video."})
+    video_maxlen: int = field(
+        default=128, metadata={"help": "Most frames taken from one video, spread over the whole clip."}
+    )
     # export
     export_dir: str | None = field(
         default=None, metadata={"help": "Where `lmforge export` writes the merged model."}
     )
     export_size: int = field(default=5, metadata={"help": "Shard size of the exported model, in GB."})
-    export_device: Literal["cpu", "auto"] = "cpu"
+    export_device: Literal["cpu", "auto"] = field(
+        default="cpu",
+        metadata={"help": "Device for the export merge; auto changes nothing, merging is cheap on the CPU."},
+    )
     export_legacy_format: bool = field(
         default=False, metadata={"help": "Write pytorch_model*.bin shards instead of safetensors."}
     )
@@ -70,9 +129,15 @@ class ModelArguments:
         default=None,
         metadata={"help": "Quantize the export with GPTQ to this many bits (CUDA GPU, gptqmodel)."},
     )
-    export_quantization_dataset: str | None = None
-    export_quantization_nsamples: int = 128
-    export_quantization_maxlen: int = 1024
+    export_quantization_dataset: str | None = field(
+        default=None, metadata={"help": "JSON/JSONL file of calibration texts for export_quantization_bit."}
+    )
+    export_quantization_nsamples: int = field(
+        default=128, metadata={"help": "Calibration texts used for GPTQ export."}
+    )
+    export_quantization_maxlen: int = field(
+        default=1024, metadata={"help": "Longest calibration text, in tokens, for GPTQ export."}
+    )
     export_hub_model_id: str | None = field(
         default=None,
         metadata={"help": "Also upload the exported folder to this Hugging Face hub repository."},

@@ -7,98 +7,26 @@ name; a value of the wrong type names the key, the value and the expected type.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import typing
-from dataclasses import dataclass, field
-from functools import cache
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from lmforge.config.coerce import coerce_value
-from lmforge.config.data import DataArguments
-from lmforge.config.evaluation import EvaluationArguments
-from lmforge.config.finetuning import FinetuningArguments
-from lmforge.config.generating import GeneratingArguments
+from lmforge.config.keys import all_keys, field_types, key_owners, training_field_types
 from lmforge.config.legacy_training_keys import LEGACY_TRAINING_KEYS
 from lmforge.config.llamafactory_keys import NO_DEFAULT, UNSUPPORTED_LLAMAFACTORY_KEYS, UNSUPPORTED_REASONS
-from lmforge.config.model import ModelArguments
-from lmforge.config.requirements import check_training_requirements
-from lmforge.config.serving import ServingArguments
+from lmforge.config.rules import check_rules
+from lmforge.config.settings import CONCERNS, Config
 from lmforge.errors import ConfigError, did_you_mean
-
-if TYPE_CHECKING:
-    from transformers import Seq2SeqTrainingArguments
 
 logger = logging.getLogger(__name__)
 
-CONCERNS: dict[str, type] = {
-    "model": ModelArguments,
-    "data": DataArguments,
-    "finetuning": FinetuningArguments,
-    "generating": GeneratingArguments,
-    "serving": ServingArguments,
-    "evaluation": EvaluationArguments,  # lmforge eval (issue 17)
-}
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 LLAMAFACTORY_ONLY_STAGES = ("ppo",)
-
-
-@dataclass
-class Config:
-    """All settings of one run, grouped by concern."""
-
-    model: ModelArguments = field(default_factory=ModelArguments)
-    data: DataArguments = field(default_factory=DataArguments)
-    finetuning: FinetuningArguments = field(default_factory=FinetuningArguments)
-    generating: GeneratingArguments = field(default_factory=GeneratingArguments)
-    serving: ServingArguments = field(default_factory=ServingArguments)
-    evaluation: EvaluationArguments = field(default_factory=EvaluationArguments)  # lmforge eval
-    training_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Typed values for transformers' Seq2SeqTrainingArguments, as the user gave them."""
-    source: Path | None = None
-
-    def training_arguments(self) -> Seq2SeqTrainingArguments:
-        """Build transformers' training arguments (imports transformers; train only)."""
-        from transformers import Seq2SeqTrainingArguments
-
-        check_training_requirements(self)  # a missing optional package: one line, not transformers' traceback
-        kwargs = dict(self.training_kwargs)
-        _fall_back_from_half_precision(kwargs)
-        try:
-            return Seq2SeqTrainingArguments(**kwargs)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"training settings: {exc}") from None
-
-
-def _fall_back_from_half_precision(kwargs: dict[str, Any]) -> None:
-    """``bf16``/``fp16`` on a machine without a GPU: keep bf16 where the CPU computes it natively,
-    otherwise warn and train in fp32 instead of crashing.
-
-    A tutorial config written for a GPU should still run on a laptop; fp32 gives the same
-    result, only slower. docs/design.md records this choice.
-    """
-    import torch
-
-    from lmforge.config.hardware import cpu_bf16_support
-
-    if torch.cuda.is_available():
-        return
-    if kwargs.get("fp16"):
-        logger.warning("fp16: true needs a GPU (CPUs have no fast fp16 training); training runs in fp32")
-        kwargs["fp16"] = False
-    if kwargs.get("bf16"):
-        support = cpu_bf16_support()
-        if support.native:
-            logger.info("bf16: mixed precision on the CPU (%s)", support.detail)
-        else:
-            logger.warning(
-                "bf16: true needs a GPU or a CPU with native bf16; %s: training runs in fp32", support.detail
-            )
-            kwargs["bf16"] = False
+__all__ = ["Config", "all_keys", "build_config", "key_owners", "load_config", "parse_cli", "read_config_file"]
 
 
 def parse_cli(argv: list[str]) -> tuple[Path | None, dict[str, str]]:
@@ -131,7 +59,7 @@ def parse_cli(argv: list[str]) -> tuple[Path | None, dict[str, str]]:
     return path, overrides
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, object]:
     """Load a YAML or JSON mapping; errors name the file and the position."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -158,19 +86,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def load_config(argv: list[str]) -> Config:
     """Parse a command's arguments (config file plus overrides) into a :class:`Config`."""
     path, overrides = parse_cli(argv)
-    values: dict[str, Any] = read_config_file(path) if path else {}
+    values: dict[str, object] = read_config_file(path) if path else {}
     values.update(overrides)
     config = build_config(values)
     config.source = path
     return config
 
 
-def build_config(values: dict[str, Any]) -> Config:
-    """Validate and type a flat mapping of settings."""
+def build_config(values: Mapping[str, object]) -> Config:
+    """Validate and type a flat mapping of settings, then check the rules between its keys."""
     owners = key_owners()
-    training_types = _training_field_types()
-    grouped: dict[str, dict[str, Any]] = {name: {} for name in CONCERNS}
-    training_kwargs: dict[str, Any] = {}
+    training_types = training_field_types()
+    grouped: dict[str, dict[str, object]] = {name: {} for name in CONCERNS}
+    training_kwargs: dict[str, object] = {}
     for key, raw in values.items():
         if not isinstance(key, str):
             raise ConfigError(f"config key {key!r} must be a string")
@@ -180,7 +108,7 @@ def build_config(values: dict[str, Any]) -> Config:
             )
         if key in owners:
             concern = owners[key]
-            grouped[concern][key] = coerce_value(key, raw, _field_types(CONCERNS[concern])[key])
+            grouped[concern][key] = coerce_value(key, raw, field_types(CONCERNS[concern])[key])
         elif key in training_types:
             training_kwargs[key] = coerce_value(key, raw, training_types[key])
         elif key in LEGACY_TRAINING_KEYS:
@@ -189,8 +117,7 @@ def build_config(values: dict[str, Any]) -> Config:
                     raise ConfigError(f"config keys '{key}' and '{new_key}' set the same thing; keep one")
                 training_kwargs[new_key] = new_value
         elif key in UNSUPPORTED_LLAMAFACTORY_KEYS:
-            default = UNSUPPORTED_LLAMAFACTORY_KEYS[key]
-            if default is not NO_DEFAULT and raw == default:
+            if _is_llamafactory_default(key, raw):
                 logger.debug("ignoring %s=%r (LLaMA-Factory's default; the option is off)", key, raw)
                 continue
             raise ConfigError(
@@ -203,69 +130,23 @@ def build_config(values: dict[str, Any]) -> Config:
         **{name: CONCERNS[name](**grouped[name]) for name in CONCERNS},
         training_kwargs=training_kwargs,
     )
-    _check_combinations(config)
+    check_rules(config)
     return config
 
 
-def all_keys() -> set[str]:
-    """Every key a config may set."""
-    return set(key_owners()) | set(_training_field_types()) | set(LEGACY_TRAINING_KEYS)
-
-
-@cache
-def key_owners() -> dict[str, str]:
-    """Map each lmforge key to its concern's name."""
-    owners: dict[str, str] = {}
-    for name, cls in CONCERNS.items():
-        for f in dataclasses.fields(cls):
-            owners[f.name] = name
-    return owners
-
-
-@cache
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls) if f.init}
-
-
-@cache
-def _training_field_types() -> dict[str, Any]:
-    from transformers import Seq2SeqTrainingArguments
-
+def _is_llamafactory_default(key: str, raw: object) -> bool:
+    """``raw`` (a YAML value or a command-line string) equals LLaMA-Factory's default for ``key``."""
+    default = UNSUPPORTED_LLAMAFACTORY_KEYS[key]
+    if default is NO_DEFAULT:
+        return False
+    if raw == default:
+        return True
     try:
-        hints = typing.get_type_hints(Seq2SeqTrainingArguments)
-    except Exception:  # a forward reference transformers never resolves: fall back per field
-        hints = {}
-    return {
-        f.name: hints.get(f.name, f.type if not isinstance(f.type, str) else Any)
-        for f in dataclasses.fields(Seq2SeqTrainingArguments)
-        if f.init and not f.name.startswith("_")
-    }
+        return bool(coerce_value(key, raw, type(default)) == default)
+    except ConfigError:
+        return False
 
 
 def _unknown_key_message(key: str) -> str:
-    hint = did_you_mean(key, all_keys()) or " (see `lmforge train --help` for the keys)"
+    hint = did_you_mean(key, all_keys()) or " (see `lmforge train --help keys` for the keys)"
     return f"unknown config key '{key}'{hint}"
-
-
-def _check_combinations(config: Config) -> None:
-    data = config.data
-    if data.val_size < 0:
-        raise ConfigError("config key 'val_size' must be >= 0 (a fraction below 1, or a sample count)")
-    if data.val_size >= 1 and not float(data.val_size).is_integer():
-        raise ConfigError("config key 'val_size' must be a fraction below 1 or a whole number of samples")
-    if data.cutoff_len <= 0:
-        raise ConfigError("config key 'cutoff_len' must be a positive number of tokens")
-    if data.max_samples is not None and data.max_samples <= 0:
-        raise ConfigError("config key 'max_samples' must be a positive number of samples")
-    if data.interleave_probs is not None and data.mix_strategy == "concat":
-        raise ConfigError(
-            "config key 'interleave_probs' needs mix_strategy interleave_under or interleave_over"
-        )
-    if data.neat_packing and data.packing is False:
-        raise ConfigError("config key 'neat_packing' needs packing; remove 'packing: false'")
-    quant = config.model.quantization_bit
-    if quant is not None and quant not in (4, 8):
-        raise ConfigError(f"config key 'quantization_bit' must be 4 or 8, got {quant}")
-    if config.finetuning.finetuning_type != "lora" and quant is not None:
-        raise ConfigError("config key 'quantization_bit' needs finetuning_type: lora (QLoRA)")

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from lmforge.config.finetuning import FinetuningArguments
+from lmforge.config.model import ModelArguments
 from lmforge.errors import ConfigError
-
-if TYPE_CHECKING:
-    from lmforge.config.model import ModelArguments
-    from lmforge.config.parser import Config
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,7 @@ REPORT_MODULES = {
 }
 
 
-def require(package: OptionalPackage, key: str, value: Any = True) -> None:
+def require(package: OptionalPackage, key: str, value: object = True) -> None:
     """One line naming ``key`` and the extra to install when ``package`` is missing (or needs a GPU)."""
     setting = f"config key '{key}'" + ("" if value is True else f" ({key}: {value})")
     if not package.installed():
@@ -120,13 +118,12 @@ def require(package: OptionalPackage, key: str, value: Any = True) -> None:
             f"pip install 'lmforge[{package.extra}]'"
             + (" (on a machine with a CUDA GPU)" if package.needs_gpu else "")
         )
-    if package.needs_gpu and not _cuda_available():
+    if package.needs_gpu and not cuda_available():
         raise ConfigError(f"{setting} needs a CUDA GPU ({package.distribution}); none found on this machine")
 
 
-def check_training_requirements(config: Config) -> None:
+def check_training_requirements(kwargs: Mapping[str, object]) -> None:
     """Every optional package the training keys name, checked before ``TrainingArguments`` is built."""
-    kwargs = config.training_kwargs
     deepspeed = kwargs.get("deepspeed")
     if deepspeed:
         if isinstance(deepspeed, str) and not Path(deepspeed).expanduser().is_file():
@@ -138,7 +135,7 @@ def check_training_requirements(config: Config) -> None:
     if kwargs.get("use_liger_kernel"):
         require(LIGER, "use_liger_kernel")
     reports = kwargs.get("report_to")
-    for name in [reports] if isinstance(reports, str) else list(reports or []):
+    for name in [reports] if isinstance(reports, str) else reports if isinstance(reports, list) else []:
         module = REPORT_MODULES.get(name)
         if module and importlib.util.find_spec(module) is None:
             raise ConfigError(
@@ -152,7 +149,7 @@ def check_model_requirements(model: ModelArguments) -> None:
     if model.flash_attn == "fa2":
         require(FLASH_ATTN, "flash_attn", "fa2")
     if model.quantization_bit is not None:
-        if not _cuda_available():
+        if not cuda_available():
             raise ConfigError(
                 "config key 'quantization_bit' (QLoRA) needs a CUDA GPU with bitsandbytes; "
                 "remove it to train on the CPU"
@@ -160,7 +157,23 @@ def check_model_requirements(model: ModelArguments) -> None:
         require(BITSANDBYTES, "quantization_bit", model.quantization_bit)
 
 
-def _cuda_available() -> bool:
+OPTIMIZER_PACKAGES = {
+    "use_galore": GALORE,
+    "use_apollo": APOLLO,
+    "use_badam": BADAM,
+    "use_adam_mini": ADAM_MINI,
+}
+
+
+def check_optimizer_requirements(finetuning: FinetuningArguments) -> None:
+    """The package of the optimizer option chosen (GaLore, APOLLO, BAdam, Adam-mini)."""
+    for key, package in OPTIMIZER_PACKAGES.items():
+        if getattr(finetuning, key):
+            require(package, key)
+
+
+def cuda_available() -> bool:
+    # torch loads only when a key needs the answer, so parsing a config stays light
     import torch
 
     return torch.cuda.is_available()

@@ -15,7 +15,6 @@ import torch
 
 from lmforge.config import Config
 from lmforge.config.finetuning import FinetuningArguments
-from lmforge.config.requirements import ADAM_MINI, APOLLO, BADAM, GALORE, require
 from lmforge.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -25,55 +24,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 OUTPUT_HEADS = ("lm_head", "embed_out", "output")
-
-
-def check_optimizer_choice(config: Config) -> None:
-    """At most one of the optimizer options, each with the finetuning type it works with, and its package."""
-    args = config.finetuning
-    chosen = [
-        key
-        for key, on in (
-            ("use_galore", args.use_galore),
-            ("use_apollo", args.use_apollo),
-            ("use_badam", args.use_badam),
-            ("use_adam_mini", args.use_adam_mini),
-            ("loraplus_lr_ratio", args.loraplus_lr_ratio is not None),
-        )
-        if on
-    ]
-    if len(chosen) > 1:
-        raise ConfigError(
-            f"config keys {' and '.join(repr(k) for k in chosen)} each choose the optimizer; keep one"
-        )
-    if not chosen:
-        return
-    key = chosen[0]
-    if key == "loraplus_lr_ratio":
-        if args.finetuning_type != "lora":
-            raise ConfigError("config key 'loraplus_lr_ratio' needs finetuning_type: lora")
-        return
-    if key in ("use_galore", "use_apollo", "use_badam") and args.finetuning_type == "lora":
-        raise ConfigError(
-            f"config key '{key}' trains full weights; use finetuning_type: full or freeze, not lora"
-        )
-    if key in ("use_galore", "use_apollo") and "optim" in config.training_kwargs:
-        raise ConfigError(f"config keys '{key}' and 'optim' both choose the optimizer; keep one")
-    require(
-        {"use_galore": GALORE, "use_apollo": APOLLO, "use_badam": BADAM, "use_adam_mini": ADAM_MINI}[key], key
-    )
-    if key == "use_badam" and args.badam_mode == "ratio":
-        raise ConfigError(
-            "config key 'badam_mode: ratio' makes sparse gradients, whose norm transformers' Trainer cannot "
-            "take (it logs grad_norm every step); use badam_mode: layer"
-        )
-    layerwise = (key == "use_galore" and args.galore_layerwise) or (
-        key == "use_apollo" and args.apollo_layerwise
-    )
-    if layerwise and int(config.training_kwargs.get("gradient_accumulation_steps", 1)) != 1:
-        raise ConfigError(
-            f"config key '{key.replace('use_', '')}_layerwise' updates each layer during the backward pass, "
-            "so it needs gradient_accumulation_steps: 1"
-        )
 
 
 def configure_optimizer(

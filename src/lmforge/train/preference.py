@@ -35,10 +35,6 @@ Batch = dict[str, torch.Tensor]
 
 def loss_settings(config: Config) -> LossSettings:
     finetuning = config.finetuning
-    if not 0 <= finetuning.dpo_label_smoothing < 0.5:
-        raise ConfigError(
-            f"config key 'dpo_label_smoothing' must be in [0, 0.5), got {finetuning.dpo_label_smoothing}"
-        )
     return LossSettings(
         beta=finetuning.pref_beta,
         label_smoothing=finetuning.dpo_label_smoothing,

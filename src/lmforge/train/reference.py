@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from lmforge.config import Config
-from lmforge.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -74,8 +73,6 @@ def build_reference(config: Config, policy: nn.Module, dtype: torch.dtype) -> Re
     finetuning = config.finetuning
     if finetuning.ref_model:
         return Reference("frozen_model", _load_frozen(config, dtype, from_ref_model=True))
-    if finetuning.ref_model_adapters:
-        raise ConfigError("config key 'ref_model_adapters' needs ref_model (the model they belong to)")
     if finetuning.finetuning_type == "lora":
         adapters = list(config.model.adapter_name_or_path or [])
         if adapters and not finetuning.create_new_adapter:

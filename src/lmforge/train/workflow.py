@@ -24,7 +24,7 @@ from lmforge.errors import ConfigError
 from lmforge.model.adapter import save_converted_pissa, save_pissa_initial
 from lmforge.train.callbacks import JsonlLog, ProgressBar, SignalStop, Throughput
 from lmforge.train.estimate import estimate_run, use_checkpointing
-from lmforge.train.optimizers import check_optimizer_choice, configure_optimizer
+from lmforge.train.optimizers import configure_optimizer
 from lmforge.train.outputs import move_contents, plot_losses, resolve_resume, write_json
 from lmforge.train.stage import PREFERENCE_STAGES, StageParts
 
@@ -203,14 +203,6 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
         raise ConfigError(
             "config key 'output_dir' is required: the folder for checkpoints and the trained model"
         )
-    if config.model.quantization_bit is not None and not torch.cuda.is_available():
-        raise ConfigError(
-            "config key 'quantization_bit' (QLoRA) needs a CUDA GPU with bitsandbytes; remove it to train on the CPU"
-        )
-    if config.model.adapter_name_or_path and config.finetuning.finetuning_type != "lora":
-        raise ConfigError(
-            "config key 'adapter_name_or_path' needs finetuning_type: lora (it continues a LoRA adapter)"
-        )
     if not torch.cuda.is_available() and "use_cpu" not in config.training_kwargs:
         # accelerate sets up torchrun's processes (gloo) on a CPU only when told it runs on the CPU
         config.training_kwargs["use_cpu"] = True
@@ -230,11 +222,6 @@ def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
             args.train_sampling_strategy = "group_by_length"  # little padding without packing
     if "dataloader_pin_memory" not in config.training_kwargs and not torch.cuda.is_available():
         args.dataloader_pin_memory = False
-    check_optimizer_choice(config)
-    if config.finetuning.compute_accuracy:
-        raise ConfigError(
-            "config key 'compute_accuracy' is not supported yet; remove it (eval_loss is reported)"
-        )
     return args
 
 
@@ -315,12 +302,6 @@ def _arrange(
     from datasets import IterableDataset
 
     if isinstance(data.train, IterableDataset):  # streaming: consumed in order, nothing to pack or group
-        if packing_enabled(config):
-            raise ConfigError(
-                "packing needs the whole dataset at once; set packing: false with streaming: true"
-            )
-        if args.max_steps <= 0:
-            raise ConfigError("streaming: true needs max_steps (a stream has no length to count epochs by)")
         if args.train_sampling_strategy == "group_by_length":
             args.train_sampling_strategy = "random"
         return data.train, data.eval
