@@ -49,7 +49,6 @@ from lmforge.data.encoding import (
 from lmforge.data.preference import (
     PREFERENCE_STAGES,
     assemble_preference,
-    check_preference_settings,
     check_preference_spec,
     encode_preference_chunk,
 )
@@ -87,11 +86,10 @@ _TOKENIZER_FILES = (
 
 
 def encode_settings(data_args: DataArguments, stage: str) -> EncodeSettings:
-    """The encoding settings of ``stage``; the stage and the masking keys are checked here."""
+    """The encoding settings of ``stage`` (cross-key rules such as train_on_prompt x mask_history are
+    checked once, in ``config/rules.py``, when the config is built)."""
     if stage not in STAGES:
         raise ConfigError(f"stage '{stage}': datasets can be prepared for {' or '.join(STAGES)}")
-    if data_args.train_on_prompt and data_args.mask_history:
-        raise ConfigError("config keys 'train_on_prompt' and 'mask_history' cannot both be true; keep one")
     return EncodeSettings(
         stage=stage,
         cutoff_len=data_args.cutoff_len,
@@ -128,12 +126,8 @@ def load_sft_datasets(
     settings = encode_settings(data, stage)
     if stage != "pt":
         required_template(template, stage)
-    if stage in PREFERENCE_STAGES:
-        check_preference_settings(data, stage)
     if data.tokenized_path and is_saved_bundle(Path(data.tokenized_path)):
         return load_saved_bundle(Path(data.tokenized_path))
-    if data.eval_dataset and data.val_size:
-        raise ConfigError("config keys 'val_size' and 'eval_dataset' both choose the eval set; keep one")
     seed = training_seed(config)
     train_specs = resolve_datasets(data.dataset, data.dataset_dir, data.media_dir)
     eval_specs = resolve_datasets(data.eval_dataset, data.dataset_dir, data.media_dir)

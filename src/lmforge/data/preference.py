@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedTokenizerBase
 
-    from lmforge.config import DataArguments
     from lmforge.media.inputs import MediaProcessing
     from lmforge.templates import ChatTemplate
 
@@ -82,17 +81,6 @@ def _no_reply_columns(spec: DatasetSpec) -> ConfigError:
         f"{spec.describe()} has ranking: true but does not name its reply columns; add "
         '"columns": {"chosen": ..., "rejected": ...} to its dataset_info.json entry'
     )
-
-
-def check_preference_settings(data_args: DataArguments, stage: str) -> None:
-    """What preference stages do not take this round, refused in one line each."""
-    if data_args.streaming:
-        raise ConfigError(f"streaming: true is not supported with stage '{stage}' yet; set streaming: false")
-    if data_args.packing or data_args.neat_packing:
-        raise ConfigError(
-            f"packing is not supported with stage '{stage}' (each pair is padded as its own row); "
-            "set packing: false"
-        )
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lmforge.data.encoding import DataReport, DatasetReport, EncodeSettings, encode_chunk
 from lmforge.data.records import Part, make_converter, read_file, read_records
 from lmforge.data.registry import DatasetSpec, check_columns, data_files, detect_format, hub_options
-from lmforge.errors import ConfigError, DataError
+from lmforge.errors import DataError
 
 if TYPE_CHECKING:
     import datasets
@@ -42,10 +42,6 @@ def stream_datasets(
     import datasets
 
     data = config.data
-    if data.val_size and data.val_size < 1:
-        raise ConfigError(
-            "with streaming, config key 'val_size' must be a sample count (a whole number), not a fraction"
-        )
     hub = hub_options(config)
     report = DataReport(streaming=True)
 
