@@ -93,7 +93,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def load(tokenizer, template, stage: str, **settings):
-    return load_sft_datasets(build_config(settings), tokenizer, template, stage)
+    return load_sft_datasets(build_config({"stage": stage, **settings}), tokenizer, template, stage)
 
 
 def trained(tokenizer, ids: list[int], labels: list[int]) -> str:
