@@ -83,8 +83,8 @@ def main() -> int:
     from lmforge.assets import get_asset
     from lmforge.config.parser import build_config
     from lmforge.data import load_sft_datasets, make_converter, read_records, resolve_datasets
-    from lmforge.data.cache import code_fingerprint
-    from lmforge.data.checks import sft_view
+    from lmforge.data.encoding import sft_view
+    from lmforge.data.loader import code_fingerprint
     from lmforge.templates import get_template
 
     code_fingerprint()  # computed once per process; likewise kept out of the timings

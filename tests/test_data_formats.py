@@ -12,8 +12,8 @@ import pytest
 
 from lmforge.conversation import Conversation
 from lmforge.data import check_columns, detect_format, make_converter, read_records, resolve_datasets
-from lmforge.data.checks import pt_text, sft_view
-from lmforge.data.formats import BadRecord
+from lmforge.data.encoding import pt_text, sft_view
+from lmforge.data.records import BadRecord
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 

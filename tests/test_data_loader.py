@@ -10,7 +10,7 @@ import pytest
 
 from lmforge.config.parser import build_config
 from lmforge.data import load_sft_datasets
-from lmforge.data.truncation import split_text, truncate
+from lmforge.data.encoding import split_text, truncate
 from lmforge.templates.results import IGNORE_INDEX
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
@@ -59,7 +59,7 @@ def test_labels_train_replies_only_and_match_the_template(qwen, data_cache) -> N
     assert set(first) == {"input_ids", "labels"}
     assert trained_text(tokenizer, first) == "Bonjour<|im_end|>"
     from lmforge.data import make_converter, read_records, resolve_datasets
-    from lmforge.data.checks import sft_view
+    from lmforge.data.encoding import sft_view
 
     (spec,) = resolve_datasets(["tiny_alpaca"], FIXTURES)
     conv = sft_view(make_converter(spec)(read_records(spec).rows([0])[0]))
@@ -293,7 +293,7 @@ def test_a_tokenizer_change_after_loading_misses_the_cache(qwen, data_cache) -> 
 def test_untrained_samples_are_found_on_the_flat_arrays() -> None:
     import numpy as np
 
-    from lmforge.data.encode import _untrained
+    from lmforge.data.encoding import _untrained
 
     # four samples: trained after position 0; trained only at position 0; empty; nothing trained
     labels = np.array([-100, 5, 7, -100, -100, -100, -100], dtype=np.int32)
@@ -306,12 +306,12 @@ def test_untrained_samples_are_found_on_the_flat_arrays() -> None:
 def test_a_cache_entry_is_replaced_whole(tmp_path: Path) -> None:
     import datasets
 
-    from lmforge.data import cache
+    from lmforge.data.loader import read_report, write_entry
 
     target = tmp_path / "entry"
     first = datasets.Dataset.from_dict({"input_ids": [[1, 2]], "labels": [[-100, 2]]})
-    cache.write_entry(target, first, {"name": "a"})
-    cache.write_entry(target, first, {"name": "b"})  # replaces a complete entry
-    assert cache.read_report(target) == {"name": "b"}
+    write_entry(target, first, {"name": "a"})
+    write_entry(target, first, {"name": "b"})  # replaces a complete entry
+    assert read_report(target) == {"name": "b"}
     assert datasets.load_from_disk(str(target / "data"))["labels"] == [[-100, 2]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no temp or old folders left

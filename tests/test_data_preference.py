@@ -11,7 +11,7 @@ import pytest
 from lmforge.config.parser import build_config
 from lmforge.conversation import Conversation, Message
 from lmforge.data import load_sft_datasets
-from lmforge.data.truncation import fit_preference
+from lmforge.data.encoding import fit_preference
 from lmforge.errors import ConfigError, DataError
 from lmforge.templates.results import IGNORE_INDEX
 
@@ -93,7 +93,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def load(tokenizer, template, stage: str, **settings):
-    return load_sft_datasets(build_config(settings), tokenizer, template, stage)
+    return load_sft_datasets(build_config({"stage": stage, **settings}), tokenizer, template, stage)
 
 
 def trained(tokenizer, ids: list[int], labels: list[int]) -> str:

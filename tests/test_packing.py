@@ -9,8 +9,14 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-from lmforge.data.collator import TrainingCollator, trained_tokens
-from lmforge.data.packing import LENGTHS_COLUMN, pack_dataset, plan_bins, position_ids_for
+from lmforge.data.batching import (
+    LENGTHS_COLUMN,
+    TrainingCollator,
+    pack_dataset,
+    plan_bins,
+    position_ids_for,
+    trained_tokens,
+)
 
 
 def _samples(count: int, vocab: int, seed: int = 0) -> list[dict[str, list[int]]]:

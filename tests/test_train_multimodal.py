@@ -18,7 +18,7 @@ import yaml
 
 from lmforge.config import build_config
 from lmforge.data import load_sft_datasets
-from lmforge.data.collator import TrainingCollator
+from lmforge.data.batching import TrainingCollator
 from lmforge.model.loader import load_tokenizer
 from lmforge.templates import resolve_template
 from lmforge.train.workflow import training_media

@@ -6,7 +6,6 @@ JSON list, not new code.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, did_you_mean
 
 Source = Literal["pypi", "npm", "file"]
 SOURCES: tuple[str, ...] = ("pypi", "npm", "file")
@@ -100,8 +99,7 @@ def default_names() -> list[str]:
 
 def unknown_name_error(kind: str, name: str, choices: list[str]) -> LmforgeError:
     """A one-line error for a name that is not registered, with a did-you-mean where one is close."""
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(choices)}"
+    hint = did_you_mean(name, choices) or f"; known: {', '.join(choices)}"
     return LmforgeError(f"unknown {kind} {name!r}{hint}")
 
 

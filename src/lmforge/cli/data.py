@@ -10,12 +10,22 @@ truncation, drops and the share of tokens that are trained on.
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
+import pyarrow.compute as pc
 
-from lmforge.data.preview import preview_template
+from lmforge.cli.data_pairs import preview_pairs, stats_preference
+from lmforge.config import Config, load_config
+from lmforge.data.loader import encode_dataset, encode_settings, training_seed
+from lmforge.data.preview import dataset_specs, highlight, preview_datasets, preview_template, share
+from lmforge.data.registry import hub_options
 from lmforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from lmforge.templates import ChatTemplate
 
 USAGE = """\
 Usage:
@@ -23,8 +33,6 @@ Usage:
   lmforge data stats cfg.yaml [key=value ...]             sizes, lengths, truncation, drops
 
 The config is a training config: dataset, dataset_dir, template, cutoff_len, stage, ... apply."""
-
-GREEN, RESET = "\033[32m", "\033[0m"
 
 
 def main(argv: list[str]) -> int:
@@ -40,8 +48,6 @@ def main(argv: list[str]) -> int:
         print(USAGE)
         return 0
     n, rest = _take_n(rest)
-    from lmforge.config import load_config
-
     config = load_config(rest)
     tokenizer = _tokenizer(config)
     template = preview_template(config, tokenizer)
@@ -74,8 +80,10 @@ def _take_n(argv: list[str]) -> tuple[int, list[str]]:
     return n, rest
 
 
-def _tokenizer(config: Any) -> Any:
-    from lmforge.model.loader import load_tokenizer
+def _tokenizer(config: Config) -> PreTrainedTokenizerBase:
+    from lmforge.model.loader import (
+        load_tokenizer,  # why: the model layer (torch) loads only once a command runs
+    )
 
     return load_tokenizer(config.model)
 
@@ -85,7 +93,7 @@ def _tokenizer(config: Any) -> Any:
 SPECIAL_TEXT_NOTE = "special-token text in it ({split})"
 
 
-def settings_split(tokenizer: Any) -> str:
+def settings_split(tokenizer: PreTrainedTokenizerBase) -> str:
     """How such text is encoded, by the config's split_special_tokens."""
     if getattr(tokenizer, "split_special_tokens", False):
         return "split into plain text: split_special_tokens is true"
@@ -95,15 +103,13 @@ def settings_split(tokenizer: Any) -> str:
 # ---------------------------------------------------------------- preview
 
 
-def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> None:
+def preview(
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, n: int, out: TextIO
+) -> None:
     """Print the first ``n`` samples of every dataset with their trained tokens marked."""
     if config.finetuning.stage in ("dpo", "rm", "kto"):  # the prompt once, then each answer
-        from lmforge.cli.data_pairs import preview_pairs
-
         preview_pairs(config, tokenizer, template, n, out)
         return
-    from lmforge.data.preview import preview_datasets
-
     colour = out.isatty()
     for found in preview_datasets(config, tokenizer, template, n):
         out.write(f"=== {found.split} dataset '{found.name}' ({found.formatting}, {found.records} records)\n")
@@ -114,36 +120,21 @@ def preview(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> 
                 else ""
             )
             out.write(f"--- sample {number}: {len(sample.ids)} tokens, {sample.trained} trained{note}\n")
-            out.write(highlight(tokenizer, sample, colour) + "\n")
+            out.write(highlight(tokenizer, sample.ids, sample.labels, colour) + "\n")
         for line in found.dropped:
             out.write(f"--- {line}\n")
         out.write("\n")
 
 
-def highlight(tokenizer: Any, sample: Any, colour: bool) -> str:
-    """Decode a sample with trained runs marked (ANSI green, or ``[[...]]``)."""
-    from lmforge.data.preview import trained_runs
-
-    return "".join(
-        (f"{GREEN}{text}{RESET}" if colour else f"[[{text}]]") if trained else text
-        for text, trained in trained_runs(tokenizer, sample)
-    )
-
-
 # ---------------------------------------------------------------- stats
 
 
-def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
+def stats(
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, out: TextIO
+) -> None:
     """Encode every dataset (cached) and print its numbers."""
     if config.finetuning.stage in ("dpo", "rm", "kto"):  # pairs: prompt and answer lengths
-        from lmforge.cli.data_pairs import stats_preference
-
         return stats_preference(config, tokenizer, template, out)
-    import pyarrow.compute as pc
-
-    from lmforge.data.loader import _hub_kwargs, encode_dataset, encode_settings, training_seed
-    from lmforge.data.preview import dataset_specs
-
     stage = config.finetuning.stage
     settings = encode_settings(config.data, stage)
     seed = training_seed(config)
@@ -158,7 +149,7 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
     totals = {"records": 0, "samples": 0, "truncated": 0, "dropped": 0, "tokens": 0, "trained": 0}
     for split, spec in dataset_specs(config):
         dataset, report = encode_dataset(
-            spec, tokenizer, template, settings, config.data, seed, split, _hub_kwargs(config)
+            spec, tokenizer, template, settings, config.data, seed, split, hub_options(config)
         )
         lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
         all_lengths.append(lengths)
@@ -205,7 +196,7 @@ def stats(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
         )
     out.write(
         f"tokens: {totals['tokens']}, trained on: {totals['trained']} "
-        f"({_share(totals['trained'], totals['tokens'])})\n"
+        f"({share(totals['trained'], totals['tokens'])})\n"
     )
     if drops:
         out.write("dropped records, by reason:\n" + "\n".join(drops) + "\n")
@@ -240,9 +231,5 @@ def _row(
         med = p95 = 0.0
     return (
         f"{name[:28]:<28} {split:<5} {records:>8} {samples:>8} {lo:>6} {med:>7.0f} {p95:>7.0f} {hi:>7} "
-        f"{truncated:>9} {dropped:>8} {_share(trained, tokens):>8}"
+        f"{truncated:>9} {dropped:>8} {share(trained, tokens):>8}"
     )
-
-
-def _share(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"

@@ -7,20 +7,27 @@ answer side, with truncated and dropped pairs.
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from lmforge.cli.data import _share, highlight
-from lmforge.data.loader import _hub_kwargs, encode_dataset, encode_settings, training_seed
+from lmforge.data.loader import encode_dataset, encode_settings, training_seed
 from lmforge.data.preference import (
     PAIRWISE_STAGES,
     PreferenceChunk,
     check_preference_spec,
     encode_preference_chunk,
 )
-from lmforge.data.preview import PreviewSample, dataset_specs
+from lmforge.data.preview import dataset_specs, drop_lines, encode_first, highlight, share
+from lmforge.data.records import open_dataset
+from lmforge.data.registry import hub_options
 from lmforge.templates.results import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from lmforge.config import Config
+    from lmforge.templates import ChatTemplate
 
 
 def _answers(stage: str) -> list[tuple[str, str]]:
@@ -30,7 +37,9 @@ def _answers(stage: str) -> list[tuple[str, str]]:
     )
 
 
-def write_pairs(chunk: PreferenceChunk, stage: str, tokenizer: Any, colour: bool, out: TextIO) -> None:
+def write_pairs(
+    chunk: PreferenceChunk, stage: str, tokenizer: PreTrainedTokenizerBase, colour: bool, out: TextIO
+) -> None:
     """Each row of ``chunk``: its prompt once, then each answer, trained tokens marked."""
     columns = chunk.columns
     kind = "pair" if stage in PAIRWISE_STAGES else "sample"
@@ -48,54 +57,34 @@ def write_pairs(chunk: PreferenceChunk, stage: str, tokenizer: Any, colour: bool
         )
         first_ids, first_labels = sides[0][1], sides[0][2]
         out.write(
-            highlight(
-                tokenizer, PreviewSample(first_ids[:prompt_length], first_labels[:prompt_length]), colour
-            )
-            + "\n"
+            highlight(tokenizer, first_ids[:prompt_length], first_labels[:prompt_length], colour) + "\n"
         )
         for name, ids, labels, _ in sides:
             out.write(f">>> {name}:\n")
-            out.write(
-                highlight(tokenizer, PreviewSample(ids[prompt_length:], labels[prompt_length:]), colour)
-                + "\n"
-            )
+            out.write(highlight(tokenizer, ids[prompt_length:], labels[prompt_length:], colour) + "\n")
 
 
-def preview_pairs(config: Any, tokenizer: Any, template: Any, n: int, out: TextIO) -> None:
+def preview_pairs(
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, n: int, out: TextIO
+) -> None:
     """``data preview`` for dpo/rm/kto: the first ``n`` rows of every dataset, encoded as training does."""
-    from lmforge.data.formats import check_columns, detect_format, make_converter
-    from lmforge.data.readers import read_records
-
     stage = config.finetuning.stage
     settings = encode_settings(config.data, stage)
     colour = out.isatty()
     for split, spec in dataset_specs(config):
-        records = read_records(spec, **_hub_kwargs(config))
-        spec = detect_format(spec, records.column_names, records.rows(range(1))[0])
-        check_columns(spec, records.column_names)
+        records, spec = open_dataset(spec, **hub_options(config))
         check_preference_spec(spec, stage)
-        indices = range(min(n, len(records)))
-        chunk = encode_preference_chunk(
-            records.rows(indices),
-            indices,
-            convert=make_converter(spec),
-            template=template,
-            tokenizer=tokenizer,
-            settings=settings,
-            locate=records.locate,
-            dataset=spec.name,
-        )
+        chunk = encode_first(records, spec, n, encode_preference_chunk, tokenizer, template, settings)
         out.write(f"=== {split} dataset '{spec.name}' ({spec.formatting}, {len(records)} records)\n")
         write_pairs(chunk, stage, tokenizer, colour, out)
-        for reason, count in chunk.dropped.items():
-            out.write(
-                f"--- dropped {count} of the first {len(indices)} records: {reason} "
-                f"(first: {chunk.first_dropped[reason]})\n"
-            )
+        for line in drop_lines(chunk, min(n, len(records))):
+            out.write(f"--- {line}\n")
         out.write("\n")
 
 
-def stats_preference(config: Any, tokenizer: Any, template: Any, out: TextIO) -> None:
+def stats_preference(
+    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, out: TextIO
+) -> None:
     """Encode every dataset (cached) and print pair counts and prompt/answer length distributions."""
     stage = config.finetuning.stage
     settings = encode_settings(config.data, stage)
@@ -105,13 +94,13 @@ def stats_preference(config: Any, tokenizer: Any, template: Any, out: TextIO) ->
     drops: list[str] = []
     for split, spec in dataset_specs(config):
         dataset, report = encode_dataset(
-            spec, tokenizer, template, settings, config.data, seed, split, _hub_kwargs(config)
+            spec, tokenizer, template, settings, config.data, seed, split, hub_options(config)
         )
         kto = f", {report.desirable} desirable" if stage == "kto" else ""
         out.write(
             f"{report.name} ({split}): {report.records} records, {report.samples} {unit}{kto}, "
             f"{report.truncated} truncated, {report.dropped_total} dropped, "
-            f"{_share(report.trained_tokens, report.tokens)} of tokens trained\n"
+            f"{share(report.trained_tokens, report.tokens)} of tokens trained\n"
         )
         prompt = np.asarray(dataset["prompt_length"], dtype=np.int64)
         out.write(f"  {'lengths':<10} {'min':>6} {'median':>7} {'p95':>7} {'max':>7}\n")

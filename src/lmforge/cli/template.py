@@ -108,6 +108,7 @@ def _load_tokenizer(path: str) -> Any:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from lmforge.data.preview import highlight  # why: `template list` does not load the data package
     from lmforge.templates import resolve_template
 
     conv = _read_conversation(args.input)
@@ -128,25 +129,7 @@ def _render(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(_marked(tokenizer, sample.input_ids, sample.labels, sys.stdout.isatty()))
+    print(highlight(tokenizer, sample.input_ids, sample.labels, sys.stdout.isatty()))
     trained = sum(label != IGNORE_INDEX for label in sample.labels)
     print(f"\n[{template.name}: {len(sample.input_ids)} tokens, {trained} trained]")
     return 0
-
-
-def _marked(tokenizer: Any, ids: list[int], labels: list[int], color: bool) -> str:
-    """The decoded text with each trained run wrapped in markers."""
-    open_mark, close_mark = ("\033[32m", "\033[0m") if color else ("[[", "]]")
-    out: list[str] = []
-    run: list[int] = []
-    run_trained = False
-    for token, label in [*zip(ids, labels, strict=True), (None, None)]:
-        trained = label is not None and label != IGNORE_INDEX
-        if token is None or (run and trained != run_trained):
-            piece = tokenizer.decode(run)
-            out.append(f"{open_mark}{piece}{close_mark}" if run_trained else piece)
-            run = []
-        if token is not None:
-            run.append(token)
-            run_trained = trained
-    return "".join(out)

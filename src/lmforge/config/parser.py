@@ -7,7 +7,6 @@ name; a value of the wrong type names the key, the value and the expected type.
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ from lmforge.config.legacy_training_keys import LEGACY_TRAINING_KEYS
 from lmforge.config.llamafactory_keys import NO_DEFAULT, UNSUPPORTED_LLAMAFACTORY_KEYS, UNSUPPORTED_REASONS
 from lmforge.config.rules import check_rules
 from lmforge.config.settings import CONCERNS, Config
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +148,5 @@ def _is_llamafactory_default(key: str, raw: object) -> bool:
 
 
 def _unknown_key_message(key: str) -> str:
-    match = difflib.get_close_matches(key, sorted(all_keys()), n=1, cutoff=0.75)
-    hint = f" (did you mean '{match[0]}'?)" if match else " (see `lmforge train --help keys` for the keys)"
+    hint = did_you_mean(key, all_keys()) or " (see `lmforge train --help keys` for the keys)"
     return f"unknown config key '{key}'{hint}"

@@ -9,7 +9,7 @@ and the prompt ids plus each answer's ids are exactly the encoding of that conve
 
 Labels train the answer (and its end-of-turn token); the prompt, earlier replies included,
 is -100 unless ``train_on_prompt``. Truncation keeps the prompt plus the longer answer within
-``cutoff_len`` (see :func:`~lmforge.data.truncation.fit_preference`): the prompt loses its start
+``cutoff_len`` (see :func:`~lmforge.data.encoding.fit_preference`): the prompt loses its start
 (a BOS that opens it stays), never its assistant header, and answers are cut only when the prompt cannot
 give more. Records and pairs that cannot be used are dropped and counted, as for SFT.
 """
@@ -24,12 +24,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lmforge.conversation import Conversation
-from lmforge.data.checks import kto_views, pair_views
-from lmforge.data.encode import ChunkOutput, EncodeSettings, _drop
-from lmforge.data.formats import BadRecord, Converter
-from lmforge.data.report import DatasetReport
-from lmforge.data.spec import DatasetSpec
-from lmforge.data.truncation import fit_preference
+from lmforge.data.encoding import (
+    ChunkOutput,
+    DatasetReport,
+    EncodeSettings,
+    drop_record,
+    fit_preference,
+    kto_views,
+    pair_views,
+    required_template,
+)
+from lmforge.data.records import BadRecord, Converter
+from lmforge.data.registry import DatasetSpec
 from lmforge.errors import ConfigError
 from lmforge.media.samples import MEDIA_COLUMN, MediaDrop, expand_sample, media_refs, placeholder_counts
 from lmforge.templates.results import IGNORE_INDEX
@@ -77,17 +83,6 @@ def _no_reply_columns(spec: DatasetSpec) -> ConfigError:
     )
 
 
-def check_preference_settings(data_args: Any, stage: str) -> None:
-    """What preference stages do not take this round, refused in one line each."""
-    if data_args.streaming:
-        raise ConfigError(f"streaming: true is not supported with stage '{stage}' yet; set streaming: false")
-    if data_args.packing or data_args.neat_packing:
-        raise ConfigError(
-            f"packing is not supported with stage '{stage}' (each pair is padded as its own row); "
-            "set packing: false"
-        )
-
-
 @dataclass
 class PreferenceChunk(ChunkOutput):
     """One chunk's preference rows, column by column, and what was dropped on the way."""
@@ -112,14 +107,15 @@ def encode_preference_chunk(
     indices: list[int] | range,
     *,
     convert: Converter,
-    template: ChatTemplate,
+    template: ChatTemplate | None,
     tokenizer: PreTrainedTokenizerBase,
     settings: EncodeSettings,
     locate: Callable[[int], str],
     dataset: str,
     media: MediaProcessing | None = None,
 ) -> PreferenceChunk:
-    """Encode one chunk of preference rows (the signature of :func:`~lmforge.data.encode.encode_chunk`)."""
+    """Encode one chunk of preference rows (the signature of :func:`~lmforge.data.encoding.encode_chunk`)."""
+    template = required_template(template, settings.stage)
     pairwise = settings.stage in PAIRWISE_STAGES
     names = PAIR_COLUMNS if pairwise else KTO_COLUMNS
     out = PreferenceChunk(columns={name: [] for name in (*names, "prompt_length")})
@@ -129,7 +125,7 @@ def encode_preference_chunk(
         out.media = []
 
     def drop(reason: str, detail: str, index: int) -> None:
-        _drop(out, reason, detail, index, locate, dataset, settings.strict)
+        drop_record(out, reason, detail, index, locate, dataset, settings.strict)
 
     items: list[_Item] = []
     for index, row in zip(indices, rows, strict=True):
@@ -175,9 +171,9 @@ def encode_preference_chunk(
     too_long = [s for s in samples if s.length > cutoff]
     if too_long:  # the prompts without their assistant header tell how long the header is
         bare = template.encode_batch(tokenizer, [s.item.prompt for s in too_long], enable_thinking=thinking)
-        for sample, encoded in zip(too_long, bare, strict=True):
+        for sample, without_header in zip(too_long, bare, strict=True):
             header = len(sample.generation_prompt) - _common_prefix(
-                encoded.input_ids, sample.generation_prompt
+                without_header.input_ids, sample.generation_prompt
             )
             sample.header = max(0, header - sample.header_in_answer)
     bos = getattr(tokenizer, "bos_token_id", None)
@@ -283,6 +279,7 @@ def assemble_preference(
     outputs: list[ChunkOutput], report: DatasetReport, fingerprint: str = ""
 ) -> datasets.Dataset:
     """Chunk rows -> one ``datasets.Dataset`` (int32 lists, ``prompt_length``, ``kto_tag``, ``media``)."""
+    # why: datasets and pyarrow load only when data is read or built, not on import
     import datasets
     import pyarrow as pa
 

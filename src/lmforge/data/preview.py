@@ -7,10 +7,16 @@ sample into runs of trained and untrained text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
+from lmforge.data.encoding import ChunkOutput, EncodeSettings, encode_chunk
+from lmforge.data.loader import encode_settings
+from lmforge.data.records import Records, make_converter, open_dataset
+from lmforge.data.registry import DatasetSpec, hub_options, resolve_datasets
 from lmforge.errors import ConfigError
+from lmforge.templates import resolve_template
 from lmforge.templates.results import IGNORE_INDEX
 
 if TYPE_CHECKING:
@@ -18,6 +24,9 @@ if TYPE_CHECKING:
 
     from lmforge.config import Config
     from lmforge.templates import ChatTemplate
+
+GREEN, RESET = "\033[32m", "\033[0m"
+Chunk = TypeVar("Chunk", bound=ChunkOutput)
 
 
 @dataclass
@@ -49,15 +58,11 @@ def preview_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> Chat
     """The template the run applies: none for pre-training without one."""
     if config.finetuning.stage == "pt" and not config.data.template:
         return None
-    from lmforge.templates import resolve_template
-
     return resolve_template(config.data.template, tokenizer)
 
 
-def dataset_specs(config: Config) -> list[tuple[str, Any]]:
+def dataset_specs(config: Config) -> list[tuple[str, DatasetSpec]]:
     """(split, spec) for every train and eval dataset the config names."""
-    from lmforge.data.registry import resolve_datasets
-
     data = config.data
     specs = [("train", s) for s in resolve_datasets(data.dataset, data.dataset_dir, data.media_dir)]
     specs += [("eval", s) for s in resolve_datasets(data.eval_dataset, data.dataset_dir, data.media_dir)]
@@ -72,28 +77,11 @@ def preview_datasets(
     config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, n: int
 ) -> list[DatasetPreview]:
     """Encode the first ``n`` records of every dataset the way training does."""
-    from lmforge.data.encode import encode_chunk
-    from lmforge.data.formats import check_columns, detect_format, make_converter
-    from lmforge.data.loader import _hub_kwargs, encode_settings
-    from lmforge.data.readers import read_records
-
     settings = encode_settings(config.data, config.finetuning.stage)
     previews = []
     for split, spec in dataset_specs(config):
-        records = read_records(spec, **_hub_kwargs(config))
-        spec = detect_format(spec, records.column_names, records.rows(range(1))[0])
-        check_columns(spec, records.column_names)
-        indices = range(min(n, len(records)))
-        chunk = encode_chunk(
-            records.rows(indices),
-            indices,
-            convert=make_converter(spec),
-            template=template,
-            tokenizer=tokenizer,
-            settings=settings,
-            locate=records.locate,
-            dataset=spec.name,
-        )
+        records, spec = open_dataset(spec, **hub_options(config))
+        chunk = encode_first(records, spec, n, encode_chunk, tokenizer, template, settings)
         preview = DatasetPreview(split, spec.name, spec.formatting, len(records))
         start = 0
         for number, length in enumerate(chunk.lengths.tolist()):
@@ -106,25 +94,69 @@ def preview_datasets(
                 )
             )
             start += length
-        for reason, count in chunk.dropped.items():
-            preview.dropped.append(
-                f"dropped {count} of the first {len(indices)} records: {reason} "
-                f"(first: {chunk.first_dropped[reason]})"
-            )
+        preview.dropped = drop_lines(chunk, min(n, len(records)))
         previews.append(preview)
     return previews
+
+
+def encode_first(
+    records: Records,
+    spec: DatasetSpec,
+    n: int,
+    encode: Callable[..., Chunk],
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate | None,
+    settings: EncodeSettings,
+) -> Chunk:
+    """The first ``n`` records encoded by ``encode`` (SFT's or a preference stage's), as training does."""
+    indices = range(min(n, len(records)))
+    return encode(
+        records.rows(indices),
+        indices,
+        convert=make_converter(spec),
+        template=template,
+        tokenizer=tokenizer,
+        settings=settings,
+        locate=records.locate,
+        dataset=spec.name,
+    )
+
+
+def drop_lines(chunk: ChunkOutput, first: int) -> list[str]:
+    """One line per reason the first ``first`` records lost some to."""
+    return [
+        f"dropped {count} of the first {first} records: {reason} (first: {chunk.first_dropped[reason]})"
+        for reason, count in chunk.dropped.items()
+    ]
 
 
 def trained_runs(tokenizer: PreTrainedTokenizerBase, sample: PreviewSample) -> list[tuple[str, bool]]:
     """The sample decoded as consecutive (text, trained) runs."""
     ids, labels = sample.ids, sample.labels
-    runs = []
+    runs: list[tuple[str, bool]] = []
     start = 0
     while start < len(ids):
         trained = labels[start] != IGNORE_INDEX
         stop = start
         while stop < len(ids) and (labels[stop] != IGNORE_INDEX) == trained:
             stop += 1
-        runs.append((tokenizer.decode(ids[start:stop], skip_special_tokens=False), trained))
+        text = tokenizer.decode(ids[start:stop], skip_special_tokens=False)
+        runs.append((text if isinstance(text, str) else "".join(text), trained))
         start = stop
     return runs
+
+
+def highlight(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: list[int], colour: bool) -> str:
+    """Decode ``ids`` with the trained runs marked: ANSI green on a terminal, ``[[...]]`` otherwise.
+
+    The one highlighter of ``lmforge data preview`` and ``lmforge template render``.
+    """
+    return "".join(
+        (f"{GREEN}{text}{RESET}" if colour else f"[[{text}]]") if trained else text
+        for text, trained in trained_runs(tokenizer, PreviewSample(ids, labels))
+    )
+
+
+def share(part: int, whole: int) -> str:
+    """``part`` as a percentage of ``whole`` (``-`` for nothing), as ``data stats`` prints shares."""
+    return f"{100 * part / whole:.1f}%" if whole else "-"

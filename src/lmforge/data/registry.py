@@ -1,22 +1,122 @@
-"""``dataset_info.json``: turn dataset names (or paths) into :class:`DatasetSpec`s.
+"""Step 1 of a sample's path: a dataset name (or path) -> :class:`DatasetSpec`, its files and format.
 
-The file's format is LLaMA-Factory's (see ``../shared/data/README.md``): every key it
-documents is read with its documented default, so an existing registration works unchanged.
+``dataset_info.json`` is read in LLaMA-Factory's format (see ``../shared/data/README.md``):
+every key it documents is read with its documented default, so an existing registration works
+unchanged. A ``dataset:`` value that is a path to a file or folder gets its formatting and
+columns read off the data (:func:`detect_format`); every column a spec names is checked against
+the data's columns before a record is converted (:func:`check_columns`). A hub dataset is
+fetched here as one arrow table (:func:`read_hub`); local files are read in ``data/records.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from lmforge.data.spec import FORMATTINGS, OPENAI_TAGS, Columns, DatasetSpec, Tags
-from lmforge.errors import DataError
+from lmforge.errors import DataError, did_you_mean
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from lmforge.config import Config
 
 logger = logging.getLogger(__name__)
+
+EXTENSIONS = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt")
+
+Formatting = Literal["alpaca", "sharegpt", "openai"]
+FORMATTINGS: tuple[str, ...] = ("alpaca", "sharegpt", "openai")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which record keys hold which part of a sample. ``None`` means "not used"."""
+
+    prompt: str | None = "instruction"
+    query: str | None = "input"
+    response: str | None = "output"
+    history: str | None = None
+    messages: str | None = "conversations"
+    system: str | None = None
+    tools: str | None = None
+    images: str | None = None
+    videos: str | None = None
+    audios: str | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+    kto_tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Tags:
+    """Keys and role values of a sharegpt message list."""
+
+    role_tag: str = "from"
+    content_tag: str = "value"
+    user_tag: str = "human"
+    assistant_tag: str = "gpt"
+    observation_tag: str = "observation"
+    function_tag: str = "function_call"
+    system_tag: str = "system"
+
+
+OPENAI_TAGS = Tags(
+    role_tag="role",
+    content_tag="content",
+    user_tag="user",
+    assistant_tag="assistant",
+    observation_tag="tool",
+    function_tag="function_call",
+    system_tag="system",
+)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything needed to read one dataset and turn its records into Conversations.
+
+    ``source`` is ``file`` (``path`` is a file or a folder of same-extension files),
+    ``hf_hub`` or ``ms_hub`` (``hub_id`` names the repository). ``explicit_columns`` lists
+    the column roles the registration named itself: only those must exist in the data.
+    """
+
+    name: str
+    source: Literal["file", "hf_hub", "ms_hub"] = "file"
+    path: Path | None = None
+    hub_id: str | None = None
+    formatting: Formatting = "alpaca"
+    ranking: bool = False
+    columns: Columns = field(default_factory=Columns)
+    explicit_columns: tuple[str, ...] = ()
+    tags: Tags = field(default_factory=Tags)
+    split: str = "train"
+    subset: str | None = None
+    folder: str | None = None
+    num_samples: int | None = None
+    media_dir: Path | None = None
+    auto_format: bool = False  # a bare path: formatting and columns are read off the data
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change what this dataset produces (for the cache key)."""
+        out = dataclasses.asdict(self)
+        out["path"] = str(self.path) if self.path else None
+        out["media_dir"] = str(self.media_dir) if self.media_dir else None
+        return out
+
+    def describe(self) -> str:
+        """``'name' (path)`` for messages."""
+        where = str(self.path) if self.path else self.hub_id
+        return (
+            f"dataset '{self.name}' ({where})" if where and where != self.name else f"dataset '{self.name}'"
+        )
+
+
+# ---------------------------------------------------------------- dataset_info.json
+
 
 INFO_FILE = "dataset_info.json"
 COLUMN_ROLES = tuple(f.name for f in dataclasses.fields(Columns))
@@ -37,12 +137,6 @@ KNOWN_KEYS = {
     "columns",
     "tags",
 }
-
-
-def did_you_mean(name: str, choices: list[str] | set[str]) -> str:
-    """`` (did you mean 'x'?)`` or an empty string."""
-    match = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 def load_dataset_info(dataset_dir: str | Path) -> dict[str, Any]:
@@ -186,3 +280,165 @@ def _columns_for(formatting: str, given: dict[str, Any]) -> Columns:
         messages = "messages" if formatting == "openai" else "conversations"
         base = Columns(prompt=None, query=None, response=None, messages=messages)
     return dataclasses.replace(base, **{k: v for k, v in given.items()})
+
+
+# ---------------------------------------------------------------- files and format
+
+
+def media_columns(spec: DatasetSpec) -> list[str]:
+    """The image, video and audio columns a dataset's entry names."""
+    return [kind for kind in ("images", "videos", "audios") if getattr(spec.columns, kind, None)]
+
+
+def hub_options(config: Config) -> dict[str, str | None]:
+    """Where hub datasets are cached and the token that reads them: the model's hub settings."""
+    return {"cache_dir": config.model.cache_dir, "token": config.model.hf_hub_token}
+
+
+def data_files(spec: DatasetSpec) -> list[Path]:
+    """The files behind a file-based spec: the file, or a folder's same-extension files."""
+    assert spec.path is not None
+    path = spec.path
+    if not path.exists():
+        raise DataError(f"{spec.describe()}: file not found: {path}; check file_name and dataset_dir")
+    if path.is_file():
+        _check_extension(path, spec)
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"{spec.describe()}: folder {path} holds no data files")
+    suffixes = {p.suffix.lower() for p in files}
+    if len(suffixes) > 1:
+        raise DataError(
+            f"{spec.describe()}: folder {path} mixes file types ({', '.join(sorted(suffixes))}); "
+            "keep one type per dataset folder"
+        )
+    _check_extension(files[0], spec)
+    return files
+
+
+def _check_extension(path: Path, spec: DatasetSpec) -> None:
+    if path.suffix.lower() not in EXTENSIONS:
+        raise DataError(
+            f"{spec.describe()}: unsupported file type '{path.suffix or path.name}' ({path}); "
+            f"use one of {', '.join(EXTENSIONS)}"
+        )
+
+
+def detect_format(
+    spec: DatasetSpec, column_names: list[str], first_row: dict[str, Any] | None
+) -> DatasetSpec:
+    """For a dataset given as a bare path: read formatting and columns off its data."""
+    if not spec.auto_format:
+        return spec
+    cols = set(column_names)
+    optional: dict[str, str] = {
+        role: role for role in ("system", "tools", "images", "videos", "audios") if role in cols
+    }
+    if "chosen" in cols and "rejected" in cols:  # preference pairs: both reply columns by their usual names
+        optional.update(chosen="chosen", rejected="rejected")
+        spec = dataclasses.replace(spec, ranking=True)
+    for messages_column in ("messages", "conversations"):
+        if messages_column in cols:
+            sample = (first_row or {}).get(messages_column) or [{}]
+            keys = (
+                set(sample[0])
+                if isinstance(sample, list) and sample and isinstance(sample[0], dict)
+                else set()
+            )
+            openai_style = "role" in keys or messages_column == "messages" and "from" not in keys
+            formatting: Formatting = "openai" if openai_style else "sharegpt"
+            columns = Columns(prompt=None, query=None, response=None, messages=messages_column, **optional)
+            tags = OPENAI_TAGS if openai_style else Tags()
+            return dataclasses.replace(spec, formatting=formatting, columns=columns, tags=tags)
+    if "instruction" in cols:
+        history = "history" if "history" in cols else None
+        columns = Columns(history=history, **optional)
+        return dataclasses.replace(spec, formatting="alpaca", columns=columns)
+    if "text" in cols:
+        return dataclasses.replace(
+            spec, formatting="alpaca", columns=Columns(prompt="text", query=None, response=None)
+        )
+    raise DataError(
+        f"{spec.describe()}: cannot tell its format from its columns ({', '.join(column_names) or 'none'}); "
+        "expected instruction/output (alpaca), conversations (sharegpt), messages (openai) or text; "
+        "or register it in dataset_info.json with formatting and columns"
+    )
+
+
+def check_columns(spec: DatasetSpec, column_names: list[str]) -> None:
+    """Every column the registration names must exist; the main one must exist by default too."""
+    present = set(column_names)
+    needed = list(spec.explicit_columns)
+    main = "prompt" if spec.formatting == "alpaca" else "messages"
+    if main not in needed:
+        needed.append(main)
+    for role in needed:
+        column = getattr(spec.columns, role)
+        if column and column not in present:
+            hint = did_you_mean(column, present)
+            raise DataError(
+                f"{spec.describe()}: columns.{role} names column '{column}', which the data does not have{hint}; "
+                f"its columns are: {', '.join(column_names) or 'none'}"
+            )
+
+
+# ---------------------------------------------------------------- hubs
+
+
+def read_hub(
+    spec: DatasetSpec, *, cache_dir: str | None = None, token: str | None = None
+) -> tuple[str, pa.Table]:
+    """A hub dataset's name and table, through ``datasets.load_dataset``; offline, an error that says so."""
+    from huggingface_hub import constants
+
+    hub = "Hugging Face hub" if spec.source == "hf_hub" else "ModelScope hub"
+    key = "hf_hub_url" if spec.source == "hf_hub" else "ms_hub_url"
+    if spec.source == "hf_hub" and constants.HF_HUB_OFFLINE:
+        raise DataError(
+            f"{spec.describe()} comes from the {hub} ({key} '{spec.hub_id}') and HF_HUB_OFFLINE is set; "
+            "download it and register the local copy with file_name"
+        )
+    if spec.source == "ms_hub":
+        try:
+            from modelscope import MsDataset
+        except ImportError:
+            raise DataError(
+                f"{spec.describe()} comes from the {hub} ({key} '{spec.hub_id}'), which needs the `modelscope` "
+                "package; install it, or download the data and register it with file_name"
+            ) from None
+        try:
+            loaded = MsDataset.load(
+                spec.hub_id,
+                subset_name=spec.subset,
+                data_dir=spec.folder,
+                split=spec.split,
+                cache_dir=cache_dir,
+            ).to_hf_dataset()
+        except Exception as exc:  # the hub client raises many kinds
+            raise DataError(f"{spec.describe()}: cannot load from the {hub}: {_first_line(exc)}") from None
+        return f"{hub}:{spec.hub_id}", loaded.data.table
+
+    # why: datasets and pyarrow load only when data is read or built, not on import
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(
+            spec.hub_id,
+            name=spec.subset,
+            data_dir=spec.folder,
+            split=spec.split,
+            cache_dir=cache_dir,
+            token=token,
+        )
+    except Exception as exc:  # network, auth, missing split: one line either way
+        raise DataError(
+            f"{spec.describe()}: cannot load '{spec.hub_id}' from the {hub} ({_first_line(exc)}); "
+            "when offline, download it and register the local copy with file_name"
+        ) from None
+    return f"{hub}:{spec.hub_id}", loaded.data.table
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -2,37 +2,86 @@
 
 JSON lines and text files are read line by line; other files are read whole and then
 iterated. Nothing is cached, counts are not known ahead, and ``val_size`` must be a count
-(the first N samples become the eval set). Drops are still counted and logged when the
-stream ends; ``strict`` still stops at the first bad record.
+(the loader makes the first N samples the eval set). Drops are still counted and logged when
+the stream ends; ``strict`` still stops at the first bad record.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from lmforge.data.encode import EncodeSettings, encode_chunk
-from lmforge.data.formats import check_columns, detect_format, make_converter
-from lmforge.data.readers import stream_rows
-from lmforge.data.report import DataReport, DatasetReport
-from lmforge.data.selection import mix
-from lmforge.data.spec import DatasetSpec
-from lmforge.errors import ConfigError, DataError
+from lmforge.data.encoding import DataReport, DatasetReport, EncodeSettings, encode_chunk
+from lmforge.data.records import Part, make_converter, read_file, read_records
+from lmforge.data.registry import DatasetSpec, check_columns, data_files, detect_format, hub_options
+from lmforge.errors import DataError
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+    from lmforge.config import Config
+    from lmforge.templates import ChatTemplate
 
 logger = logging.getLogger(__name__)
 
 
+def stream_datasets(
+    config: Config,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate | None,
+    settings: EncodeSettings,
+    train_specs: list[DatasetSpec],
+    eval_specs: list[DatasetSpec],
+) -> tuple[list[datasets.IterableDataset], list[datasets.IterableDataset], DataReport]:
+    """One ``datasets.IterableDataset`` per train and eval dataset, and the report their streams fill."""
+    # why: datasets and pyarrow load only when data is read or built, not on import
+    import datasets
+
+    data = config.data
+    hub = hub_options(config)
+    report = DataReport(streaming=True)
+
+    def build(spec: DatasetSpec, split: str) -> datasets.IterableDataset:
+        if spec.num_samples is not None:
+            raise DataError(
+                f"{spec.describe()}: num_samples draws a random subset, which needs streaming: false"
+            )
+        part = DatasetReport(name=spec.name, split=split)
+        report.datasets.append(part)
+        stream = {
+            "spec": spec,
+            "tokenizer": tokenizer,
+            "template": template,
+            "settings": settings,
+            "batch_size": max(1, data.preprocessing_batch_size),
+            "max_samples": data.max_samples,
+            "report": part,
+            "hub": hub,
+        }
+        # The arguments travel with the dataset (no registry on the side); datasets hashes them once
+        # per stream, about a second for a large vocabulary.
+        return datasets.IterableDataset.from_generator(encoded_stream, gen_kwargs=stream)
+
+    return (
+        [build(spec, "train") for spec in train_specs],
+        [build(spec, "eval") for spec in eval_specs],
+        report,
+    )
+
+
 def encoded_stream(
     spec: DatasetSpec,
-    tokenizer: Any,
-    template: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate | None,
     settings: EncodeSettings,
     batch_size: int,
     max_samples: int | None,
     report: DatasetReport,
-    hub: dict[str, Any],
+    hub: dict[str, str | None],
 ) -> Iterator[dict[str, list[int]]]:
     """Encoded samples of one dataset, produced a chunk at a time."""
     rows = stream_rows(spec, **hub)
@@ -85,61 +134,55 @@ def encoded_stream(
         )
 
 
-_STREAMS: dict[str, dict[str, Any]] = {}
+# ---------------------------------------------------------------- rows
 
 
-def _stream_by_key(key: str) -> Iterator[dict[str, list[int]]]:
-    yield from encoded_stream(**_STREAMS[key])
+def stream_rows(spec: DatasetSpec, **hub_kwargs: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows one at a time with their location, reading JSON lines and text lazily (``streaming: true``)."""
+    if spec.source != "file":
+        records = read_records(spec, **hub_kwargs)
+        for i, row in enumerate(_iter_part(records.parts[0])):
+            yield records.locate(i), row
+        return
+    for path in data_files(spec):
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".txt"):
+            yield from _stream_lines(path, suffix)
+        else:
+            part = read_file(path, spec)
+            for i, row in enumerate(_iter_part(part)):
+                yield f"{path}, record {i}", row
 
 
-def load_streaming(
-    config: Any,
-    tokenizer: Any,
-    template: Any,
-    settings: EncodeSettings,
-    train_specs: list[DatasetSpec],
-    eval_specs: list[DatasetSpec],
-    seed: int,
-) -> Any:
-    """A :class:`~lmforge.data.loader.DatasetBundle` of ``datasets.IterableDataset``s."""
-    import datasets
+def _iter_part(part: Part) -> Iterator[dict[str, Any]]:
+    if isinstance(part.rows, list):
+        yield from part.rows
+    else:
+        for batch in part.rows.to_batches(max_chunksize=1000):
+            yield from batch.to_pylist()
 
-    from lmforge.data.loader import DatasetBundle, _hub_kwargs
 
-    data = config.data
-    if data.val_size and data.val_size < 1:
-        raise ConfigError(
-            "with streaming, config key 'val_size' must be a sample count (a whole number), not a fraction"
-        )
-    hub = _hub_kwargs(config)
-    report = DataReport(streaming=True)
-
-    def build(spec: DatasetSpec, split: str) -> datasets.IterableDataset:
-        if spec.num_samples is not None:
-            raise DataError(
-                f"{spec.describe()}: num_samples draws a random subset, which needs streaming: false"
-            )
-        part = DatasetReport(name=spec.name, split=split)
-        report.datasets.append(part)
-        key = uuid.uuid4().hex
-        _STREAMS[key] = {
-            "spec": spec,
-            "tokenizer": tokenizer,
-            "template": template,
-            "settings": settings,
-            "batch_size": max(1, data.preprocessing_batch_size),
-            "max_samples": data.max_samples,
-            "report": part,
-            "hub": hub,
-        }
-        # Only the key goes through datasets (which hashes its arguments: hashing a tokenizer takes seconds).
-        return datasets.IterableDataset.from_generator(_stream_by_key, gen_kwargs={"key": key})
-
-    train_parts = [build(spec, "train") for spec in train_specs]
-    eval_parts = [build(spec, "eval") for spec in eval_specs]
-    train = mix(train_parts, data.mix_strategy, data.interleave_probs, seed) if train_parts else None
-    evaluation = mix(eval_parts, "concat", None, seed) if eval_parts else None
-    if train is not None and data.val_size:
-        n_eval = int(data.val_size)
-        train, evaluation = train.skip(n_eval), train.take(n_eval)
-    return DatasetBundle(train, evaluation, report)
+def _stream_lines(path: Path, suffix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    with open(path, encoding="utf-8-sig") as handle:
+        index = 0
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                if suffix == ".txt":
+                    row: Any = {"text": line.rstrip("\n")}
+                else:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(
+                            f"{path}: invalid JSON at line {number}, column {exc.colno}: {exc.msg}"
+                        ) from None
+                    if not isinstance(row, dict):
+                        raise DataError(
+                            f"{path}, line {number}: expected a JSON object, got {type(row).__name__}"
+                        )
+                yield f"{path}, record {index} (line {number})", row
+                index += 1
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None

@@ -11,11 +11,14 @@ from __future__ import annotations
 import io
 import math
 import wave
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lmforge.media.inputs import MediaInputError, MediaInputs, MediaProcessing
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 class AudioProcessing(MediaProcessing):
@@ -28,7 +31,7 @@ class AudioProcessing(MediaProcessing):
         self.max_samples = int(feature_extractor.n_samples)
 
     @classmethod
-    def for_model(cls, model_config: Any, path: str) -> AudioProcessing:
+    def for_model(cls, model_config: PretrainedConfig, path: str) -> AudioProcessing:
         from transformers import AutoFeatureExtractor
 
         token = getattr(model_config, "audio_token_id", None)
@@ -90,7 +93,7 @@ class AudioProcessing(MediaProcessing):
             ) from None
         limit = self.max_samples
         try:
-            with av.open(io.BytesIO(data)) as container:
+            with av.open(io.BytesIO(data), mode="r") as container:
                 if not container.streams.audio:
                     raise MediaInputError(f"{name}: the file has no audio stream")
                 to_mono = av.AudioResampler(format="flt", layout="mono", rate=self.rate)

@@ -17,10 +17,11 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch loads only when tensors are made, not when data code imports this
     import torch
+    from PIL import Image
 
 NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
 # Seconds per temporal video patch: an input to Qwen2.5-VL's rotary positions, not to every model.
@@ -118,7 +119,7 @@ def repeat_each(values: list[int], times: list[int]) -> list[int]:
     return out
 
 
-def bounded(picture: Any, max_pixels: int, min_pixels: int) -> Any:
+def bounded(picture: Image.Image, max_pixels: int, min_pixels: int) -> Image.Image:
     """``picture`` resized (aspect ratio kept) so its area lies within [min_pixels, max_pixels]."""
     width, height = picture.size
     area = width * height

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lmforge.media.audio import AudioProcessing
 from lmforge.media.inputs import MediaProcessing
 from lmforge.media.vision import VisionProcessing
 
 if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
     from lmforge.config.model import ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -22,7 +24,9 @@ GRID_VISION_MODELS = {"qwen2_vl", "qwen2_5_vl"}
 WHISPER_AUDIO_MODELS = {"qwen2_audio"}
 
 
-def media_processing_for(model_config: Any, path: str, model_args: ModelArguments) -> MediaProcessing | None:
+def media_processing_for(
+    model_config: PretrainedConfig, path: str, model_args: ModelArguments
+) -> MediaProcessing | None:
     """The media processing of a supported multimodal model folder; None for a text model."""
     model_type = getattr(model_config, "model_type", None)
     if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS:

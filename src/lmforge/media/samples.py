@@ -21,6 +21,8 @@ from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputError, MediaInputs,
 if TYPE_CHECKING:  # torch and the processors load only when a multimodal model trains
     import torch
 
+    from lmforge.conversation import Conversation
+
 MEDIA_COLUMN = "media"
 KINDS = (("images", "image"), ("videos", "video"), ("audios", "audio"))
 
@@ -33,7 +35,7 @@ class MediaDrop(Exception):
         self.reason, self.detail = reason, detail
 
 
-def media_refs(conv: Any) -> list[str]:
+def media_refs(conv: Conversation) -> list[str]:
     """``kind:path`` for each medium of a conversation, images then videos then audios."""
     refs = []
     for attr, kind in KINDS:

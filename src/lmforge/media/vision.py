@@ -25,6 +25,9 @@ import torch
 from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputError, MediaInputs, MediaProcessing, bounded
 
 if TYPE_CHECKING:
+    from PIL import Image
+    from transformers import PretrainedConfig
+
     from lmforge.config.model import ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -72,7 +75,9 @@ class VisionProcessing(MediaProcessing):
         self.video_fps, self.video_maxlen = video_fps, max(2, video_maxlen)
 
     @classmethod
-    def for_model(cls, model_config: Any, path: str, model_args: ModelArguments) -> VisionProcessing:
+    def for_model(
+        cls, model_config: PretrainedConfig, path: str, model_args: ModelArguments
+    ) -> VisionProcessing:
         from transformers import AutoImageProcessor
 
         processing = cls(
@@ -125,11 +130,11 @@ class VisionProcessing(MediaProcessing):
     def _token_counts(self, grid: torch.Tensor) -> list[int]:
         return [int(n) for n in (grid.prod(-1) // self.merge_size**2).tolist()]
 
-    def _decode(self, data: bytes, name: str) -> Any:
+    def _decode(self, data: bytes, name: str) -> Image.Image:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            picture = Image.open(io.BytesIO(data))  # reads the header only
+            picture: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
         except Image.DecompressionBombError:
             raise MediaInputError(
                 f"{name}: the image is larger than the {MAX_DECODED_PIXELS} pixel limit"
@@ -169,7 +174,7 @@ class VisionProcessing(MediaProcessing):
         patches, grid = join_temporal_patches(out["pixel_values"], out["image_grid_thw"], step, patch_size)
         return patches, grid, step * seconds_per_frame
 
-    def _frames(self, data: bytes, name: str) -> tuple[list[Any], float]:
+    def _frames(self, data: bytes, name: str) -> tuple[list[Image.Image], float]:
         """Frames sampled evenly over the clip, and the seconds between two of them."""
         import av
 
@@ -178,7 +183,7 @@ class VisionProcessing(MediaProcessing):
             wanted = max(1, min(total, self.video_maxlen, math.floor(duration * self.video_fps) or 1))
             keep = set(np.linspace(0, total - 1, wanted).round().astype(int).tolist())
             frames = []
-            with av.open(io.BytesIO(data)) as container:
+            with av.open(io.BytesIO(data), mode="r") as container:
                 for index, frame in enumerate(container.decode(video=0)):
                     if index in keep:
                         frames.append(frame.to_image())

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from datasets import Dataset
 
 from lmforge.config import Config
 from lmforge.data import load_sft_datasets
-from lmforge.data.collator import TrainingCollator
+from lmforge.data.batching import TrainingCollator
+from lmforge.errors import DataError
 from lmforge.model.loader import load_model, load_tokenizer
 from lmforge.predict.progress import SampleProgress
 from lmforge.predict.samples import prediction_datasets
@@ -36,6 +38,8 @@ def run_loss(config: Config, output_dir: Path, *, out: TextIO | None = None) -> 
         config.data, dataset=None, eval_dataset=prediction_datasets(config), val_size=0.0, streaming=False
     )
     samples = load_sft_datasets(dataclasses.replace(config, data=data), tokenizer, template).eval
+    if not isinstance(samples, Dataset):  # streaming is off and eval_dataset is set: always a Dataset
+        raise DataError("do_predict: no eval samples to measure the loss on; check eval_dataset")
     model = load_model(config.model, config.finetuning, trainable=False)
     collate = TrainingCollator(pad_token_id=tokenizer.pad_token_id)
     size = max(1, int(config.training_kwargs.get("per_device_eval_batch_size") or 8))

@@ -13,12 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from lmforge.config import Config
-from lmforge.data.checks import sft_view
-from lmforge.data.formats import BadRecord, check_columns, detect_format, make_converter
-from lmforge.data.loader import media_columns, training_seed
-from lmforge.data.readers import read_records
-from lmforge.data.registry import resolve_datasets
-from lmforge.data.selection import select_indices
+from lmforge.data.encoding import sft_view
+from lmforge.data.loader import select_indices, training_seed
+from lmforge.data.records import BadRecord, make_converter, open_dataset
+from lmforge.data.registry import hub_options, media_columns, resolve_datasets
 from lmforge.errors import ConfigError, DataError
 from lmforge.infer.prompting import PromptBuilder
 
@@ -55,16 +53,13 @@ def load_prediction_samples(config: Config, prompts: PromptBuilder) -> SampleSet
     data = config.data
     out = SampleSet()
     seed = training_seed(config)
-    hub = {"cache_dir": config.model.cache_dir, "token": config.model.hf_hub_token}
+    hub = hub_options(config)
     for spec in resolve_datasets(prediction_datasets(config), data.dataset_dir, data.media_dir):
         if media_columns(spec):
             raise ConfigError(
                 f"dataset '{spec.name}' has media columns; do_predict takes text datasets only for now"
             )
-        records = read_records(spec, **hub)
-        first_row = records.rows(range(1))[0] if len(records) else None
-        spec = detect_format(spec, records.column_names, first_row)
-        check_columns(spec, records.column_names)
+        records, spec = open_dataset(spec, **hub)
         convert = make_converter(spec)
         indices = select_indices(len(records), spec.num_samples, data.max_samples, seed)
         for index, row in zip(indices, records.rows(indices), strict=True):

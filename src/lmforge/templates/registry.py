@@ -8,10 +8,9 @@ proven token for token against the family's official chat template.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import replace
 
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, did_you_mean
 from lmforge.templates.families import chatml, gemma_phi, glm, labs, llama_mistral, plain
 from lmforge.templates.families.base import CHATML, GEMMA, GLM4, LLAMA2, LLAMA3, MISTRAL, QWEN, QWEN3, VICUNA
 from lmforge.templates.template import Template
@@ -249,8 +248,6 @@ def get_template(name: str) -> Template:
     try:
         return TEMPLATES[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(TEMPLATES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
-            f"template: unknown template {name!r}{hint}; `lmforge template list` shows them all"
+            f"template: unknown template {name!r}{did_you_mean(name, TEMPLATES)}; `lmforge template list` shows them all"
         ) from None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmforge.config import Config
-from lmforge.data.collator import TrainingCollator
+from lmforge.data.batching import TrainingCollator
 from lmforge.media.samples import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference import (

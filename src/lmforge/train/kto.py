@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmforge.config import Config
-from lmforge.data.collator import TrainingCollator
+from lmforge.data.batching import TrainingCollator
 from lmforge.errors import DataError
 from lmforge.model.loss import sequence_log_probs
 from lmforge.templates.results import IGNORE_INDEX

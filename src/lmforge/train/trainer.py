@@ -16,7 +16,7 @@ import torch
 from transformers import Seq2SeqTrainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from lmforge.data.collator import trained_tokens
+from lmforge.data.batching import trained_tokens
 from lmforge.templates.results import IGNORE_INDEX
 from lmforge.train.callbacks import Throughput
 from lmforge.train.sampler import LengthBucketSampler

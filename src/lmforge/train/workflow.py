@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmforge.config import Config
-from lmforge.data.collator import TrainingCollator
-from lmforge.data.packing import pack_dataset
+from lmforge.data.batching import TrainingCollator, pack_dataset
 from lmforge.errors import ConfigError
 from lmforge.model.adapter import save_converted_pissa, save_pissa_initial
 from lmforge.train.callbacks import JsonlLog, ProgressBar, SignalStop, Throughput
@@ -266,7 +265,7 @@ def training_media(config: Config) -> Any:
     """The media processing of a multimodal model (Qwen2-VL, Qwen2.5-VL, Qwen2-Audio); None for text models."""
     from transformers import AutoConfig
 
-    from lmforge.media.models import GRID_VISION_MODELS, WHISPER_AUDIO_MODELS, media_processing_for
+    from lmforge.media.models import media_processing_for
     from lmforge.model.loader import model_path
 
     path = model_path(config.model)
@@ -274,8 +273,6 @@ def training_media(config: Config) -> Any:
         model_config = AutoConfig.from_pretrained(path, trust_remote_code=config.model.trust_remote_code)
     except (OSError, ValueError):
         return None  # the model load reports it, with the reason
-    if getattr(model_config, "model_type", None) not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS:
-        return None
     return media_processing_for(model_config, path, config.model)
 
 
@@ -284,8 +281,9 @@ def _load_data(
 ) -> PreparedData:
     from lmforge.data import load_sft_datasets
 
-    refuse_media_datasets(config, media)
-    bundle = load_sft_datasets(config, tokenizer, template, config.finetuning.stage, media=media)
+    bundle = load_sft_datasets(
+        config, tokenizer, template, config.finetuning.stage, media=media, packing=packing_enabled(config)
+    )
     return PreparedData(train=bundle.train, eval=bundle.eval, report=bundle.report)
 
 
@@ -295,31 +293,6 @@ def _tokenizing_only(config: Config) -> bool:
 
     path = config.data.tokenized_path
     return bool(path) and not config.data.streaming and not is_saved_bundle(Path(path))
-
-
-def refuse_media_datasets(config: Config, media: Any = None) -> None:
-    """Datasets with media columns train only where their media reach the model: never with the
-    pictures, videos or sounds silently left out (the model would learn answers about media it
-    never saw), so a text model or packing refuses them."""
-    from lmforge.data.loader import media_columns
-    from lmforge.data.registry import resolve_datasets
-
-    data = config.data
-    for key, names in (("dataset", data.dataset), ("eval_dataset", data.eval_dataset)):
-        for spec in resolve_datasets(names, data.dataset_dir, data.media_dir):
-            kinds = media_columns(spec)
-            if kinds and media is None:
-                raise ConfigError(
-                    f"{key} '{spec.name}' has {' and '.join(kinds)} columns, but the model takes text only "
-                    f"and its media would be silently ignored; choose a multimodal model (Qwen2-VL, Qwen2.5-VL, "
-                    f"Qwen2-Audio) or a text dataset, or remove "
-                    f"{', '.join(repr(k) for k in kinds)} from its columns in dataset_info.json to train on the text alone"
-                )
-            if kinds and packing_enabled(config):
-                raise ConfigError(
-                    f"packing cannot hold media samples yet ({key} '{spec.name}' has {' and '.join(kinds)}); "
-                    "set packing: false to train on media"
-                )
 
 
 def _arrange(

@@ -1,27 +1,291 @@
-"""alpaca, sharegpt and openai records -> :class:`~lmforge.conversation.Conversation`.
+"""Step 2 of a sample's path: a dataset's files -> :class:`Records` (rows) -> Conversations.
 
-A converter maps one row (a dict) to a Conversation. A row that cannot become a sample
-(a role out of order, an unknown role, a function call that is not JSON, ...) raises
-:class:`BadRecord` with a short, stable reason: the loader drops and counts it, or stops
-on it under ``strict: true``. Whether a Conversation can be *trained on* (it ends with an
-assistant reply, nothing empty) is checked per stage in :mod:`lmforge.data.checks`.
+JSON and JSON lines are parsed with Python's ``json`` so that a malformed file is reported
+by line and column; csv, parquet and arrow go through pyarrow; ``.txt`` is one text per
+line (pre-training). A folder is read as all its files, which must share one extension.
+Hub datasets arrive as one arrow table (``registry.read_hub``).
+
+A converter (:func:`make_converter`) maps one row of an alpaca, sharegpt or openai dataset to a
+:class:`~lmforge.conversation.Conversation`. A row that cannot become one (a role out of order,
+an unknown role, a function call that is not JSON, ...) raises :class:`BadRecord` with a short,
+stable reason: the loader drops and counts it, or stops on it under ``strict: true``. Whether a
+Conversation can be *trained on* is checked per stage when it is encoded (``data/encoding.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import bisect
 import json
+import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.conversation import Conversation, Message, ToolCall, tool_call_from_dict
-from lmforge.data.registry import did_you_mean
-from lmforge.data.spec import OPENAI_TAGS, Columns, DatasetSpec, Tags
+from lmforge.data.registry import (
+    EXTENSIONS,
+    DatasetSpec,
+    Tags,
+    check_columns,
+    data_files,
+    detect_format,
+    read_hub,
+)
 from lmforge.errors import DataError
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
 Converter = Callable[[dict[str, Any]], Conversation]
+
+
+@dataclass
+class Part:
+    """The rows of one file: a list of dicts (json, txt) or an arrow table (csv, parquet, arrow, hub)."""
+
+    path: str
+    rows: list[dict[str, Any]] | pa.Table
+    lines: list[int] | None = None  # the line each row starts on (json lines), for messages
+
+    def __len__(self) -> int:
+        return len(self.rows) if isinstance(self.rows, list) else self.rows.num_rows
+
+    def column_names(self) -> list[str]:
+        if not isinstance(self.rows, list):
+            return list(self.rows.column_names)
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            for key in row:
+                if key not in seen:
+                    seen[key] = None
+        return list(seen)
+
+    def take(self, local: list[int] | range) -> list[dict[str, Any]]:
+        if isinstance(self.rows, list):
+            if isinstance(local, range) and local.step == 1:
+                return self.rows[local.start : local.stop]
+            return [self.rows[i] for i in local]
+        if isinstance(local, range) and local.step == 1:
+            return self.rows.slice(local.start, len(local)).to_pylist()
+        return self.rows.take(list(local)).to_pylist()
+
+
+@dataclass
+class Records:
+    """All rows of one dataset, in file order, addressable by a global index."""
+
+    parts: list[Part]
+    _columns: list[str] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    @property
+    def column_names(self) -> list[str]:
+        if self._columns is None:
+            seen: dict[str, None] = {}
+            for part in self.parts:
+                for name in part.column_names():
+                    seen.setdefault(name, None)
+            self._columns = list(seen)
+        return self._columns
+
+    def rows(self, indices: list[int] | range) -> list[dict[str, Any]]:
+        """The rows at ``indices`` (global), in that order."""
+        if isinstance(indices, range) and indices.step == 1 and len(self.parts) == 1:
+            return self.parts[0].take(indices)
+        out: list[dict[str, Any]] = []
+        offsets = self._offsets()
+        run_part = -1
+        run_local: list[int] = []
+        for i in indices:
+            p = _part_of(offsets, i)
+            if p != run_part and run_local:
+                out.extend(self.parts[run_part].take(run_local))
+                run_local = []
+            run_part = p
+            run_local.append(i - offsets[p])
+        if run_local:
+            out.extend(self.parts[run_part].take(run_local))
+        return out
+
+    def locate(self, index: int) -> str:
+        """``file F, record N (line L)`` for messages; N counts from 0 within the file."""
+        offsets = self._offsets()
+        p = _part_of(offsets, index)
+        part = self.parts[p]
+        local = index - offsets[p]
+        line = f" (line {part.lines[local]})" if part.lines else ""
+        return f"{part.path}, record {local}{line}"
+
+    def files(self) -> list[str]:
+        return [p.path for p in self.parts]
+
+    def _offsets(self) -> list[int]:
+        offsets, total = [], 0
+        for part in self.parts:
+            offsets.append(total)
+            total += len(part)
+        return offsets
+
+
+def _part_of(offsets: list[int], index: int) -> int:
+    return bisect.bisect_right(offsets, index) - 1
+
+
+# ---------------------------------------------------------------- files
+
+
+def open_dataset(
+    spec: DatasetSpec, *, cache_dir: str | None = None, token: str | None = None
+) -> tuple[Records, DatasetSpec]:
+    """A dataset's records, and its spec completed from (and checked against) their columns."""
+    records = read_records(spec, cache_dir=cache_dir, token=token)
+    first_row = records.rows(range(1))[0] if len(records) else None
+    spec = detect_format(spec, records.column_names, first_row)
+    check_columns(spec, records.column_names)
+    return records, spec
+
+
+def read_records(spec: DatasetSpec, *, cache_dir: str | None = None, token: str | None = None) -> Records:
+    """Every row of the dataset, read into memory (arrow tables stay columnar)."""
+    if spec.source != "file":
+        return Records([Part(*read_hub(spec, cache_dir=cache_dir, token=token))])
+    parts = [read_file(path, spec) for path in data_files(spec)]
+    records = Records(parts)
+    if len(records) == 0:
+        raise DataError(f"{spec.describe()}: has no records; add data or remove it from 'dataset'")
+    return records
+
+
+def read_file(path: Path, spec: DatasetSpec | None = None) -> Part:
+    """One file's rows, by extension."""
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use one of {', '.join(EXTENSIONS)}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    return reader(path)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+
+
+def _read_json(path: Path) -> Part:
+    text = _read_text(path)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            return _json_lines(path, text)  # a .json file holding JSON lines, as datasets accepts
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON array of records (objects), got {type(data).__name__}")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise DataError(
+                f"{path}, record {i}: expected an object with named fields, got {type(row).__name__}"
+            )
+    return Part(str(path), data)
+
+
+def _read_jsonl(path: Path) -> Part:
+    text = _read_text(path)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    return _json_lines(path, text)
+
+
+def _json_lines(path: Path, text: str) -> Part:
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    decode = json.loads
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = decode(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: invalid JSON at line {number}, column {exc.colno}: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+        lines.append(number)
+    return Part(str(path), rows, lines)
+
+
+def _read_txt(path: Path) -> Part:
+    text = _read_text(path)
+    rows = [{"text": line} for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
+    return Part(str(path), rows)
+
+
+def _read_csv(path: Path) -> Part:
+    # why: datasets and pyarrow load only when data is read or built, not on import
+    import pyarrow as pa
+    from pyarrow import csv
+
+    try:
+        table = csv.read_csv(path)
+    except (pa.ArrowInvalid, pa.ArrowException) as exc:
+        message = str(exc).splitlines()[0]
+        if "Empty CSV file" in message:
+            raise DataError(f"{path}: the file is empty") from None
+        raise DataError(f"{path}: cannot read CSV: {message}") from None
+    return Part(str(path), table)
+
+
+def _read_parquet(path: Path) -> Part:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read parquet: {str(exc).splitlines()[0]}") from None
+    return Part(str(path), table)
+
+
+def _read_arrow(path: Path) -> Part:
+    """Arrow IPC stream (what ``datasets`` writes) or IPC file."""
+    import pyarrow as pa
+
+    errors = []
+    for opener in (pa.ipc.open_stream, pa.ipc.open_file):
+        try:
+            with pa.memory_map(str(path)) as source:
+                table = opener(source).read_all()
+            return Part(str(path), table)
+        except (pa.ArrowException, OSError) as exc:
+            errors.append(str(exc).splitlines()[0])
+    raise DataError(f"{path}: cannot read arrow data: {errors[-1]}")
+
+
+_READERS: dict[str, Callable[[Path], Part]] = {
+    ".json": _read_json,
+    ".jsonl": _read_jsonl,
+    ".csv": _read_csv,
+    ".parquet": _read_parquet,
+    ".arrow": _read_arrow,
+    ".txt": _read_txt,
+}
+
+
+# ---------------------------------------------------------------- rows -> Conversations
 
 
 class BadRecord(Exception):
@@ -31,68 +295,6 @@ class BadRecord(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-# ---------------------------------------------------------------- column checks
-
-
-def detect_format(
-    spec: DatasetSpec, column_names: list[str], first_row: dict[str, Any] | None
-) -> DatasetSpec:
-    """For a dataset given as a bare path: read formatting and columns off its data."""
-    if not spec.auto_format:
-        return spec
-    cols = set(column_names)
-    optional = {role: role for role in ("system", "tools", "images", "videos", "audios") if role in cols}
-    if "chosen" in cols and "rejected" in cols:  # preference pairs: both reply columns by their usual names
-        optional.update(chosen="chosen", rejected="rejected")
-        spec = dataclasses.replace(spec, ranking=True)
-    for messages_column in ("messages", "conversations"):
-        if messages_column in cols:
-            sample = (first_row or {}).get(messages_column) or [{}]
-            keys = (
-                set(sample[0])
-                if isinstance(sample, list) and sample and isinstance(sample[0], dict)
-                else set()
-            )
-            openai_style = "role" in keys or messages_column == "messages" and "from" not in keys
-            formatting = "openai" if openai_style else "sharegpt"
-            columns = Columns(prompt=None, query=None, response=None, messages=messages_column, **optional)
-            tags = OPENAI_TAGS if openai_style else Tags()
-            return dataclasses.replace(spec, formatting=formatting, columns=columns, tags=tags)
-    if "instruction" in cols:
-        history = "history" if "history" in cols else None
-        columns = Columns(history=history, **optional)
-        return dataclasses.replace(spec, formatting="alpaca", columns=columns)
-    if "text" in cols:
-        return dataclasses.replace(
-            spec, formatting="alpaca", columns=Columns(prompt="text", query=None, response=None)
-        )
-    raise DataError(
-        f"{spec.describe()}: cannot tell its format from its columns ({', '.join(column_names) or 'none'}); "
-        "expected instruction/output (alpaca), conversations (sharegpt), messages (openai) or text; "
-        "or register it in dataset_info.json with formatting and columns"
-    )
-
-
-def check_columns(spec: DatasetSpec, column_names: list[str]) -> None:
-    """Every column the registration names must exist; the main one must exist by default too."""
-    present = set(column_names)
-    needed = list(spec.explicit_columns)
-    main = "prompt" if spec.formatting == "alpaca" else "messages"
-    if main not in needed:
-        needed.append(main)
-    for role in needed:
-        column = getattr(spec.columns, role)
-        if column and column not in present:
-            hint = did_you_mean(column, present)
-            raise DataError(
-                f"{spec.describe()}: columns.{role} names column '{column}', which the data does not have{hint}; "
-                f"its columns are: {', '.join(column_names) or 'none'}"
-            )
-
-
-# ---------------------------------------------------------------- converters
 
 
 def make_converter(spec: DatasetSpec) -> Converter:
