@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmforge.config import build_config
-from lmforge.train.workflow import run_training
+from lmforge.train import run_training
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

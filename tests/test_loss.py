@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig, LlamaForCausalLM, Qwen2Config
 
 from lmforge.model.loss import (
     chunked_causal_lm_loss,
@@ -116,3 +120,46 @@ def test_chunked_loss_stays_off_where_it_would_be_wrong() -> None:
     )
     assert "plain" in chunked_loss_blocker(wrapped.get_base_model())
     assert chunked_loss_blocker(_tiny("qwen2")) is None
+
+
+class _ScaledLlama(LlamaForCausalLM):
+    """A causal LM whose forward scales its logits without saying so in its config."""
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        output = super().forward(*args, **kwargs)
+        if output.logits is not None:
+            output.logits = output.logits * 2.0
+        return output
+
+
+def test_a_forward_that_changes_the_logits_keeps_the_plain_loss_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The chunked loss is checked against what the model computes, not against its source text."""
+    config = _tiny("llama").config
+    torch.manual_seed(0)
+    model = _ScaledLlama(config)
+    with caplog.at_level(logging.WARNING, logger="lmforge.model.loss"):
+        assert not enable_chunked_loss(model)
+    assert "differ from the output layer" in caplog.text
+    assert any(
+        r.levelno == logging.WARNING and "chunked cross-entropy off" in r.message for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "llama3"])
+@pytest.mark.parametrize("lora", [False, True])
+def test_chunked_loss_applies_to_every_tiny_architecture(
+    arch: str, lora: bool, tiny_model: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fails when a transformers release (or a change here) silently turns the chunked loss off."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(arch), dtype=torch.float32)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    with caplog.at_level(logging.WARNING, logger="lmforge.model.loss"):
+        assert enable_chunked_loss(model), caplog.text
+    batch = {key: value % model.config.vocab_size for key, value in _batch().items() if key != "labels"}
+    labels = batch["input_ids"].clone()
+    labels[:, :7] = -100
+    output = model(**batch, labels=labels)
+    assert output.logits is None and output.loss is not None  # the chunked path ran

@@ -7,7 +7,7 @@ import random
 import torch
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from lmforge.train.sampler import LengthBucketSampler, length_bucketed_order, padded_tokens
+from lmforge.train.trainer import LengthBucketSampler, length_bucketed_order, padded_tokens
 
 
 def lengths(count: int = 500, seed: int = 0) -> list[int]:

@@ -122,7 +122,7 @@ def test_lora_run_writes_adapter_tokenizer_logs_plot_and_results(llama: str, tmp
     assert all(r["tokens_per_second"] > 0 for r in losses)
 
     results = json.loads((out / "all_results.json").read_text())
-    from lmforge.train.sampler import LengthBucketSampler
+    from lmforge.train.trainer import LengthBucketSampler
 
     everything = encoded_samples(llama)
     drawn = list(LengthBucketSampler([len(s["input_ids"]) for s in everything], 4, seed=11))[:16]

@@ -141,27 +141,27 @@ def test_precomputed_reference_equals_the_live_one_and_holds_no_weights(llama: s
     from datasets import Dataset
 
     from lmforge.config import build_config
-    from lmforge.model.loader import load_tokenizer
     from lmforge.train import dpo
     from lmforge.train.preference import reference_log_probs
-    from lmforge.train.workflow import _load_model, training_arguments
+    from lmforge.train.workflow import load_training_model, start
 
     rows = pairs(llama)[:6]
     config = build_config(
         settings(llama, tmp_path / "x", finetuning_type="full", precompute_ref_log_probs=True)
     )
-    args = training_arguments(config)
-    model, _ = _load_model(config, args, checkpointing=False)
-    tokenizer = load_tokenizer(config.model)
-    parts = dpo.prepare(config, args, tokenizer, model, Dataset.from_list(rows), None)
-    assert parts.trainer_kwargs["reference"] is None  # nothing to run or hold while training
+    run = start(config)
+    model = load_training_model(run, Dataset.from_list(rows))
+    collator = dpo.PairwiseCollator(pad_token_id=run.tokenizer.pad_token_id)
+    reference, (train_set, _) = dpo.pair_reference(
+        config, run.args, model, collator, (Dataset.from_list(rows), None)
+    )
+    assert reference is None  # nothing to run or hold while training
 
     live_config = build_config(settings(llama, tmp_path / "y", finetuning_type="full"))
-    live = dpo.prepare(live_config, args, tokenizer, model, Dataset.from_list(rows), None)
-    reference = live.trainer_kwargs["reference"]
-    assert reference.kind == "frozen_model"
-    expected = reference_log_probs(reference, model, live.collator(rows))[0]
-    batch = parts.collator([parts.train[i] for i in range(len(rows))])
+    live, _ = dpo.pair_reference(live_config, run.args, model, collator, (Dataset.from_list(rows), None))
+    assert live is not None and live.kind == "frozen_model"
+    expected = reference_log_probs(live, model, collator(rows))[0]
+    batch = collator([train_set[i] for i in range(len(rows))])
     torch.testing.assert_close(batch["ref_logps"], expected)
 
 

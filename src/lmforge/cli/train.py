@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
         return relaunched
     # the training stack (transformers' Trainer, peft) loads only in the process that trains,
     # not in the parent that relaunches under torchrun nor for a prediction-only run
-    from lmforge.train.workflow import run_training
+    from lmforge.train import run_training
 
     outcome = run_training(config)
     if outcome.interrupted_by:

@@ -12,16 +12,20 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
+from torch import nn
 
 from lmforge.config.finetuning import FinetuningArguments
 from lmforge.config.model import ModelArguments
 from lmforge.errors import ConfigError
 
 if TYPE_CHECKING:
-    from torch import nn
+    from transformers import PreTrainedModel
+
+    TrainableModel: TypeAlias = PreTrainedModel | PeftModel  # a transformers model, or PEFT's wrapper of one
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +33,12 @@ _LAYER_PATTERN = re.compile(r"\.(?:layers|h|blocks|block)\.(\d+)\.")
 
 
 def prepare_trainable(
-    model: nn.Module,
+    model: TrainableModel,
     model_args: ModelArguments,
     finetuning_args: FinetuningArguments,
     *,
     gradient_checkpointing: bool = False,
-) -> nn.Module:
+) -> TrainableModel:
     """Return the model to train, with exactly the parameters the config asks for set trainable."""
     kind = finetuning_args.finetuning_type
     if finetuning_args.use_llama_pro and kind != "freeze":
@@ -46,8 +50,6 @@ def prepare_trainable(
             "config key 'adapter_name_or_path' needs finetuning_type: lora (it continues a LoRA adapter)"
         )
     if getattr(model, "is_quantized", False) or getattr(model, "quantization_method", None):
-        from peft import prepare_model_for_kbit_training
-
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     if kind == "full":
         model.requires_grad_(True)
@@ -75,6 +77,21 @@ def prepare_trainable(
     if trainable == 0:
         raise ConfigError(f"finetuning_type {kind}: no parameter is trainable with these settings")
     return model
+
+
+def enable_gradient_checkpointing(model: TrainableModel, settings: dict[str, Any] | None) -> None:
+    """Recompute each block's activations in backward, with transformers' ``gradient_checkpointing_kwargs``.
+
+    The model is checkpointed here, once its training form is settled, rather than by the Trainer:
+    whether to checkpoint is decided by the estimate, after the training arguments are built.
+    ``every_n_layers`` and ``offload`` are transformers' own keys, the rest goes to ``torch.utils.checkpoint``.
+    """
+    kwargs = dict(settings or {})
+    every_n_layers = kwargs.pop("every_n_layers", 1)
+    offload = kwargs.pop("offload", False)
+    model.gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs=kwargs or None, every_n_layers=every_n_layers, offload=offload
+    )
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -152,9 +169,9 @@ def _layer_module_names(names: list[str]) -> set[str]:
     return found
 
 
-def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningArguments) -> nn.Module:
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-
+def _apply_lora(
+    model: TrainableModel, model_args: ModelArguments, args: FinetuningArguments
+) -> TrainableModel:
     adapters = list(model_args.adapter_name_or_path or [])
     for adapter in adapters:
         if not (Path(adapter) / "adapter_config.json").is_file():
@@ -194,7 +211,8 @@ def _apply_lora(model: nn.Module, model_args: ModelArguments, args: FinetuningAr
         modules_to_save=list(args.additional_target) if args.additional_target else None,
         use_rslora=args.use_rslora,
         use_dora=args.use_dora,
-        init_lora_weights=_lora_initialisation(args),
+        # peft's Literal spells pissa_niter_<N> as "pissa_niter_[number of iters]"
+        init_lora_weights=_lora_initialisation(args),  # type: ignore[arg-type]
     )
     try:
         return get_peft_model(model, lora_config)
@@ -220,7 +238,7 @@ def _lora_initialisation(args: FinetuningArguments) -> bool | str:
 PISSA_INIT_DIR = "pissa_init"
 
 
-def save_pissa_initial(model: nn.Module, args: FinetuningArguments, output_dir: Path) -> Path | None:
+def save_pissa_initial(model: TrainableModel, args: FinetuningArguments, output_dir: Path) -> Path | None:
     """Save the PiSSA adapter before training: converting the trained one to plain LoRA needs it."""
     if not (args.finetuning_type == "lora" and args.pissa_init and args.pissa_convert):
         return None
@@ -229,7 +247,7 @@ def save_pissa_initial(model: nn.Module, args: FinetuningArguments, output_dir: 
     return folder
 
 
-def save_converted_pissa(model: nn.Module, folder: Path, initial: Path) -> None:
+def save_converted_pissa(model: TrainableModel, folder: Path, initial: Path) -> None:
     """Overwrite the saved adapter in ``folder`` with its plain-LoRA form (rank doubled), which loads on
     the original base model in plain PEFT; PEFT computes it from the adapter before and after training."""
     model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(initial))
@@ -254,8 +272,6 @@ def frozen_media_module(name: str, args: FinetuningArguments) -> bool:
 
 
 def _linear_module_names(model: nn.Module) -> set[str]:
-    from torch import nn
-
     return {
         name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)
     }

@@ -17,7 +17,7 @@ from lmforge.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import BitsAndBytesConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,9 @@ def load_model(
     return model
 
 
-def auto_model_class(config: Any) -> Any:
+def auto_model_class(
+    config: PretrainedConfig,
+) -> Any:  # an Auto* class (transformers keeps their base private)
     """AutoModelForCausalLM, or the multimodal class for Qwen2-VL (image-text) and Qwen2-Audio."""
     import transformers
     from transformers.models.auto import modeling_auto
@@ -173,7 +175,7 @@ def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedMod
     return model
 
 
-def _bnb_config(model_args: ModelArguments) -> Any:
+def _bnb_config(model_args: ModelArguments) -> BitsAndBytesConfig:
     try:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig

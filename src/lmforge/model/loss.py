@@ -7,20 +7,22 @@ that carry a label, and the gradients are formed chunk by chunk in the same pass
 equals transformers' ``ForCausalLMLoss`` (sum over trained tokens divided by
 ``num_items_in_batch``, or their count) up to float rounding.
 
-``enable_chunked_loss(model)`` swaps the loss into a causal LM's forward when the model's head
-is the plain ``lm_head(hidden_states)`` projection (no bias, soft-capping, scaling or router
-loss); otherwise it leaves the model alone and says why.
+``enable_chunked_loss(model)`` swaps the loss into a causal LM's forward when the model's logits
+are its output layer applied to its base model's hidden states (checked on a few tokens, not read
+from transformers' source); otherwise it leaves the model alone and warns why.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
+from peft import PeftModel
 from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from lmforge.templates.results import IGNORE_INDEX
 
@@ -28,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 CHUNK_ELEMENTS = 2**25  # float32 logits per chunk: 128 MiB
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-_FORWARD_MARKERS = ("self.lm_head(hidden_states[:, slice_indices, :])", "self.loss_function(")
-_FORWARD_EXTRAS = ("aux_loss", "softcap", "logit_scale", "logits_scaling")
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -116,15 +116,20 @@ def chunked_causal_lm_loss(
 
 
 def chunked_loss_blocker(model: nn.Module) -> str | None:
-    """Why the chunked loss would not equal this model's own loss, or None when it does."""
-    from transformers import PreTrainedModel
+    """Why the chunked loss would not equal this model's own loss, or None when it does.
 
+    The chunked loss runs the model's base model (``model.base_model``, the decoder, which also
+    merges image and audio features) and projects its ``last_hidden_state`` through
+    ``model.get_output_embeddings()``: both are public transformers paths. Config keys that
+    transform the logits or add a loss term are refused by name; anything else the model's own
+    forward might do to the logits is caught by comparing both on a few tokens (``_probe``).
+    """
     if not isinstance(model, PreTrainedModel):
         return f"{type(model).__name__} is not a transformers model"
     config = model.config
     if getattr(config, "is_encoder_decoder", False):
         return "encoder-decoder models compute their loss differently"
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text_config = config.get_text_config()
     for name in _LOGIT_TRANSFORMS:
         values = {getattr(text_config, name, None), getattr(config, name, None)}
         if values - {None, 1}:  # 1 == 1.0: no scaling
@@ -136,14 +141,34 @@ def chunked_loss_blocker(model: nn.Module) -> str | None:
         return (
             "the output layer is not a plain bias-free Linear (an adapter or modules_to_save wraps lm_head?)"
         )
-    if not isinstance(getattr(model, "model", None), nn.Module):
-        return "the model has no `model` decoder attribute"
+    if model.base_model is model:
+        return f"{type(model).__name__} has no base model (decoder) apart from its head"
+    return _probe(model, head)
+
+
+def _probe(model: PreTrainedModel, head: nn.Linear) -> str | None:
+    """Compare the model's own logits with ``head(base_model(...).last_hidden_state)`` on 8 tokens.
+
+    This is what makes the chunked loss safe on a transformers release or model class we have
+    not seen: if its forward does anything more than project the hidden states, the two differ.
+    """
+    ids = torch.arange(8, device=head.weight.device)[None] % head.weight.shape[0]
+    was_training = model.training
+    model.eval()  # no dropout: both passes must see the same network
     try:
-        source = inspect.getsource(type(model).forward)
-    except (OSError, TypeError):
-        return "the model's forward source is not available to check"
-    if not all(marker in source for marker in _FORWARD_MARKERS) or any(x in source for x in _FORWARD_EXTRAS):
-        return f"{type(model).__name__}.forward is not the standard lm_head + loss_function shape"
+        with torch.no_grad():
+            own = model(input_ids=ids, use_cache=False).logits
+            hidden = model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+            ours = head(hidden)
+    except (TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        return f"its base model cannot be run on token ids alone ({type(exc).__name__}: {exc})"
+    finally:
+        model.train(was_training)
+    if own is None or own.shape != ours.shape:
+        return f"{type(model).__name__}'s logits are not one projection per position"
+    tolerance = 1e-3 if own.dtype == torch.float32 else 1e-2  # half precision: same ops, coarser rounding
+    if not torch.allclose(own.float(), ours.float(), rtol=tolerance, atol=tolerance):
+        return f"{type(model).__name__}'s logits differ from the output layer applied to its hidden states"
     return None
 
 
@@ -151,36 +176,48 @@ def enable_chunked_loss(model: nn.Module) -> bool:
     """Compute the training loss of ``model`` (a causal LM, or a PEFT model around one) in chunks.
 
     Only calls with ``labels`` change; generation and label-free calls run the model's own
-    forward. Returns False, logging why, when the chunked loss would not be correct.
+    forward. Returns False, with a warning that says why, when the chunked loss would not be
+    correct (training then runs the model's own loss and holds the full logits).
     """
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    reason = chunked_loss_blocker(causal_lm)
-    if reason:
-        logger.info("chunked cross-entropy off: %s", reason)
-        return False
-    if getattr(causal_lm, "_lmforge_chunked_loss", False):
+    causal_lm = _causal_lm(model)
+    if isinstance(vars(causal_lm).get("forward"), _ChunkedForward):
         return True
-    causal_lm.forward = _chunked_forward(causal_lm, causal_lm.forward)
-    causal_lm._lmforge_chunked_loss = True
+    reason = chunked_loss_blocker(causal_lm)
+    if reason or not isinstance(causal_lm, PreTrainedModel):
+        logger.warning("chunked cross-entropy off (the full logits are held): %s", reason)
+        return False
+    vars(causal_lm)["forward"] = _ChunkedForward(causal_lm, causal_lm.forward)  # this instance only
     return True
 
 
 def disable_chunked_loss(model: nn.Module) -> None:
     """Undo :func:`enable_chunked_loss` (the class's forward applies again)."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(causal_lm, "_lmforge_chunked_loss", False):
-        del causal_lm.forward
-        causal_lm._lmforge_chunked_loss = False
+    causal_lm = _causal_lm(model)
+    if isinstance(vars(causal_lm).get("forward"), _ChunkedForward):
+        del vars(causal_lm)["forward"]
 
 
-def _chunked_forward(causal_lm: nn.Module, original: Callable[..., Any]) -> Callable[..., Any]:
-    from transformers.modeling_outputs import CausalLMOutputWithPast
+def _causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (PEFT's public ``get_base_model``), or the model."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
 
-    def forward(
+
+class _ChunkedForward:
+    """A causal LM's forward whose loss is :func:`chunked_causal_lm_loss` of its base model's hidden states.
+
+    Calls without labels (generation, scoring) run the model's own forward unchanged.
+    """
+
+    def __init__(self, causal_lm: PreTrainedModel, original: Callable[..., Any]) -> None:
+        self.causal_lm = causal_lm
+        self.original = original
+
+    def __call__(
+        self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        past_key_values: Any = None,
+        past_key_values: Any = None,  # a transformers Cache, passed through untouched
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
@@ -189,7 +226,7 @@ def _chunked_forward(causal_lm: nn.Module, original: Callable[..., Any]) -> Call
     ) -> Any:
         shift_labels = kwargs.pop("shift_labels", None)
         if labels is None and shift_labels is None:
-            return original(
+            return self.original(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
@@ -201,7 +238,7 @@ def _chunked_forward(causal_lm: nn.Module, original: Callable[..., Any]) -> Call
             )
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         kwargs.pop("ignore_index", None)
-        outputs = causal_lm.model(
+        outputs = self.causal_lm.base_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -212,20 +249,18 @@ def _chunked_forward(causal_lm: nn.Module, original: Callable[..., Any]) -> Call
         )
         loss = chunked_causal_lm_loss(
             outputs.last_hidden_state,
-            causal_lm.get_output_embeddings().weight,
+            self.causal_lm.get_output_embeddings().weight,
             labels,
             shift_labels=shift_labels,
             num_items_in_batch=num_items_in_batch,
         )
         return CausalLMOutputWithPast(
-            loss=loss,
+            loss=cast("torch.FloatTensor", loss),  # transformers annotates FloatTensor: any float tensor
             logits=None,
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-
-    return forward
 
 
 class _LinearTokenLogProbs(torch.autograd.Function):
@@ -299,12 +334,12 @@ def sequence_log_probs(
     through the output layer in chunks; a model whose head is not a plain projection (see
     :func:`chunked_loss_blocker`) runs its own forward and full logits instead.
     """
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal_lm = _causal_lm(model)
     shift_labels = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
     trained = shift_labels != IGNORE_INDEX
     counts = trained.sum(dim=-1)
     if _plain_head(causal_lm):
-        hidden = causal_lm.model(
+        hidden = causal_lm.base_model(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **model_inputs
         ).last_hidden_state
         rows, cols = trained.nonzero(as_tuple=True)
@@ -322,13 +357,13 @@ def sequence_log_probs(
     return sums.index_add(0, rows, token_logps), counts
 
 
-def _plain_head(causal_lm: nn.Module) -> bool:
+def _plain_head(causal_lm: nn.Module) -> TypeGuard[PreTrainedModel]:
     """Whether the chunked projection equals the model's own logits (checked once per model)."""
-    cached = getattr(causal_lm, "_lmforge_plain_head", None)
+    cached = vars(causal_lm).get("_lmforge_plain_head")
     if cached is None:
         reason = chunked_loss_blocker(causal_lm)
         if reason:
-            logger.info("chunked log-probabilities off: %s", reason)
+            logger.warning("chunked log-probabilities off (the full logits are held): %s", reason)
         cached = reason is None
-        causal_lm._lmforge_plain_head = cached
-    return cached
+        vars(causal_lm)["_lmforge_plain_head"] = cached
+    return bool(cached)

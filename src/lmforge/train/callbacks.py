@@ -1,6 +1,6 @@
 """What a training run shows and records while it runs, and how it stops on a signal.
 
-- ``Throughput`` counts trained tokens (labels the loss is computed on) and samples.
+- ``Throughput`` (train/trainer.py) counts trained tokens and samples; these callbacks show and log it.
 - ``ProgressBar`` replaces transformers' bar: loss, learning rate, tokens/s, MFU and the ETA.
 - ``JsonlLog`` appends every log record to ``trainer_log.jsonl`` (the file tools plot from).
 - ``SignalStop`` turns SIGINT/SIGTERM into "save a checkpoint after this step, then stop".
@@ -13,41 +13,21 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from lmforge.train.trainer import Throughput
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
+
 logger = logging.getLogger(__name__)
 
 LOG_FILE = "trainer_log.jsonl"
-
-
-@dataclass
-class Throughput:
-    """Trained tokens and samples seen by this process since training began."""
-
-    tokens: int = 0
-    samples: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    world_size: int = 1
-    flops_per_token: float = 0.0  # model FLOPs per trained token, from the estimate (0: unknown)
-    peak_flops: float = 0.0  # the measured matmul rate of the training dtype, FLOP/s per process
-
-    def tokens_per_second(self) -> float:
-        """Across all processes (each sees about the same share)."""
-        elapsed = time.perf_counter() - self.started
-        return self.tokens * self.world_size / elapsed if elapsed > 0 else 0.0
-
-    def mfu(self, tokens_per_second: float | None = None) -> float | None:
-        """Model FLOPs utilisation: the model's FLOPs done per second over the matmul peak (0..1)."""
-        if not self.flops_per_token or not self.peak_flops:
-            return None
-        rate = self.tokens_per_second() if tokens_per_second is None else tokens_per_second
-        return rate * self.flops_per_token / (self.peak_flops * self.world_size)
 
 
 class ProgressBar(TrainerCallback):
@@ -55,7 +35,7 @@ class ProgressBar(TrainerCallback):
 
     def __init__(self, throughput: Throughput) -> None:
         self.throughput = throughput
-        self.bar: Any = None
+        self.bar: tqdm[Any] | None = None
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
@@ -79,7 +59,7 @@ class ProgressBar(TrainerCallback):
         args: TrainingArguments,
         state: TrainerState,
         control: TrainerControl,
-        logs: Any = None,
+        logs: dict[str, float] | None = None,
         **kw: Any,
     ) -> None:
         if self.bar is None or not logs:
@@ -124,7 +104,7 @@ class JsonlLog(TrainerCallback):
         args: TrainingArguments,
         state: TrainerState,
         control: TrainerControl,
-        logs: Any = None,
+        logs: dict[str, float] | None = None,
         **kw: Any,
     ) -> None:
         if not state.is_world_process_zero or not logs:
@@ -132,7 +112,7 @@ class JsonlLog(TrainerCallback):
         elapsed = time.perf_counter() - self.started
         done = max(state.global_step - getattr(self, "first_step", 0), 0)
         left = max(state.max_steps - state.global_step, 0)
-        record = {
+        record: dict[str, object] = {
             "current_steps": state.global_step,
             "total_steps": state.max_steps,
             "epoch": round(state.epoch or 0.0, 4),
@@ -151,7 +131,8 @@ class JsonlLog(TrainerCallback):
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
+    """A JSON-writable log value: tensors as numbers, inf and nan as strings."""
     if isinstance(value, torch.Tensor):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

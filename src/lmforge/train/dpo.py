@@ -10,6 +10,7 @@ per-sequence log-probabilities (train/preference_losses.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,57 +22,88 @@ from lmforge.media.samples import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference import (
     PreferenceTrainer,
+    loss_settings,
     model_inputs,
     precompute_reference,
-    preference_parts,
     reference_log_probs,
+    release_reference,
+    whole_dataset,
 )
 from lmforge.train.preference_losses import PAIR_LOSSES, sft_term
-from lmforge.train.reference import build_reference
-from lmforge.train.stage import StageParts
+from lmforge.train.reference import Reference, build_reference
+from lmforge.train.workflow import (
+    PreparedData,
+    TrainingOutcome,
+    arrange,
+    chunked_loss_allowed,
+    finish,
+    load_data,
+    load_training_model,
+    start,
+    trainer_inputs,
+)
 
 if TYPE_CHECKING:
-    from datasets import Dataset
     from torch import nn
-    from transformers import PreTrainedTokenizerBase, Seq2SeqTrainingArguments
+    from transformers import Seq2SeqTrainingArguments, TrainerCallback
+
+    from lmforge.media.inputs import MediaProcessing
+    from lmforge.model.adapter import TrainableModel
+    from lmforge.train.workflow import TrainSet
 
 logger = logging.getLogger(__name__)
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
-def prepare(
-    config: Config,
-    args: Seq2SeqTrainingArguments,
-    tokenizer: PreTrainedTokenizerBase,
-    model: nn.Module,
-    train: Dataset,
-    eval_set: Dataset | None,
-    media: Any = None,
-) -> StageParts:
-    loss = PAIR_LOSSES[config.finetuning.pref_loss]
-    collator = PairwiseCollator(pad_token_id=tokenizer.pad_token_id, media=media)
-    reference = build_reference(config, model, model.dtype) if loss.uses_reference else None
-    if reference is not None and config.finetuning.precompute_ref_log_probs:
+def train(
+    config: Config, *, callbacks: Sequence[TrainerCallback] = (), data: PreparedData | None = None
+) -> TrainingOutcome:
+    """Train stage dpo as ``config`` says; ``data`` replaces dataset loading."""
+    run = start(config, callbacks)
+    prepared = load_data(run, data)
+    if prepared is None:  # tokenized_path: this run only encodes
+        return TrainingOutcome(run.output_dir)
+    train_set, eval_set = arrange(run, prepared)
 
-        def ref_columns(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return dict(
-                zip(REF_COLUMNS, reference_log_probs(reference, model, batch)[0].chunk(2), strict=True)
-            )
+    model = load_training_model(run, train_set)
+    run.chunked_loss = chunked_loss_allowed(run)  # sequence_log_probs projects in chunks itself
 
-        train, eval_set = precompute_reference(
-            args, reference, model, collator, (train, eval_set), ref_columns
-        )
-        reference = None
-    return preference_parts(
-        config,
-        model,
-        (train, eval_set),
-        collator,
-        DPOTrainer,
-        reference,
+    collator = PairwiseCollator(pad_token_id=run.tokenizer.pad_token_id, media=run.media)
+    reference, (train_set, eval_set) = pair_reference(
+        config, run.args, model, collator, (train_set, eval_set)
+    )
+    trainer = DPOTrainer(
+        **trainer_inputs(run, model, train_set, eval_set, collator),
+        settings=loss_settings(config),
+        reference=reference,
+        pref_ftx=config.finetuning.pref_ftx,
         pref_loss=config.finetuning.pref_loss,
     )
+    return finish(run, trainer, before_save=release_reference(reference, model))
+
+
+def pair_reference(
+    config: Config,
+    args: Seq2SeqTrainingArguments,
+    model: TrainableModel,
+    collator: PairwiseCollator,
+    datasets: tuple[TrainSet, TrainSet | None],
+) -> tuple[Reference | None, tuple[TrainSet, TrainSet | None]]:
+    """The reference to run while training (none for orpo/simpo), or none and the datasets with its
+    log-probabilities as columns (``precompute_ref_log_probs``)."""
+    if not PAIR_LOSSES[config.finetuning.pref_loss].uses_reference:
+        return None, datasets
+    reference = build_reference(config, model, model.dtype)
+    if not config.finetuning.precompute_ref_log_probs:
+        return reference, datasets
+
+    def ref_columns(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return dict(zip(REF_COLUMNS, reference_log_probs(reference, model, batch)[0].chunk(2), strict=True))
+
+    train_set = whole_dataset(datasets[0], "dpo")
+    eval_set = whole_dataset(datasets[1], "dpo") if datasets[1] is not None else None
+    return None, precompute_reference(args, reference, model, collator, (train_set, eval_set), ref_columns)
 
 
 @dataclass
@@ -90,7 +122,7 @@ class PairwiseCollator:
     """
 
     pad_token_id: int
-    media: Any = None
+    media: MediaProcessing | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows = [
@@ -117,15 +149,15 @@ class DPOTrainer(PreferenceTrainer):
         model: nn.Module,
         inputs: dict[str, torch.Tensor],
         return_outputs: bool = False,
-        num_items_in_batch: Any = None,
-    ) -> Any:
-        policy = self.accelerator.unwrap_model(model)
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        policy = self.policy(model)
         logps, tokens = sequence_log_probs(policy, **model_inputs(inputs))
         scores = logps
         if self.pair_loss.uses_reference:
             ref_logps = inputs.get("ref_logps")
             if ref_logps is None:
-                ref_logps, _ = reference_log_probs(self.reference, policy, inputs)
+                ref_logps, _ = reference_log_probs(self.live_reference(), policy, inputs)
             scores = logps - ref_logps
         if self.pair_loss.length_normalised:
             scores = scores / tokens.clamp(min=1)

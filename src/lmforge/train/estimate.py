@@ -15,7 +15,7 @@ import logging
 import resource
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +24,7 @@ from lmforge.templates.results import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from datasets import Dataset
+    from transformers import PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class ModelShape:
     tied: bool
 
     @classmethod
-    def from_config(cls, config: Any) -> ModelShape:
+    def from_config(cls, config: PretrainedConfig) -> ModelShape:
         text = getattr(config, "text_config", None) or config  # multimodal: the language model
         hidden = text.hidden_size
         heads = text.num_attention_heads
@@ -137,7 +138,7 @@ class Workload:
         accumulation = int(kwargs.get("gradient_accumulation_steps", 1))
         cutoff = config.data.cutoff_len
         count = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else 0
-        if not count or "input_ids" not in (dataset.column_names or ()):
+        if dataset is None or not count or "input_ids" not in (dataset.column_names or ()):
             count, lengths, trained = 1, [cutoff], [cutoff / 2]  # streaming: no counts to read
         else:
             # an evenly spaced sample of at most STATS_ROWS rows keeps this quick on large datasets
@@ -226,7 +227,7 @@ class Estimate:
 
 def estimate_training(
     config: Config,
-    model_config: Any,
+    model_config: PretrainedConfig,
     dataset: Dataset | None,
     *,
     packing: bool,

@@ -10,6 +10,7 @@ the examples and their partners; a trainer whose loss is ``kto_loss``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,59 +23,89 @@ from lmforge.model.loss import sequence_log_probs
 from lmforge.templates.results import IGNORE_INDEX
 from lmforge.train.preference import (
     PreferenceTrainer,
+    loss_settings,
     precompute_reference,
-    preference_parts,
     reference_log_probs,
     refuse_media,
+    release_reference,
+    whole_dataset,
 )
 from lmforge.train.preference_losses import kto_loss, sft_term
 from lmforge.train.reference import Reference, build_reference
-from lmforge.train.stage import StageParts
+from lmforge.train.workflow import (
+    PreparedData,
+    TrainingOutcome,
+    arrange,
+    chunked_loss_allowed,
+    finish,
+    load_data,
+    load_training_model,
+    start,
+    trainer_inputs,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from torch import nn
-    from transformers import PreTrainedTokenizerBase, Seq2SeqTrainingArguments
+    from transformers import Seq2SeqTrainingArguments, TrainerCallback
+
+    from lmforge.model.adapter import TrainableModel
 
 logger = logging.getLogger(__name__)
 
 
-def prepare(
-    config: Config,
-    args: Seq2SeqTrainingArguments,
-    tokenizer: PreTrainedTokenizerBase,
-    model: nn.Module,
-    train: Dataset,
-    eval_set: Dataset | None,
-    media: Any = None,
-) -> StageParts:
-    refuse_media(config.finetuning.stage, train, eval_set)
-    cutoff = config.data.cutoff_len
-    train = add_mismatched_partners(train, cutoff, seed=args.seed)
-    eval_set = add_mismatched_partners(eval_set, cutoff, seed=args.seed) if eval_set is not None else None
-    collator = KTOCollator(pad_token_id=tokenizer.pad_token_id)
-    reference: Reference | None = build_reference(config, model, model.dtype)
-    if config.finetuning.precompute_ref_log_probs:
+def train(
+    config: Config, *, callbacks: Sequence[TrainerCallback] = (), data: PreparedData | None = None
+) -> TrainingOutcome:
+    """Train stage kto as ``config`` says; ``data`` replaces dataset loading."""
+    run = start(config, callbacks)
+    prepared = load_data(run, data)
+    if prepared is None:  # tokenized_path: this run only encodes
+        return TrainingOutcome(run.output_dir)
+    refuse_media(config.finetuning.stage, prepared.train, prepared.eval)
+    train_set, eval_set = arrange(run, prepared)
+    cutoff, seed = config.data.cutoff_len, run.args.seed
+    train_set = add_mismatched_partners(whole_dataset(train_set, "kto"), cutoff, seed=seed)
+    if eval_set is not None:
+        eval_set = add_mismatched_partners(whole_dataset(eval_set, "kto"), cutoff, seed=seed)
 
-        def ref_columns(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {
-                "ref_logps": reference_log_probs(reference, model, batch)[0],
-                "ref_kl_logps": reference_log_probs(reference, model, partner_batch(batch))[0],
-            }
+    model = load_training_model(run, train_set)
+    run.chunked_loss = chunked_loss_allowed(run)  # sequence_log_probs projects in chunks itself
 
-        train, eval_set = precompute_reference(
-            args, reference, model, collator, (train, eval_set), ref_columns
+    collator = KTOCollator(pad_token_id=run.tokenizer.pad_token_id)
+    reference = build_reference(config, model, model.dtype)
+    precomputed = config.finetuning.precompute_ref_log_probs
+    if precomputed:  # then released: nothing of the reference is held while training
+        train_set, eval_set = precompute_partner_reference(
+            run.args, reference, model, collator, (train_set, eval_set)
         )
-        reference = None
-    return preference_parts(
-        config,
-        model,
-        (train, eval_set),
-        collator,
-        KTOTrainer,
-        reference,
+    live = None if precomputed else reference
+    trainer = KTOTrainer(
+        **trainer_inputs(run, model, train_set, eval_set, collator),
+        settings=loss_settings(config),
+        reference=live,
+        pref_ftx=config.finetuning.pref_ftx,
         weights=(config.finetuning.kto_chosen_weight, config.finetuning.kto_rejected_weight),
     )
+    return finish(run, trainer, before_save=release_reference(live, model))
+
+
+def precompute_partner_reference(
+    args: Seq2SeqTrainingArguments,
+    reference: Reference,
+    model: TrainableModel,
+    collator: KTOCollator,
+    datasets: tuple[Dataset, Dataset | None],
+) -> tuple[Dataset, Dataset | None]:
+    """The reference's log-probabilities of each example and of its partner, as columns."""
+
+    def ref_columns(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            "ref_logps": reference_log_probs(reference, model, batch)[0],
+            "ref_kl_logps": reference_log_probs(reference, model, partner_batch(batch))[0],
+        }
+
+    return precompute_reference(args, reference, model, collator, datasets, ref_columns)
 
 
 def add_mismatched_partners(dataset: Dataset, cutoff_len: int, *, seed: int) -> Dataset:
@@ -143,9 +174,9 @@ class KTOTrainer(PreferenceTrainer):
         model: nn.Module,
         inputs: dict[str, torch.Tensor],
         return_outputs: bool = False,
-        num_items_in_batch: Any = None,
-    ) -> Any:
-        policy = self.accelerator.unwrap_model(model)
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        policy = self.policy(model)
         logps, tokens = sequence_log_probs(
             policy, inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
         )
@@ -157,8 +188,8 @@ class KTOTrainer(PreferenceTrainer):
         if "ref_logps" in inputs:
             ref_logps, ref_kl_logps = inputs["ref_logps"], inputs["ref_kl_logps"]
         else:
-            ref_logps, _ = reference_log_probs(self.reference, policy, inputs)
-            ref_kl_logps, _ = reference_log_probs(self.reference, policy, partners)
+            ref_logps, _ = reference_log_probs(self.live_reference(), policy, inputs)
+            ref_kl_logps, _ = reference_log_probs(self.live_reference(), policy, partners)
         kl = self.accelerator.gather_for_metrics((kl_logps - ref_kl_logps).mean().reshape(1)).mean()
         desirable = inputs["kto_tag"]
         logratios = logps - ref_logps

@@ -9,48 +9,43 @@ argument, so its scheduler, checkpoints and logging stay transformers' own.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+from peft import PeftModel
+from peft.optimizers import create_loraplus_optimizer
+from torch import nn
+from transformers import Trainer
 
 from lmforge.config import Config
 from lmforge.config.finetuning import FinetuningArguments
 from lmforge.errors import ConfigError
 
 if TYPE_CHECKING:
-    from torch import nn
     from transformers import Seq2SeqTrainingArguments
+
+    from lmforge.model.adapter import TrainableModel
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_HEADS = ("lm_head", "embed_out", "output")
+# transformers matches a string target against each module's full name (only linear ones count)
+ALL_BUT_HEADS = rf"(?!(?:.*\.)?(?:{'|'.join(OUTPUT_HEADS)})$).+"
 
 
-def configure_optimizer(
-    config: Config, args: Seq2SeqTrainingArguments, model: nn.Module
-) -> torch.optim.Optimizer | None:
-    """Set transformers' optimizer arguments for GaLore/APOLLO, or build LoRA+/BAdam/Adam-mini; None otherwise."""
+def optimizer_arguments(config: Config) -> dict[str, Any]:
+    """GaLore/APOLLO as transformers' ``optim``, ``optim_target_modules`` and ``optim_args`` (else nothing).
+
+    ``galore_target: all`` becomes a pattern for every linear layer but the output head (as for
+    LoRA), so the arguments follow from the config alone; named targets are checked against the
+    model once it is loaded (:func:`configure_optimizer`).
+    """
     finetuning = config.finetuning
-    if finetuning.use_galore:
-        _low_rank_arguments(args, model, "galore", finetuning)
-    elif finetuning.use_apollo:
-        _low_rank_arguments(args, model, "apollo", finetuning)
-    elif finetuning.loraplus_lr_ratio is not None:
-        return _loraplus(args, model, finetuning)
-    elif finetuning.use_badam:
-        return _badam(args, model, finetuning)
-    elif finetuning.use_adam_mini:
-        return _adam_mini(args, model)
-    return None
-
-
-def _low_rank_arguments(
-    args: Seq2SeqTrainingArguments, model: nn.Module, method: str, finetuning: FinetuningArguments
-) -> None:
-    """``galore_*``/``apollo_*`` as transformers' ``optim``, ``optim_target_modules`` and ``optim_args``."""
+    method = "galore" if finetuning.use_galore else "apollo" if finetuning.use_apollo else None
+    if method is None:
+        return {}
     layerwise = getattr(finetuning, f"{method}_layerwise")
-    args.optim = f"{method}_adamw" + ("_layerwise" if layerwise else "")
-    args.optim_target_modules = _target_linear_names(model, getattr(finetuning, f"{method}_target"), method)
+    targets = list(getattr(finetuning, f"{method}_target"))
     settings: dict[str, object] = {
         "rank": getattr(finetuning, f"{method}_rank"),
         "update_proj_gap": getattr(finetuning, f"{method}_update_interval"),
@@ -61,48 +56,64 @@ def _low_rank_arguments(
         settings.update(proj=finetuning.apollo_proj, scale_type=finetuning.apollo_scale_type)
         if finetuning.apollo_scale_front:
             logger.warning("apollo_scale_front is not among transformers' APOLLO settings; it is not applied")
-    args.optim_args = ",".join(f"{key}={value}" for key, value in settings.items())
-    logger.info("optimizer: %s on %s (%s)", args.optim, ", ".join(args.optim_target_modules), args.optim_args)
+    arguments = {
+        "optim": f"{method}_adamw" + ("_layerwise" if layerwise else ""),
+        "optim_target_modules": ALL_BUT_HEADS if targets == ["all"] else targets,
+        "optim_args": ",".join(f"{key}={value}" for key, value in settings.items()),
+    }
+    logger.info("optimizer: %s on %s (%s)", arguments["optim"], ", ".join(targets), arguments["optim_args"])
+    return arguments
 
 
-def _target_linear_names(model: nn.Module, targets: list[str], method: str) -> list[str]:
-    """``all``: every linear layer but the output head (as for LoRA); else the names given, checked."""
-    from torch import nn
+def configure_optimizer(
+    config: Config, args: Seq2SeqTrainingArguments, model: TrainableModel
+) -> torch.optim.Optimizer | None:
+    """Build LoRA+/BAdam/Adam-mini, or check GaLore/APOLLO's named targets; None: transformers builds ``args.optim``."""
+    finetuning = config.finetuning
+    if finetuning.use_galore:
+        _check_targets(model, finetuning.galore_target, "galore")
+    elif finetuning.use_apollo:
+        _check_targets(model, finetuning.apollo_target, "apollo")
+    elif finetuning.loraplus_lr_ratio is not None:
+        return _loraplus(args, model, finetuning, finetuning.loraplus_lr_ratio)
+    elif finetuning.use_badam:
+        return _badam(args, model, finetuning)
+    elif finetuning.use_adam_mini:
+        return _adam_mini(args, model)
+    return None
 
+
+def _check_targets(model: nn.Module, targets: list[str], method: str) -> None:
+    """Each named target is among the model's linear layers (``all`` always is)."""
     linear = {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] not in OUTPUT_HEADS
     }
     if list(targets) == ["all"]:
-        return sorted(linear)
+        return
     missing = [t for t in targets if t not in linear]
     if missing:
         raise ConfigError(
             f"config key '{method}_target': {', '.join(missing)} not found among the model's linear layers; "
             f"choose from: all, {', '.join(sorted(linear))}"
         )
-    return list(targets)
-
-
-def _adamw_settings(args: Seq2SeqTrainingArguments) -> dict[str, object]:
-    return {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
 
 
 def _loraplus(
-    args: Seq2SeqTrainingArguments, model: nn.Module, finetuning: FinetuningArguments
+    args: Seq2SeqTrainingArguments, model: TrainableModel, finetuning: FinetuningArguments, ratio: float
 ) -> torch.optim.Optimizer:
-    from peft.optimizers import create_loraplus_optimizer
-    from transformers import Trainer
-
-    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    if not isinstance(model, PeftModel):
+        raise ConfigError("config key 'loraplus_lr_ratio' needs finetuning_type: lora")
+    # transformers annotates PreTrainedModel; it reads the model only for GaLore/APOLLO/LOMO, never LoRA+
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)  # type: ignore[arg-type]
     optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k != "lr"}
-    logger.info("optimizer: LoRA+ (B learning rate %s x A's)", finetuning.loraplus_lr_ratio)
+    logger.info("optimizer: LoRA+ (B learning rate %s x A's)", ratio)
     return create_loraplus_optimizer(
         model,
         optimizer_cls,
         lr=args.learning_rate,
-        loraplus_lr_ratio=finetuning.loraplus_lr_ratio,
+        loraplus_lr_ratio=ratio,
         loraplus_lr_embedding=finetuning.loraplus_lr_embedding,
         weight_decay=args.weight_decay,
         **optimizer_kwargs,
@@ -110,10 +121,10 @@ def _loraplus(
 
 
 def _badam(
-    args: Seq2SeqTrainingArguments, model: nn.Module, finetuning: FinetuningArguments
+    args: Seq2SeqTrainingArguments, model: TrainableModel, finetuning: FinetuningArguments
 ) -> torch.optim.Optimizer:
     """BAdam (layer mode): Adam on one block of layers at a time, switching every ``badam_switch_interval`` steps."""
-    from badam import BlockOptimizer
+    from badam import BlockOptimizer  # optional: installed by those who use it
 
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     decay = [p for n, p in named if p.ndim >= 2]
@@ -125,7 +136,9 @@ def _badam(
         finetuning.badam_switch_interval,
     )
     return BlockOptimizer(
-        base_optimizer=torch.optim.AdamW(groups, lr=args.learning_rate, **_adamw_settings(args)),
+        base_optimizer=torch.optim.AdamW(
+            groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+        ),
         named_parameters_list=list(model.named_parameters()),
         block_prefix_list=None,
         switch_block_every=finetuning.badam_switch_interval,
@@ -136,11 +149,11 @@ def _badam(
     )
 
 
-def _adam_mini(args: Seq2SeqTrainingArguments, model: nn.Module) -> torch.optim.Optimizer:
+def _adam_mini(args: Seq2SeqTrainingArguments, model: TrainableModel) -> torch.optim.Optimizer:
     """Adam-mini: one second-moment value per parameter block (per attention head), not per weight."""
-    from adam_mini import Adam_mini
+    from adam_mini import Adam_mini  # optional: installed by those who use it
 
-    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    text_config = model.config.get_text_config()
     heads = text_config.num_attention_heads
     logger.info("optimizer: Adam-mini")
     return Adam_mini(
@@ -151,7 +164,8 @@ def _adam_mini(args: Seq2SeqTrainingArguments, model: nn.Module) -> torch.optim.
         n_heads=heads,
         n_kv_heads=getattr(text_config, "num_key_value_heads", None) or heads,
         verbose=False,
-        **_adamw_settings(args),
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
     )
 
 

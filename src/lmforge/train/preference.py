@@ -1,8 +1,7 @@
 """What the preference stages (dpo, kto, rm) share: a Trainer base that logs TRL's metric names, and reference log-probabilities computed once.
 
-Each stage module (train/dpo.py, train/kto.py, train/rm.py) reads as a recipe: given the
-encoded data and the loaded model it builds its reference, collator and trainer; the workflow
-(train/workflow.py) keeps the output folder, resume, callbacks and saving common to all stages.
+Each stage module (train/dpo.py, train/kto.py, train/rm.py) reads as a recipe: data, model,
+reference, collator, trainer, outputs; the steps every stage shares are in train/workflow.py.
 """
 
 from __future__ import annotations
@@ -13,6 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+from datasets import Dataset
+from peft import PeftModel
+from transformers import PreTrainedModel
 
 from lmforge.config import Config
 from lmforge.errors import ConfigError
@@ -20,13 +22,14 @@ from lmforge.media.samples import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference_losses import LossSettings
 from lmforge.train.reference import Reference
-from lmforge.train.stage import StageParts
 from lmforge.train.trainer import LmforgeTrainer
 
 if TYPE_CHECKING:
-    from datasets import Dataset
     from torch import nn
     from transformers import Seq2SeqTrainingArguments
+
+    from lmforge.model.adapter import TrainableModel
+    from lmforge.train.workflow import TrainSet
 
 logger = logging.getLogger(__name__)
 
@@ -42,30 +45,18 @@ def loss_settings(config: Config) -> LossSettings:
     )
 
 
-def preference_parts(
-    config: Config,
-    model: nn.Module,
-    data: tuple[Dataset, Dataset | None],
-    collator: Callable[[list[dict[str, Any]]], Batch],
-    trainer_class: type,
-    reference: Reference | None,
-    **trainer_kwargs: Any,
-) -> StageParts:
-    """A dpo/kto stage's parts; a live reference's extra weights are dropped before the final save."""
-    return StageParts(
-        model=model,
-        train=data[0],
-        eval=data[1],
-        collator=collator,
-        trainer_class=trainer_class,
-        trainer_kwargs={
-            "settings": loss_settings(config),
-            "reference": reference,
-            "pref_ftx": config.finetuning.pref_ftx,
-            **trainer_kwargs,
-        },
-        before_save=(lambda: reference.release(model)) if reference is not None else (lambda: None),
-    )
+def release_reference(reference: Reference | None, policy: TrainableModel) -> Callable[[], None] | None:
+    """What to run before the final save: drop a live reference's extra weights (None: nothing)."""
+    if reference is None:
+        return None
+    return lambda: reference.release(policy)
+
+
+def whole_dataset(dataset: TrainSet, stage: str) -> Dataset:
+    """``dataset`` as a map-style Dataset: the reference pass and KTO's partners need every row at once."""
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"stage {stage} needs the whole dataset at once; set streaming: false")
+    return dataset
 
 
 class PreferenceTrainer(LmforgeTrainer):
@@ -94,9 +85,24 @@ class PreferenceTrainer(LmforgeTrainer):
             "eval": defaultdict(list),
         }
 
+    def policy(self, model: nn.Module) -> TrainableModel:
+        """The trained model inside accelerate's wrappers (DDP, ...): a transformers or PEFT model."""
+        policy = self.accelerator.unwrap_model(model)
+        if not isinstance(policy, PreTrainedModel | PeftModel):
+            raise TypeError(
+                f"preference training needs a transformers or PEFT model, not {type(policy).__name__}"
+            )
+        return policy
+
+    def live_reference(self) -> Reference:
+        """The reference to run now; none is held when its log-probabilities were precomputed."""
+        if self.reference is None:
+            raise RuntimeError("no reference model is held: its log-probabilities should be in the batch")
+        return self.reference
+
     def record(self, **values: torch.Tensor) -> None:
         """Keep this batch's metrics (names with '/' as TRL writes them: rewards_chosen -> rewards/chosen)."""
-        mode = "train" if self.model.training else "eval"
+        mode = "eval" if self.model is not None and not self.model.training else "train"
         for name, value in values.items():
             mean = self.accelerator.gather_for_metrics(value.detach().float().reshape(-1)).mean()
             if not torch.isnan(mean):  # a batch without (say) undesirable examples has no mean for them
@@ -114,21 +120,22 @@ class PreferenceTrainer(LmforgeTrainer):
 def precompute_reference(
     args: Seq2SeqTrainingArguments,
     reference: Reference,
-    policy: nn.Module,
+    policy: TrainableModel,
     collator: Callable[[list[dict[str, Any]]], Batch],
     datasets: tuple[Dataset, Dataset | None],
     values: Callable[[Batch], dict[str, torch.Tensor]],
 ) -> tuple[Dataset, Dataset | None]:
     """Run the reference once over each dataset, in order, keeping ``values(batch)`` as columns;
     then release it, so that nothing of the reference is held or run while training."""
-    policy.to(args.device)
+    policy.to(args.device)  # type: ignore[arg-type]  # transformers' decorator on PreTrainedModel.to hides its signature
     was_training = policy.training
     policy.eval()
-    out = [_reference_columns(d, collator, args, values) if d is not None else None for d in datasets]
+    train = _reference_columns(datasets[0], collator, args, values)
+    eval_set = _reference_columns(datasets[1], collator, args, values) if datasets[1] is not None else None
     policy.train(was_training)
     reference.release(policy)
-    logger.info("reference log-probabilities computed once for %d training rows", len(out[0]))
-    return out[0], out[1]
+    logger.info("reference log-probabilities computed once for %d training rows", len(train))
+    return train, eval_set
 
 
 def _reference_columns(
@@ -144,8 +151,8 @@ def _reference_columns(
         batch = {k: v.to(args.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         for name, value in values(batch).items():
             columns[name] += value.tolist()
-    for name, value in columns.items():
-        dataset = dataset.add_column(name, value)
+    for name, column in columns.items():
+        dataset = dataset.add_column(name, column)
     return dataset
 
 
@@ -164,7 +171,7 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def reference_log_probs(
-    reference: Reference, policy: nn.Module, batch: dict[str, torch.Tensor]
+    reference: Reference, policy: TrainableModel, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's summed log-probabilities of each row's labelled tokens (and their counts)."""
     with reference.active(policy) as model:

@@ -26,11 +26,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
+from peft import PeftModel
 
 from lmforge.config import Config
+from lmforge.model.loader import load_model
 
 if TYPE_CHECKING:
-    from torch import nn
+    from transformers import PreTrainedModel
+
+    from lmforge.model.adapter import TrainableModel
 
 logger = logging.getLogger(__name__)
 
@@ -42,33 +46,47 @@ class Reference:
     """Where reference log-probabilities come from during training."""
 
     kind: Literal["adapter_off", "sft_adapter", "frozen_model"]
-    model: nn.Module | None = None  # frozen_model only
+    model: PreTrainedModel | None = None  # frozen_model only
 
     @contextlib.contextmanager
-    def active(self, policy: nn.Module) -> Iterator[nn.Module]:
-        """Yield the module whose forward is the reference (no gradients inside)."""
+    def active(self, policy: TrainableModel) -> Iterator[TrainableModel]:
+        """Yield the model whose forward is the reference (no gradients inside)."""
         with torch.no_grad():
             if self.kind == "frozen_model":
+                if self.model is None:
+                    raise RuntimeError("the reference model was released; it runs no more")
                 yield self.model
             elif self.kind == "adapter_off":
-                with policy.disable_adapter():
+                with _peft(policy).disable_adapter():
                     yield policy
             else:
-                active = policy.active_adapter
-                policy.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
+                peft_model = _peft(policy)
+                active = peft_model.active_adapter
+                peft_model.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
                 try:
-                    yield policy
+                    yield peft_model
                 finally:
-                    policy.set_adapter(active)  # makes the trained adapter trainable again
+                    peft_model.set_adapter(active)  # makes the trained adapter trainable again
 
-    def release(self, policy: nn.Module) -> None:
+    def release(self, policy: TrainableModel) -> None:
         """Drop the reference weights (after precomputing, and before the final save)."""
-        if self.kind == "sft_adapter" and REFERENCE_ADAPTER in getattr(policy, "peft_config", {}):
+        if (
+            self.kind == "sft_adapter"
+            and isinstance(policy, PeftModel)
+            and REFERENCE_ADAPTER in policy.peft_config
+        ):
             policy.delete_adapter(REFERENCE_ADAPTER)
         self.model = None
 
 
-def build_reference(config: Config, policy: nn.Module, dtype: torch.dtype) -> Reference:
+def _peft(policy: TrainableModel) -> PeftModel:
+    """The policy as PEFT's model: the adapter references switch its adapters."""
+    if not isinstance(policy, PeftModel):
+        raise TypeError(f"a LoRA reference needs the PEFT-wrapped policy, not {type(policy).__name__}")
+    return policy
+
+
+def build_reference(config: Config, policy: TrainableModel, dtype: torch.dtype) -> Reference:
     """The reference for ``policy`` by the rules above (callers skip this for orpo/simpo)."""
     finetuning = config.finetuning
     if finetuning.ref_model:
@@ -76,7 +94,7 @@ def build_reference(config: Config, policy: nn.Module, dtype: torch.dtype) -> Re
     if finetuning.finetuning_type == "lora":
         adapters = list(config.model.adapter_name_or_path or [])
         if adapters and not finetuning.create_new_adapter:
-            policy.load_adapter(adapters[-1], adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+            _peft(policy).load_adapter(adapters[-1], adapter_name=REFERENCE_ADAPTER, is_trainable=False)
             logger.info("reference: the SFT model (adapter %s, frozen copy)", adapters[-1])
             return Reference("sft_adapter")
         logger.info("reference: the base model with the adapter switched off")
@@ -85,9 +103,7 @@ def build_reference(config: Config, policy: nn.Module, dtype: torch.dtype) -> Re
     return Reference("frozen_model", _load_frozen(config, dtype, from_ref_model=False))
 
 
-def _load_frozen(config: Config, dtype: torch.dtype, *, from_ref_model: bool) -> nn.Module:
-    from lmforge.model.loader import load_model
-
+def _load_frozen(config: Config, dtype: torch.dtype, *, from_ref_model: bool) -> PreTrainedModel:
     model_args = config.model
     if from_ref_model:
         model_args = dataclasses.replace(

@@ -14,7 +14,8 @@ with it, loaded by ``AutoPeftModelForSequenceClassification`` or ``PeftModel.fro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,37 +24,44 @@ from lmforge.errors import ConfigError
 from lmforge.train.dpo import PairwiseCollator
 from lmforge.train.preference import PreferenceTrainer, refuse_media
 from lmforge.train.preference_losses import pairwise_reward_loss
-from lmforge.train.stage import StageParts
+from lmforge.train.workflow import (
+    PreparedData,
+    TrainingOutcome,
+    arrange,
+    finish,
+    load_data,
+    load_training_model,
+    start,
+    trainer_inputs,
+)
 
 if TYPE_CHECKING:
-    from datasets import Dataset
     from torch import nn
-    from transformers import PreTrainedTokenizerBase, Seq2SeqTrainingArguments
+    from transformers import TrainerCallback
 
 
-def prepare(
-    config: Config,
-    args: Seq2SeqTrainingArguments,
-    tokenizer: PreTrainedTokenizerBase,
-    model: nn.Module,
-    train: Dataset,
-    eval_set: Dataset | None,
-    media: Any = None,
-) -> StageParts:
-    refuse_media(config.finetuning.stage, train, eval_set)
+def train(
+    config: Config, *, callbacks: Sequence[TrainerCallback] = (), data: PreparedData | None = None
+) -> TrainingOutcome:
+    """Train stage rm as ``config`` says; ``data`` replaces dataset loading."""
+    run = start(config, callbacks)
+    prepared = load_data(run, data)
+    if prepared is None:  # tokenized_path: this run only encodes
+        return TrainingOutcome(run.output_dir)
+    refuse_media(config.finetuning.stage, prepared.train, prepared.eval)
+    train_set, eval_set = arrange(run, prepared)
+
+    model = load_training_model(run, train_set)  # *ForSequenceClassification, one label
     if not type(getattr(model, "get_base_model", lambda: model)()).__name__.endswith(
         "ForSequenceClassification"
     ):
         raise ConfigError(
             f"stage rm: {config.model.model_name_or_path} has no sequence-classification form in transformers"
         )
-    return StageParts(
-        model=model,
-        train=train,
-        eval=eval_set,
-        collator=PairwiseCollator(pad_token_id=tokenizer.pad_token_id),
-        trainer_class=RewardTrainer,
-    )
+
+    collator = PairwiseCollator(pad_token_id=run.tokenizer.pad_token_id)
+    trainer = RewardTrainer(**trainer_inputs(run, model, train_set, eval_set, collator))
+    return finish(run, trainer)
 
 
 def answer_scores(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -70,8 +78,8 @@ class RewardTrainer(PreferenceTrainer):
         model: nn.Module,
         inputs: dict[str, torch.Tensor],
         return_outputs: bool = False,
-        num_items_in_batch: Any = None,
-    ) -> Any:
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         chosen, rejected = answer_scores(model, inputs).chunk(2)
         loss = pairwise_reward_loss(chosen, rejected).mean()
         self.record(

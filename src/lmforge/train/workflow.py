@@ -1,52 +1,86 @@
-"""One training run, from a ``Config`` to the files in ``output_dir`` (every stage: sft, pt, dpo, kto, rm).
+"""The steps every training stage shares, in the order a stage's recipe calls them.
+
+A recipe (train/sft.py, train/dpo.py, train/kto.py, train/rm.py) reads top to bottom:
+
+    run = start(config, callbacks)          # arguments, output folder, tokenizer, template
+    data = load_data(run, data)             # encoded datasets (None: tokenized_path only)
+    train_set, eval_set = arrange(run, data) # packed, or with the length column
+    model = load_training_model(run, train_set)
+    trainer = <the stage's Trainer>(**trainer_inputs(run, model, train_set, eval_set, collator), ...)
+    return finish(run, trainer)             # train, metrics, eval, saved outputs
 
 The order matters for the user: the output folder is checked before anything slow happens,
 then the tokenizer, template and data are prepared (so data errors appear before the model
-loads), then the model, adapters and loss; transformers' Trainer runs the loop.
+loads), then the model and adapters; transformers' Trainer runs the loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
+from datasets import IterableDataset
+from peft import PeftModel
+from transformers import AutoConfig, set_seed
+from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from lmforge.config import Config
-from lmforge.data.batching import TrainingCollator, pack_dataset
+from lmforge.data import load_sft_datasets
+from lmforge.data.batching import pack_dataset
+from lmforge.data.loader import is_saved_bundle
+from lmforge.data.preference import PAIRWISE_STAGES, PREFERENCE_STAGES
 from lmforge.errors import ConfigError
-from lmforge.model.adapter import save_converted_pissa, save_pissa_initial
-from lmforge.train.callbacks import JsonlLog, ProgressBar, SignalStop, Throughput
-from lmforge.train.estimate import estimate_run, use_checkpointing
-from lmforge.train.optimizers import configure_optimizer
+from lmforge.media.models import media_processing_for
+from lmforge.model.adapter import (
+    enable_gradient_checkpointing,
+    prepare_trainable,
+    save_converted_pissa,
+    save_pissa_initial,
+)
+from lmforge.model.loader import load_model, load_tokenizer, model_path
+from lmforge.templates import resolve_template
+from lmforge.train.callbacks import JsonlLog, ProgressBar, SignalStop
+from lmforge.train.estimate import Estimate, estimate_run, use_checkpointing
+from lmforge.train.optimizers import configure_optimizer, optimizer_arguments
 from lmforge.train.outputs import move_contents, plot_losses, resolve_resume, write_json
-from lmforge.train.stage import PREFERENCE_STAGES, StageParts
+from lmforge.train.trainer import LmforgeTrainer, Throughput
 
 if TYPE_CHECKING:
     from datasets import Dataset
-    from transformers import PreTrainedTokenizerBase, Seq2SeqTrainingArguments, TrainerCallback
+    from transformers import (
+        PreTrainedTokenizerBase,
+        Seq2SeqTrainingArguments,
+        TrainerCallback,
+    )
 
+    from lmforge.data.encoding import DataReport
+    from lmforge.media.inputs import MediaProcessing
+    from lmforge.model.adapter import TrainableModel
     from lmforge.templates import ChatTemplate
+
+    TrainSet: TypeAlias = Dataset | IterableDataset  # streaming runs train on an IterableDataset
 
 logger = logging.getLogger(__name__)
 
 FINAL_STAGING = ".staging-final"
-PAIRWISE_STAGES = ("dpo", "rm")
 
 
 @dataclass
 class PreparedData:
     """Encoded datasets (``input_ids``/``labels``) as ``lmforge.data.load_sft_datasets`` returns them."""
 
-    train: Dataset
-    eval: Dataset | None = None
-    report: Any = None
+    train: Dataset | IterableDataset
+    eval: Dataset | IterableDataset | None = None
+    report: DataReport | None = None
 
 
 @dataclass
@@ -61,168 +95,105 @@ class TrainingOutcome:
         return 128 + self.interrupted_by if self.interrupted_by else 0
 
 
-def run_training(
-    config: Config,
-    *,
-    callbacks: Sequence[TrainerCallback] = (),
-    data: PreparedData | None = None,
-) -> TrainingOutcome:
-    """Train as ``config`` says; ``data`` replaces dataset loading (tests, notebooks)."""
+@dataclass
+class Run:
+    """What one training run has settled so far; each step of a recipe adds to it."""
+
+    config: Config
+    args: Seq2SeqTrainingArguments
+    resume: str | None
+    tokenizer: PreTrainedTokenizerBase
+    template: ChatTemplate
+    media: MediaProcessing | None
+    callbacks: Sequence[TrainerCallback] = ()
+    throughput: Throughput = field(default_factory=Throughput)
+    stopper: SignalStop = field(default_factory=SignalStop)
+    optimizer: torch.optim.Optimizer | None = None  # None: transformers builds the one args name
+    estimate: Estimate | None = None
+    gradient_checkpointing: bool = False
+    chunked_loss: bool = False
+    pissa_initial: Path | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(str(self.args.output_dir))  # required: training_arguments refuses a config without it
+
+    @property
+    def stage(self) -> str:
+        return self.config.finetuning.stage
+
+
+def start(config: Config, callbacks: Sequence[TrainerCallback] = ()) -> Run:
+    """The finished training arguments, the output folder's resume point, the tokenizer and template."""
     args = training_arguments(config)
-    output_dir = Path(args.output_dir)
     resume = resolve_resume(
-        args.output_dir,
+        str(args.output_dir),
         config.training_kwargs.get("resume_from_checkpoint"),
         overwrite=config.finetuning.overwrite_output_dir,
     )
-    from lmforge.model.loader import load_tokenizer
-
     tokenizer = load_tokenizer(config.model)
     template = _set_chat_template(config, tokenizer)
-    media = training_media(config)
+    return Run(config, args, resume, tokenizer, template, training_media(config), callbacks)
+
+
+def load_data(run: Run, data: PreparedData | None = None) -> PreparedData | None:
+    """The encoded datasets (``data`` when given); None when this run only encodes them (``tokenized_path``)."""
+    config = run.config
     tokenizing_only = data is None and _tokenizing_only(config)
-    with args.main_process_first(desc="preparing the datasets"):
-        data = data or _load_data(config, tokenizer, template, media)
+    with run.args.main_process_first(desc="preparing the datasets"):
+        data = data or _load_data(config, run.tokenizer, run.template, run.media)
     if tokenizing_only:  # LLaMA-Factory's preprocessing run: encode, save, stop
         logger.info(
             "the encoded datasets are saved in %s; run again with the same tokenized_path to train from them",
             config.data.tokenized_path,
         )
-        return TrainingOutcome(output_dir)
-    train_set, eval_set = _arrange(config, args, data)
-
-    from transformers import set_seed
-
-    dtype = training_dtype(config, args)
-    estimate = estimate_run(config, train_set, dtype=dtype, packing=packing_enabled(config))  # no weights yet
-    set_seed(args.seed)  # adapter initialisation is random: same seed, same run
-    model, chunked = _load_model(config, args, use_checkpointing(config, estimate))
-    optimizer = configure_optimizer(config, args, model)  # None: transformers builds the one args name
-    pissa_initial = save_pissa_initial(model, config.finetuning, output_dir) if args.should_save else None
-    if config.finetuning.stage in PREFERENCE_STAGES:
-        model.config.pad_token_id = tokenizer.pad_token_id  # the reward model's score reads it
-        parts = preference_stage(config.finetuning.stage).prepare(
-            config, args, tokenizer, model, train_set, eval_set, media=media
-        )
-    else:
-        parts = _sft_parts(config, model, tokenizer, media, train_set, eval_set)
-
-    throughput = Throughput()
-    if estimate is not None:  # MFU in the progress bar, the log and all_results.json
-        throughput.flops_per_token = estimate.flops_per_trained_token
-        throughput.peak_flops = estimate.matmul_gflops * 1e9
-    stopper = SignalStop()
-    trainer = parts.trainer_class(
-        model=parts.model,
-        args=args,
-        train_dataset=parts.train,
-        eval_dataset=parts.eval,
-        data_collator=parts.collator,
-        processing_class=tokenizer,
-        callbacks=[JsonlLog(args.output_dir, throughput), stopper, *callbacks],
-        throughput=throughput,
-        **parts.trainer_kwargs,
-        optimizers=(optimizer, None),
-    )
-    _use_our_progress_bar(trainer, throughput)
-
-    stopper.install()
-    try:
-        result = trainer.train(resume_from_checkpoint=resume)
-    finally:
-        stopper.uninstall()
-    if stopper.stopped_at is not None:
-        checkpoint = str(output_dir / f"checkpoint-{stopper.stopped_at}")
-        name = signal.Signals(stopper.received or signal.SIGTERM).name
-        logger.warning(
-            "stopped by %s; checkpoint saved in %s (run again to resume from it)", name, checkpoint
-        )
-        return TrainingOutcome(output_dir, interrupted_by=stopper.received, checkpoint=checkpoint)
-
-    metrics = dict(result.metrics)
-    tokens = trainer.global_count(throughput.tokens)
-    samples = trainer.global_count(throughput.samples)
-    runtime = metrics.get("train_runtime") or 0.0
-    metrics.update(
-        trained_tokens=tokens,
-        trained_samples=samples,
-        trained_tokens_per_second=round(tokens / runtime, 3) if runtime else None,
-        trained_samples_per_second=round(samples / runtime, 3) if runtime else None,
-        global_step=result.global_step,
-        packing=packing_enabled(config),
-        chunked_loss=chunked,
-        gradient_checkpointing=bool(args.gradient_checkpointing),
-        **peak_memory(),
-    )
-    if estimate is not None:
-        mfu = throughput.mfu(metrics["trained_tokens_per_second"] or 0.0)
-        metrics.update(estimate.metrics(), mfu=round(mfu, 4) if mfu is not None else None)
-    if config.finetuning.stage in PAIRWISE_STAGES:  # a pair is two trained sequences
-        metrics.update(
-            trained_pairs=samples // 2,
-            trained_pairs_per_second=round(samples / 2 / runtime, 3) if runtime else None,
-        )
-    if parts.eval is not None and args.do_eval:
-        metrics.update(trainer.evaluate(metric_key_prefix="eval"))
-    parts.before_save()
-    _save_outputs(trainer, config, output_dir, metrics, pissa_initial)
-    return TrainingOutcome(output_dir, metrics=metrics)
-
-
-def _sft_parts(
-    config: Config,
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    media: Any,
-    train_set: Dataset,
-    eval_set: Dataset | None,
-) -> StageParts:
-    """Stages sft and pt: the model's own (chunked) loss on padded or packed samples."""
-    from lmforge.train.trainer import LmforgeTrainer
-
-    collator = TrainingCollator(
-        media=media,
-        pad_token_id=tokenizer.pad_token_id,
-        pad_to_multiple_of=8 if torch.cuda.is_available() and not packing_enabled(config) else None,
-        flatten=packing_enabled(config)
-        and getattr(model.config, "_attn_implementation", "") == "flash_attention_2",
-    )
-    return StageParts(model, train_set, eval_set, collator, LmforgeTrainer)
-
-
-def preference_stage(stage: str) -> Any:
-    """The recipe module of a preference stage (train/dpo.py, train/kto.py, train/rm.py)."""
-    from lmforge.train import dpo, kto, rm
-
-    return {"dpo": dpo, "kto": kto, "rm": rm}[stage]
+        return None
+    return data
 
 
 def training_arguments(config: Config) -> Seq2SeqTrainingArguments:
-    """transformers' arguments with lmforge's fixed choices on top."""
+    """transformers' arguments with lmforge's fixed choices on top: the only place they are built.
+
+    Everything here follows from the config alone, so the arguments are finished before any
+    data or weights load. Gradient checkpointing is not among them: the estimate decides it once
+    the data is known, and ``load_training_model`` applies it to the model itself.
+    """
     if not config.training_kwargs.get("output_dir"):
         raise ConfigError(
             "config key 'output_dir' is required: the folder for checkpoints and the trained model"
         )
-    if not torch.cuda.is_available() and "use_cpu" not in config.training_kwargs:
-        # accelerate sets up torchrun's processes (gloo) on a CPU only when told it runs on the CPU
-        config.training_kwargs["use_cpu"] = True
-    args = config.training_arguments()
-    args.remove_unused_columns = False  # our collator picks the columns it needs
-    args.label_names = ["labels"]
+    given = config.training_kwargs
+    fixed: dict[str, Any] = {
+        "remove_unused_columns": False,  # our collators pick the columns they need
+        "label_names": ["labels"],
+        "gradient_checkpointing": False,  # applied to the model (see the docstring)
+        **optimizer_arguments(config),  # GaLore/APOLLO through transformers' optim keys
+    }
     if config.finetuning.stage in PREFERENCE_STAGES:
-        args.prediction_loss_only = True  # eval reports the loss and rewards/*, no logits
-    if "ddp_find_unused_parameters" not in config.training_kwargs:
-        args.ddp_find_unused_parameters = False
-    if "train_sampling_strategy" not in config.training_kwargs:
-        if config.finetuning.disable_shuffling:
-            args.train_sampling_strategy = "sequential"
-        elif config.finetuning.stage == "kto":
-            args.train_sampling_strategy = "random"  # length groups would split desirable from undesirable
-        elif not packing_enabled(config):
-            args.train_sampling_strategy = "group_by_length"  # little padding without packing
-    if "dataloader_pin_memory" not in config.training_kwargs and not torch.cuda.is_available():
-        args.dataloader_pin_memory = False
-    return args
+        fixed["prediction_loss_only"] = True  # eval reports the loss and rewards/*, no logits
+    defaults: dict[str, Any] = {"ddp_find_unused_parameters": False}
+    if not torch.cuda.is_available():
+        # accelerate sets up torchrun's processes (gloo) on a CPU only when told it runs on the CPU
+        defaults["use_cpu"] = True
+        defaults["dataloader_pin_memory"] = False
+    strategy = _sampling_strategy(config)
+    if strategy is not None:
+        defaults["train_sampling_strategy"] = strategy
+    kwargs = {**defaults, **given, **fixed}
+    return dataclasses.replace(config, training_kwargs=kwargs).training_arguments()
+
+
+def _sampling_strategy(config: Config) -> str | None:
+    """How batches are drawn unless ``train_sampling_strategy`` is set; None: transformers' default."""
+    if config.finetuning.disable_shuffling:
+        return "sequential"
+    if config.finetuning.stage == "kto":
+        return "random"  # length groups would split desirable from undesirable
+    if config.data.streaming:
+        return "random"  # a stream is consumed in order: nothing to group
+    if not packing_enabled(config):
+        return "group_by_length"  # little padding without packing
+    return None
 
 
 def packing_enabled(config: Config) -> bool:
@@ -254,20 +225,13 @@ def peak_memory() -> dict[str, float]:
 
 def _set_chat_template(config: Config, tokenizer: PreTrainedTokenizerBase) -> ChatTemplate:
     """Resolve the template and write its jinja form into the tokenizer (saved with every checkpoint)."""
-    from lmforge.templates import resolve_template
-
     template = resolve_template(config.data.template, tokenizer)
     tokenizer.chat_template = template.jinja_chat_template()
     return template
 
 
-def training_media(config: Config) -> Any:
+def training_media(config: Config) -> MediaProcessing | None:
     """The media processing of a multimodal model (Qwen2-VL, Qwen2.5-VL, Qwen2-Audio); None for text models."""
-    from transformers import AutoConfig
-
-    from lmforge.media.models import media_processing_for
-    from lmforge.model.loader import model_path
-
     path = model_path(config.model)
     try:
         model_config = AutoConfig.from_pretrained(path, trust_remote_code=config.model.trust_remote_code)
@@ -277,10 +241,11 @@ def training_media(config: Config) -> Any:
 
 
 def _load_data(
-    config: Config, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate, media: Any = None
+    config: Config,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate,
+    media: MediaProcessing | None = None,
 ) -> PreparedData:
-    from lmforge.data import load_sft_datasets
-
     bundle = load_sft_datasets(
         config, tokenizer, template, config.finetuning.stage, media=media, packing=packing_enabled(config)
     )
@@ -289,25 +254,20 @@ def _load_data(
 
 def _tokenizing_only(config: Config) -> bool:
     """``tokenized_path`` names a folder with no encoded data yet: this run only encodes and saves it."""
-    from lmforge.data.loader import is_saved_bundle
-
     path = config.data.tokenized_path
-    return bool(path) and not config.data.streaming and not is_saved_bundle(Path(path))
+    if not path or config.data.streaming:
+        return False
+    return not is_saved_bundle(Path(path))
 
 
-def _arrange(
-    config: Config, args: Seq2SeqTrainingArguments, data: PreparedData
-) -> tuple[Dataset, Dataset | None]:
-    """Pack, or add the length column the length-grouped sampler reads."""
-    from datasets import IterableDataset
-
+def arrange(run: Run, data: PreparedData) -> tuple[TrainSet, TrainSet | None]:
+    """Pack, or add the length column the length-bucketed sampler reads (train/trainer.py)."""
+    config, args = run.config, run.args
     if isinstance(data.train, IterableDataset):  # streaming: consumed in order, nothing to pack or group
-        if args.train_sampling_strategy == "group_by_length":
-            args.train_sampling_strategy = "random"
         return data.train, data.eval
     if data.train is None or len(data.train) == 0:
         raise ConfigError("no training samples: check dataset, max_samples and cutoff_len")
-    sets = [data.train, data.eval]
+    sets: list[Any] = [data.train, data.eval]
     if packing_enabled(config):
         sets = [pack_dataset(s, config.data.cutoff_len)[0] if s is not None else None for s in sets]
     elif args.train_sampling_strategy == "group_by_length":
@@ -331,61 +291,144 @@ def _row_lengths(batch: dict[str, list[Any]]) -> list[int]:
     ]
 
 
-def _load_model(
-    config: Config, args: Seq2SeqTrainingArguments, checkpointing: bool
-) -> tuple[torch.nn.Module, bool]:
-    from lmforge.model.adapter import prepare_trainable
-    from lmforge.model.loader import load_model
-    from lmforge.model.loss import enable_chunked_loss
-
-    model = load_model(
+def load_training_model(run: Run, train_set: TrainSet) -> TrainableModel:
+    """The estimate (no weights yet), then the model with its trainable weights, checkpointing and
+    pad token; the PiSSA start is saved now, before training changes it."""
+    config, args = run.config, run.args
+    dtype = training_dtype(config, args)
+    run.estimate = estimate_run(config, train_set, dtype=dtype, packing=packing_enabled(config))
+    set_seed(args.seed)  # adapter initialisation is random: same seed, same run
+    model: TrainableModel = load_model(
         config.model,
         config.finetuning,
         trainable=True,
-        dtype=training_dtype(config, args),
-        num_labels=1 if config.finetuning.stage == "rm" else None,  # the reward model's scalar head
+        dtype=dtype,
+        num_labels=1 if run.stage == "rm" else None,  # the reward model's scalar head
     )
     model.config.use_cache = (
         False  # a cache in training turns off the packed-sequence masks, and wastes memory
     )
-    # `checkpointing` is the estimate's answer to gradient_checkpointing (auto unless set)
-    args.gradient_checkpointing = checkpointing and bool(
+    if run.stage in PREFERENCE_STAGES:
+        model.config.pad_token_id = run.tokenizer.pad_token_id  # the reward model's score reads it
+    run.gradient_checkpointing = use_checkpointing(config, run.estimate) and bool(
         getattr(model, "supports_gradient_checkpointing", False)
     )
-    if args.gradient_checkpointing and not args.gradient_checkpointing_kwargs:
-        args.gradient_checkpointing_kwargs = {"use_reentrant": config.model.use_reentrant_gc}
     model = prepare_trainable(
-        model, config.model, config.finetuning, gradient_checkpointing=bool(args.gradient_checkpointing)
+        model, config.model, config.finetuning, gradient_checkpointing=run.gradient_checkpointing
     )
-    chunked = bool(
-        config.finetuning.chunked_loss
-        and _chunked_loss_allowed(args)
-        and (config.finetuning.stage in ("dpo", "kto") or enable_chunked_loss(model))
-    )  # dpo and kto compute chunked log-probabilities themselves (model/loss.py)
-    logger.info("loss: %s cross-entropy", "chunked" if chunked else "plain")
-    return model, chunked
+    if run.gradient_checkpointing:
+        settings = args.gradient_checkpointing_kwargs  # a dict once transformers has parsed it
+        if not isinstance(settings, dict) or not settings:
+            settings = {"use_reentrant": config.model.use_reentrant_gc}
+        enable_gradient_checkpointing(model, settings)
+    run.optimizer = configure_optimizer(config, args, model)
+    if args.should_save:
+        run.pissa_initial = save_pissa_initial(model, config.finetuning, run.output_dir)
+    return model
 
 
-def _chunked_loss_allowed(args: Seq2SeqTrainingArguments) -> bool:
-    """Off where parameters are sharded (DeepSpeed ZeRO-3, FSDP) or eval needs logits."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if is_deepspeed_zero3_enabled() or args.fsdp:
-        logger.info("chunked cross-entropy off: parameters are sharded (ZeRO-3/FSDP)")
+def chunked_loss_allowed(run: Run) -> bool:
+    """``chunked_loss`` as set, unless parameters are sharded (DeepSpeed ZeRO-3, FSDP) or eval needs logits."""
+    if not run.config.finetuning.chunked_loss:
         return False
-    return not args.predict_with_generate
+    if is_deepspeed_zero3_enabled() or run.args.fsdp:
+        logger.warning(
+            "chunked cross-entropy off (the full logits are held): parameters are sharded (ZeRO-3/FSDP)"
+        )
+        return False
+    if run.args.predict_with_generate:
+        logger.warning(
+            "chunked cross-entropy off (the full logits are held): predict_with_generate needs logits"
+        )
+        return False
+    return True
 
 
-def _use_our_progress_bar(trainer: Any, throughput: Throughput) -> None:
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+def trainer_inputs(
+    run: Run,
+    model: TrainableModel,
+    train_set: TrainSet,
+    eval_set: TrainSet | None,
+    collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+) -> dict[str, Any]:
+    """The keyword arguments every stage's Trainer takes: the same arguments, callbacks and optimizer."""
+    estimate = run.estimate
+    if estimate is not None:  # MFU in the progress bar, the log and all_results.json
+        run.throughput.flops_per_token = estimate.flops_per_trained_token
+        run.throughput.peak_flops = estimate.matmul_gflops * 1e9
+    logger.info("loss: %s cross-entropy", "chunked" if run.chunked_loss else "plain")
+    return {
+        "model": model,
+        "args": run.args,
+        "train_dataset": train_set,
+        "eval_dataset": eval_set,
+        "data_collator": collator,
+        "processing_class": run.tokenizer,
+        "callbacks": [JsonlLog(str(run.output_dir), run.throughput), run.stopper, *run.callbacks],
+        "throughput": run.throughput,
+        "optimizers": (run.optimizer, None),
+    }
 
+
+def finish(
+    run: Run, trainer: LmforgeTrainer, before_save: Callable[[], None] | None = None
+) -> TrainingOutcome:
+    """Train (a signal saves a checkpoint and stops), then the metrics, eval and the saved outputs."""
+    config, args, output_dir, throughput = run.config, run.args, run.output_dir, run.throughput
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ProgressBar(throughput))
+    stopper = run.stopper
+    stopper.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=run.resume)
+    finally:
+        stopper.uninstall()
+    if stopper.stopped_at is not None:
+        checkpoint = str(output_dir / f"checkpoint-{stopper.stopped_at}")
+        name = signal.Signals(stopper.received or signal.SIGTERM).name
+        logger.warning(
+            "stopped by %s; checkpoint saved in %s (run again to resume from it)", name, checkpoint
+        )
+        return TrainingOutcome(output_dir, interrupted_by=stopper.received, checkpoint=checkpoint)
+
+    metrics: dict[str, Any] = dict(result.metrics)
+    tokens = trainer.global_count(throughput.tokens)
+    samples = trainer.global_count(throughput.samples)
+    runtime = metrics.get("train_runtime") or 0.0
+    metrics.update(
+        trained_tokens=tokens,
+        trained_samples=samples,
+        trained_tokens_per_second=round(tokens / runtime, 3) if runtime else None,
+        trained_samples_per_second=round(samples / runtime, 3) if runtime else None,
+        global_step=result.global_step,
+        packing=packing_enabled(config),
+        chunked_loss=run.chunked_loss,
+        gradient_checkpointing=run.gradient_checkpointing,
+        **peak_memory(),
+    )
+    if run.estimate is not None:
+        mfu = throughput.mfu(metrics["trained_tokens_per_second"] or 0.0)
+        metrics.update(run.estimate.metrics(), mfu=round(mfu, 4) if mfu is not None else None)
+    if run.stage in PAIRWISE_STAGES:  # a pair is two trained sequences
+        metrics.update(
+            trained_pairs=samples // 2,
+            trained_pairs_per_second=round(samples / 2 / runtime, 3) if runtime else None,
+        )
+    if trainer.eval_dataset is not None and args.do_eval:
+        metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    if before_save is not None:
+        before_save()
+    _save_outputs(trainer, config, output_dir, metrics, run.pissa_initial)
+    return TrainingOutcome(output_dir, metrics=metrics)
 
 
 def _save_outputs(
-    trainer: Any, config: Config, output_dir: Path, metrics: dict[str, Any], pissa_initial: Path | None = None
+    trainer: LmforgeTrainer,
+    config: Config,
+    output_dir: Path,
+    metrics: dict[str, Any],
+    pissa_initial: Path | None = None,
 ) -> None:
     """Model (or adapter), tokenizer, state, results and plots, each written under a temporary name first."""
     staging = output_dir / FINAL_STAGING
@@ -393,7 +436,7 @@ def _save_outputs(
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return
-    if pissa_initial is not None:
+    if pissa_initial is not None and isinstance(trainer.model, PeftModel):  # PiSSA: a LoRA run
         save_converted_pissa(trainer.model, staging, pissa_initial)
     trainer.state.save_to_json(str(staging / "trainer_state.json"))
     move_contents(staging, output_dir)
