@@ -43,3 +43,55 @@ def test_two_gloo_processes_match_one_process(tiny_model: Any, tmp_path: Path) -
     assert len(one) == len(two) == 4
     for a, b in zip(one, two, strict=True):
         assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (one, two)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_reaches_the_torchrun_workers(tiny_model: Any, tmp_path: Path) -> None:
+    """A Stop sent to `lmforge train` (what the web UI does) stops the torchrun processes behind it
+    through their checkpoint-on-signal path: a checkpoint is saved and no process is left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    write_dataset(tmp_path / "data", count=48)
+    config = base_config(
+        str(tiny_model("llama")),
+        tmp_path,
+        max_steps=500,
+        save_steps=1000,
+        logging_steps=1,
+        per_device_train_batch_size=2,
+    )
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "FORCE_TORCHRUN": "1",
+        "NPROC_PER_NODE": "2",
+        "OMP_NUM_THREADS": "1",
+    }
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "lmforge", "train", "cfg.yaml"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = tmp_path / "out" / "trainer_log.jsonl"
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and '"loss"' in log.read_text()) and launcher.poll() is None:
+        assert time.monotonic() < deadline, "the run logged no step within 300 s"
+        time.sleep(0.5)
+    workers = psutil.Process(launcher.pid).children(recursive=True)
+    assert workers, "torchrun and its workers run as children of the launcher"
+    launcher.send_signal(signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode != 0 and launcher.returncode != -signal.SIGTERM, stderr[-3000:]
+    assert list((tmp_path / "out").glob("checkpoint-*")), stderr[-3000:]
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"left behind: {[p.cmdline() for p in alive]}"

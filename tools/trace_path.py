@@ -1,4 +1,4 @@
-"""List the lmforge source files a training run calls into, in the order each is first entered.
+"""List the lmforge source files whose functions a training run calls, in the order each is first entered.
 
     python tools/trace_path.py examples/train_lora/tiny_cpu_lora_sft.yaml model_name_or_path=... max_steps=1
 
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     order: dict[str, int] = {}
 
     def profile(frame, event, arg):  # noqa: ANN001 - sys.setprofile's signature
-        if event == "call":
+        if event == "call" and frame.f_code.co_name != "<module>":  # functions run, not modules imported
             name = frame.f_code.co_filename
             if name not in order and name.startswith(str(ROOT)):
                 order[name] = len(order)

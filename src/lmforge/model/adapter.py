@@ -40,15 +40,7 @@ def prepare_trainable(
     gradient_checkpointing: bool = False,
 ) -> TrainableModel:
     """Return the model to train, with exactly the parameters the config asks for set trainable."""
-    kind = finetuning_args.finetuning_type
-    if finetuning_args.use_llama_pro and kind != "freeze":
-        raise ConfigError(
-            "config key 'use_llama_pro' needs finetuning_type: freeze (it trains the expanded blocks)"
-        )
-    if kind != "lora" and model_args.adapter_name_or_path:
-        raise ConfigError(
-            "config key 'adapter_name_or_path' needs finetuning_type: lora (it continues a LoRA adapter)"
-        )
+    kind = finetuning_args.finetuning_type  # the keys' combinations were checked at load (config/rules.py)
     if getattr(model, "is_quantized", False) or getattr(model, "quantization_method", None):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     if kind == "full":
@@ -227,11 +219,7 @@ def _is_sequence_classifier(model: nn.Module) -> bool:
 def _lora_initialisation(args: FinetuningArguments) -> bool | str:
     """PEFT's ``init_lora_weights``: PiSSA (the weights' principal singular vectors) when asked for."""
     if not args.pissa_init:
-        if args.pissa_convert:
-            raise ConfigError("config key 'pissa_convert' needs pissa_init: true")
         return True
-    if args.use_dora:
-        raise ConfigError("config keys 'pissa_init' and 'use_dora' do not combine; keep one")
     return "pissa" if args.pissa_iter == -1 else f"pissa_niter_{args.pissa_iter}"
 
 

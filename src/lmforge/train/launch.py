@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,7 +54,22 @@ def maybe_relaunch(argv: list[str]) -> int | None:
         return None
     command = torchrun_command(argv)
     logger.info("relaunching under torchrun: %s", " ".join(command[1:]))
-    return subprocess.run(command, check=False).returncode
+    return run_forwarding_signals(command)
+
+
+def run_forwarding_signals(command: list[str]) -> int:
+    """Run ``command`` and pass SIGTERM/SIGINT on to it, so that a Stop (the web UI, a scheduler)
+    reaches the training processes behind torchrun and their checkpoint-on-signal path, instead of
+    ending this wrapper and leaving them orphaned. The exit code is the child's (128+N for signal N)."""
+    child = subprocess.Popen(command)
+    forwarded = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum)) for sig in forwarded}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
 
 
 def _device_count() -> int:
