@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 
 assets: install
 	$(BIN)/lmforge assets fetch
-	$(BIN)/lmforge assets fetch gemma3  # the Gemma 3 template proof (tests/test_templates_official.py)
+	$(BIN)/lmforge assets fetch gemma3  # the Gemma 3 template proof (tests/templates/test_official.py)
 	$(BIN)/lmforge assets fetch command_r mistral_nemo  # the cohere and ministral template proofs
 
 test: install assets $(EXTRA_TEST_DEPS) lint

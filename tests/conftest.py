@@ -17,7 +17,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from serve_process import qwen_server  # noqa: E402, F401 - a session fixture: shared by every test file
+from tests.helpers.serving import qwen_server  # noqa: E402, F401 - a session fixture: shared by every test file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def shared_data() -> Path:
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., object]:
     """Factory: ``with api_server(cfg_dict, env={...}, python=...) as server:`` runs ``lmforge api``
     as a real process on 127.0.0.1 (a free port); ``server.url`` is its ``/v1`` base URL."""
-    from serve_process import ApiServer  # tests/serve_process.py (tests/ is on sys.path)
+    from tests.helpers.serving import ApiServer
 
     def start(
         settings: dict[str, object], env: dict[str, str] | None = None, python: str | None = None, **kw

@@ -212,7 +212,7 @@ TEMPLATES["deepseekr1"] = replace(
 )
 
 # Templates proven token for token against an official chat template, and where it comes from
-# (tests/test_templates_official.py). The others follow their family's documented format.
+# (tests/templates/test_official.py). The others follow their family's documented format.
 PROVEN_AGAINST: dict[str, str] = {
     "qwen": "Qwen2.5-Instruct tokenizer_config.json",
     "qwen3": "Qwen3 tokenizer_config.json",

