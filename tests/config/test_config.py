@@ -299,7 +299,6 @@ def test_qlora_without_a_gpu_stops_before_the_training_arguments():
         ("num_beams", 1, 4, "without beam search"),
         ("max_length", 1024, 2048, "max_new_tokens"),
         ("compute_accuracy", False, True, "eval_loss is reported"),
-        ("logging_dir", None, "logs", "TENSORBOARD_LOGGING_DIR"),
         ("resize_vocab", False, True, "does not support yet"),
     ],
 )

@@ -86,6 +86,13 @@ def test_lora_run_writes_adapter_tokenizer_logs_plot_and_results(llama: str, tmp
     assert results["peak_rss_mib"] > 50
 
 
+def test_logging_dir_is_where_tensorboard_writes(llama: str, tmp_path: Path, monkeypatch: Any) -> None:
+    """LLaMA-Factory's logging_dir reaches transformers 5, which reads only TENSORBOARD_LOGGING_DIR."""
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "elsewhere")  # restored after the test
+    train(settings(llama, tmp_path / "out", max_steps=1, save_steps=0, logging_dir=str(tmp_path / "tb")))
+    assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / "tb")
+
+
 def test_full_finetuning_saves_a_whole_model_that_loads(llama: str, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 

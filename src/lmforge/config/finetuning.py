@@ -232,3 +232,10 @@ class FinetuningArguments:
             "help": "Replace what output_dir holds; otherwise a non-empty output_dir resumes or stops."
         },
     )
+    logging_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where report_to: tensorboard writes its logs (transformers 5 reads the folder from the "
+            "TENSORBOARD_LOGGING_DIR environment variable, which a run sets from this key)."
+        },
+    )

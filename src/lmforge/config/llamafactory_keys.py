@@ -56,7 +56,6 @@ UNSUPPORTED_LLAMAFACTORY_KEYS: dict[str, Any] = {
     "num_beams": 1,
     "length_penalty": 1.0,
     "max_length": 1024,
-    "logging_dir": None,
 }
 
 # Why an option above is refused, where a reason helps more than "not supported yet".
@@ -74,8 +73,6 @@ UNSUPPORTED_REASONS: dict[str, str] = {
     "ignore_pad_token_for_loss": "'ignore_pad_token_for_loss: false' is not supported: lmforge never trains "
     "on padding; remove the key",
     "compute_accuracy": "'compute_accuracy' is not supported yet; remove it (eval_loss is reported)",
-    "logging_dir": "'logging_dir' is not supported (transformers 5 dropped it): TensorBoard logs go under "
-    "output_dir, or set the environment variable TENSORBOARD_LOGGING_DIR; remove the key",
     "mixture_of_depths": (
         "'mixture_of_depths' is not supported: its package (mixture-of-depth 1.2.0, the one LLaMA-Factory uses) "
         "does not import with transformers 5 (it needs transformers.TRANSFORMERS_CACHE, removed in 5.0); remove it"

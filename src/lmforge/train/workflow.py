@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import resource
 import signal
 import sys
@@ -126,6 +127,8 @@ class Run:
 def start(config: Config, callbacks: Sequence[TrainerCallback] = ()) -> Run:
     """The finished training arguments, the output folder's resume point, the tokenizer and template."""
     args = training_arguments(config)
+    if config.finetuning.logging_dir:  # transformers 5's TensorBoard callback reads only this variable
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(config.finetuning.logging_dir).expanduser())
     resume = resolve_resume(
         str(args.output_dir),
         config.training_kwargs.get("resume_from_checkpoint"),
