@@ -123,7 +123,7 @@ def test_each_line_is_the_reply_to_its_own_prompt(tiny_run, tiny_model):
     from lmforge.config import load_config
     from lmforge.infer.backends import create_engine
     from lmforge.infer.prompting import PromptBuilder
-    from lmforge.predict.samples import load_prediction_samples
+    from lmforge.predict.prompts import load_prediction_samples
 
     folder, config_path = tiny_run
     config = load_config([str(config_path)])

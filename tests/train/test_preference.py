@@ -142,7 +142,7 @@ def test_precomputed_reference_equals_the_live_one_and_holds_no_weights(llama: s
 
     from lmforge.config import build_config
     from lmforge.train import dpo
-    from lmforge.train.preference import reference_log_probs
+    from lmforge.train.preference_trainer import reference_log_probs
     from lmforge.train.workflow import load_training_model, start
 
     rows = pairs(llama)[:6]
@@ -306,7 +306,7 @@ def test_qwen2_vl_dpo_pairs_train_with_their_pictures(tiny_model: Any, tmp_path:
     from lmforge.model.loss import sequence_log_probs
     from lmforge.templates import get_template
     from lmforge.train.dpo import PairwiseCollator
-    from lmforge.train.preference import model_inputs
+    from lmforge.train.preference_trainer import model_inputs
     from tests.helpers.media import png
 
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 from lmforge.config import build_config
 from lmforge.model.adapter import prepare_trainable
 from lmforge.model.loss import sequence_log_probs
-from lmforge.train.preference import reference_log_probs
+from lmforge.train.preference_trainer import reference_log_probs
 from lmforge.train.reference import REFERENCE_ADAPTER, build_reference
 
 

@@ -24,9 +24,7 @@ from lmforge.config import FinetuningArguments  # noqa: E402
 from lmforge.errors import ConfigError  # noqa: E402
 from lmforge.webui import paths  # noqa: E402
 from lmforge.webui.app import job_view  # noqa: E402
-from lmforge.webui.jobs import STATES, JobManager  # noqa: E402
-from lmforge.webui.labels import STATE_LABELS, state_label  # noqa: E402
-from lmforge.webui.settings import (  # noqa: E402
+from lmforge.webui.form import (  # noqa: E402
     FORM_DEFAULTS,
     check_run,
     form_to_values,
@@ -34,6 +32,8 @@ from lmforge.webui.settings import (  # noqa: E402
     to_yaml,
     values_to_form,
 )
+from lmforge.webui.jobs import STATES, JobManager  # noqa: E402
+from lmforge.webui.labels import STATE_LABELS, state_label  # noqa: E402
 from tests.helpers.serving import free_port  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

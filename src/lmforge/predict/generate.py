@@ -27,7 +27,7 @@ from lmforge.infer.engine import Engine, SamplingOptions
 from lmforge.infer.prompting import PromptBuilder
 from lmforge.predict.metrics import corpus_scores, metric_libraries_missing
 from lmforge.predict.progress import SampleProgress
-from lmforge.predict.samples import PredictionSample, load_prediction_samples
+from lmforge.predict.prompts import PredictionSample, load_prediction_samples
 from lmforge.predict.table import metrics_table
 from lmforge.train.outputs import write_json
 

@@ -52,6 +52,6 @@ def run_prediction(config: Config) -> dict[str, Any]:
         from lmforge.predict.generate import run_generation
 
         return run_generation(config, Path(output_dir), out=sys.stdout)
-    from lmforge.predict.loss import run_loss
+    from lmforge.predict.perplexity import run_loss
 
     return run_loss(config, Path(output_dir), out=sys.stdout)

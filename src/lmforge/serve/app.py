@@ -16,7 +16,7 @@ from sse_starlette import EventSourceResponse
 
 from lmforge import __version__
 from lmforge.serve.auth import require_api_key
-from lmforge.serve.errors import ApiError, engine_error, error_body, install_error_handlers
+from lmforge.serve.openai_errors import ApiError, engine_error, error_body, install_error_handlers
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest
 from lmforge.serve.service import ChatService
 

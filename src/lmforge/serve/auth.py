@@ -6,7 +6,7 @@ import hmac
 
 from fastapi import Request
 
-from lmforge.serve.errors import ApiError
+from lmforge.serve.openai_errors import ApiError
 
 
 def require_api_key(api_key: str | None):

@@ -12,7 +12,7 @@ from typing import Any
 from lmforge.config.generating import GeneratingArguments
 from lmforge.conversation import Conversation, role_order_error
 from lmforge.infer.engine import SamplingOptions
-from lmforge.serve.errors import ApiError, bad_request
+from lmforge.serve.openai_errors import ApiError, bad_request
 from lmforge.serve.protocol import (
     AudioUrlPart,
     ChatCompletionRequest,

@@ -30,7 +30,6 @@ from lmforge.serve.convert import (
     sampling_options,
     to_conversation,
 )
-from lmforge.serve.errors import ApiError, bad_request, engine_error
 from lmforge.serve.media_fetch import (
     MediaError,
     MediaPolicy,
@@ -39,6 +38,7 @@ from lmforge.serve.media_fetch import (
     decode_data_url,
     load_media,
 )
+from lmforge.serve.openai_errors import ApiError, bad_request, engine_error
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
 from lmforge.templates.slots import THINK_CLOSE, THINK_OPEN
 

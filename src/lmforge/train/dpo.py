@@ -20,7 +20,8 @@ from lmforge.config import Config
 from lmforge.data.batching import TrainingCollator
 from lmforge.media.samples import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
-from lmforge.train.preference import (
+from lmforge.train.preference_losses import PAIR_LOSSES, sft_term
+from lmforge.train.preference_trainer import (
     PreferenceTrainer,
     loss_settings,
     model_inputs,
@@ -29,7 +30,6 @@ from lmforge.train.preference import (
     release_reference,
     whole_dataset,
 )
-from lmforge.train.preference_losses import PAIR_LOSSES, sft_term
 from lmforge.train.reference import Reference, build_reference
 from lmforge.train.workflow import (
     PreparedData,

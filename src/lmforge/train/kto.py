@@ -21,7 +21,8 @@ from lmforge.data.batching import TrainingCollator
 from lmforge.errors import DataError
 from lmforge.model.loss import sequence_log_probs
 from lmforge.templates.results import IGNORE_INDEX
-from lmforge.train.preference import (
+from lmforge.train.preference_losses import kto_loss, sft_term
+from lmforge.train.preference_trainer import (
     PreferenceTrainer,
     loss_settings,
     precompute_reference,
@@ -30,7 +31,6 @@ from lmforge.train.preference import (
     release_reference,
     whole_dataset,
 )
-from lmforge.train.preference_losses import kto_loss, sft_term
 from lmforge.train.reference import Reference, build_reference
 from lmforge.train.workflow import (
     PreparedData,

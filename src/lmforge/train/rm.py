@@ -22,8 +22,8 @@ import torch
 from lmforge.config import Config
 from lmforge.errors import ConfigError
 from lmforge.train.dpo import PairwiseCollator
-from lmforge.train.preference import PreferenceTrainer, refuse_media
 from lmforge.train.preference_losses import pairwise_reward_loss
+from lmforge.train.preference_trainer import PreferenceTrainer, refuse_media
 from lmforge.train.workflow import (
     PreparedData,
     TrainingOutcome,

@@ -26,9 +26,7 @@ from lmforge.templates import list_templates
 from lmforge.templates.suggest import proof_of, suggest_template
 from lmforge.webui import paths
 from lmforge.webui.chat import ChatModel, PageChat, backends, chat_values
-from lmforge.webui.jobs import Job, JobManager
-from lmforge.webui.labels import LABELS, LANGUAGES, label, message, state_label
-from lmforge.webui.settings import (
+from lmforge.webui.form import (
     FORM_DEFAULTS,
     FORM_KEYS,
     check_run,
@@ -40,6 +38,8 @@ from lmforge.webui.settings import (
     to_yaml,
     values_to_form,
 )
+from lmforge.webui.jobs import Job, JobManager
+from lmforge.webui.labels import LABELS, LANGUAGES, label, message, state_label
 
 PREVIEW_SAMPLES = 3
 # What gr.update() returns: the properties of a component to change in the page.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lmforge.webui.settings import CheckedRun, to_yaml
+from lmforge.webui.form import CheckedRun, to_yaml
 
 logger = logging.getLogger(__name__)
 

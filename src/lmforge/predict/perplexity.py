@@ -22,7 +22,7 @@ from lmforge.data.batching import TrainingCollator
 from lmforge.errors import DataError
 from lmforge.model.loader import load_model, load_tokenizer
 from lmforge.predict.progress import SampleProgress
-from lmforge.predict.samples import prediction_datasets
+from lmforge.predict.prompts import prediction_datasets
 from lmforge.predict.table import metrics_table
 from lmforge.templates import resolve_template
 from lmforge.templates.results import IGNORE_INDEX
