@@ -27,7 +27,7 @@ assets: install
 	$(BIN)/lmforge assets fetch command_r mistral_nemo  # the cohere and ministral template proofs
 
 test: install assets $(EXTRA_TEST_DEPS) lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)  # the slowest tests, for the CI time budget
 
 test-fast: install assets
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
