@@ -108,8 +108,7 @@ def test_adapter_name_or_path_continues_or_stacks_a_new_adapter(tmp_path: Path) 
         torch.testing.assert_close(continued(input_ids=ids).logits, expected)
         torch.testing.assert_close(stacked(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
 
-    with pytest.raises(ConfigError, match="needs finetuning_type: lora"):
-        _prepare(_tiny(), [str(tmp_path / "first")], finetuning_type="full")
+    # adapter_name_or_path with another finetuning_type is refused at load (tests/config/test_config.py)
     with pytest.raises(ConfigError, match="not a PEFT adapter folder"):
         _prepare(_tiny(), [str(tmp_path)])
 

@@ -153,8 +153,8 @@ def test_sigkill_after_checkpoint_then_resume_gives_the_uninterrupted_weights(
 
     broken = tmp_path / "broken"
     values = json.dumps(settings(llama, broken))
-    code = f"import test_train as t; t.main_killed_after_save({values!r}, 4)"
-    path = os.pathsep.join(filter(None, [str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+    code = f"import tests.train.test_train as t; t.main_killed_after_save({values!r}, 4)"
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     killed = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
