@@ -135,6 +135,42 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
         preprocessor={"class": "WhisperFeatureExtractor", "feature_size": 128},
         weight_std=0.15,
     ),
+    # Llama 3.2 Vision: Llama 3's vocabulary with <|image|> added (id 128256, as in the real model),
+    # a tiled vision tower (56 px tiles of 14 px patches, at most 2 tiles) and the text model's
+    # second layer a cross-attention layer. Its embeddings hold 8 rows more than the output head,
+    # so the two are not tied.
+    "mllama": TinyRecipe(
+        "MllamaConfig",
+        "llama3_2",
+        {"tie_word_embeddings": False, "cross_attention_layers": [1]},
+        end_of_turn=("<|end_of_text|>", "<|eot_id|>", "<|eom_id|>"),
+        tower=(
+            "vision_config",
+            {
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_global_layers": 1,
+                "attention_heads": 2,
+                "intermediate_size": 64,
+                "intermediate_layers_indices": [0],
+                "vision_output_dim": 64,
+                "image_size": 56,
+                "patch_size": 14,
+                "max_num_tiles": 2,
+                "supported_aspect_ratios": [[1, 1], [1, 2], [2, 1]],
+            },
+        ),
+        media_token_ids={"image_token_index": "<|image|>"},
+        added_tokens=("<|image|>",),
+        preprocessor={
+            "class": "MllamaImageProcessorPil",
+            "size": {"height": 56, "width": 56},
+            "max_image_tiles": 2,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],  # the real processor's (CLIP's) statistics
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+        },
+        weight_std=0.15,
+    ),
 }
 
 

@@ -12,6 +12,11 @@ Vision-language models (Qwen2-VL) take pictures the same way: a request's pixel 
 into its prefill, its M-RoPE position ids come from the model's own ``get_rope_index``, and
 the offset between a row's rotary position and its length (``_Row.delta``) carries into the
 decoding steps, so image and text requests share batches.
+
+Llama 3.2 Vision reads pictures through cross-attention layers whose cache holds each row's
+pictures: its requests decode in fixed batches of requests with as many pictures each (a row
+padded with pictures it lacks would read them), and every step passes each row's last
+cross-attention mask row again (``_Row.step``), as ``generate`` grows that mask.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ class _Row:
     generated: int = 0
     finished: bool = False
     delta: int = 0  # rotary position minus sequence position (M-RoPE rows after a picture)
+    step: dict[str, torch.Tensor] = field(default_factory=dict)  # media inputs every step repeats
 
 
 class HuggingFaceEngine(Engine):
@@ -109,6 +115,8 @@ class HuggingFaceEngine(Engine):
     ) -> None:
         self.model = model
         self.media = media
+        # a cross-attention model's cache holds each row's pictures: rows never join a running batch
+        self._fixed_batches = media is not None and media.cross_attention
         # compute the prompt's last logits only, where the model's forward offers it
         accepts = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._last_logits_only: dict[str, int] = {"logits_to_keep": 1} if accepts else {}
@@ -278,6 +286,8 @@ class HuggingFaceEngine(Engine):
             n = self._waiting[0].options.n
             if rows + n > room and not (first_always and not taken):
                 break
+            if self._fixed_batches and taken and _pictures(taken[0]) != _pictures(self._waiting[0]):
+                break
             taken.append(self._waiting.popleft())
             rows += n
         self._running.extend(taken)
@@ -353,6 +363,7 @@ class HuggingFaceEngine(Engine):
                 position_ids=positions,
                 past_key_values=cache,
                 use_cache=True,
+                **_step_inputs(active),
             )
             next_ids = self._sample(active, out.logits[:, -1, :])
             self._close_finished(requests, live)
@@ -364,9 +375,10 @@ class HuggingFaceEngine(Engine):
                 next_ids = [next_ids[i] for i in keep]
                 if not active:
                     cache = attention = None
-            if active and attention is not None and _joinable(cache):
+            joinable = not self._fixed_batches and _joinable(cache)
+            if active and attention is not None and joinable:
                 attention = _trim_left_padding(cache, attention)
-            if (active and not _joinable(cache)) or len(active) >= self.max_batch:
+            if (active and not joinable) or len(active) >= self.max_batch:
                 continue
             with self._cond:
                 if self._waiting and not self._closing:
@@ -395,7 +407,11 @@ class HuggingFaceEngine(Engine):
         attention = attention.to(device)
         input_ids = input_ids.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        media = self._media_inputs(rows, device)
+        media = self._media_inputs(rows, input_ids, device)
+        if media and self.media is not None:
+            step = self.media.step_inputs(media)
+            for i, row in enumerate(rows):
+                row.step = {key: value[i : i + 1] for key, value in step.items()}
         seconds = media.pop(SECONDS_PER_GRID, None)
         if media and self.media is not None and self.media.mrope:
             positions = self._media_positions(rows, input_ids, attention, media, seconds)
@@ -411,15 +427,17 @@ class HuggingFaceEngine(Engine):
         first = self._sample(rows, out.logits[:, -1, :])
         return out.past_key_values, attention, rows, first
 
-    def _media_inputs(self, rows: list[_Row], device: torch.device) -> dict[str, torch.Tensor]:
+    def _media_inputs(
+        self, rows: list[_Row], input_ids: torch.Tensor, device: torch.device
+    ) -> dict[str, torch.Tensor]:
         """The rows' pictures as one set of model inputs, in row order (a choice repeats its request's)."""
-        parts = [row.request.media for row in rows if row.request.media is not None]
-        if not parts:
+        parts = [row.request.media for row in rows]
+        if self.media is None or all(part is None for part in parts):
             return {}
         dtype = self.model.dtype
         out = {}
-        for key in dict.fromkeys(key for part in parts for key in part.tensors):
-            joined = torch.cat([part.tensors[key] for part in parts if key in part.tensors], dim=0).to(device)
+        for key, joined in self.media.batch_inputs(parts, input_ids.cpu()).items():
+            joined = joined.to(device)
             out[key] = joined.to(dtype) if joined.is_floating_point() and key != SECONDS_PER_GRID else joined
         return out
 
@@ -522,6 +540,17 @@ def _cpu_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _pictures(request: _Request) -> int:
+    return len(request.media.items) if request.media is not None else 0
+
+
+def _step_inputs(rows: list[_Row]) -> dict[str, torch.Tensor]:
+    """The media inputs each decoding step repeats, joined over the rows (which all carry them)."""
+    if not rows or not rows[0].step:
+        return {}
+    return {key: torch.cat([row.step[key] for row in rows]) for key in rows[0].step}
 
 
 def _joinable(cache: Cache | None) -> TypeGuard[Cache]:

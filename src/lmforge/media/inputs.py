@@ -53,6 +53,9 @@ class MediaProcessing:
     mrope = False
     #: the model's forward takes ``second_per_grid_ts`` (Qwen2.5-VL's video time spacing)
     time_positions = False
+    #: the text reads media through cross-attention layers (Llama 3.2 Vision): a row's KV cache
+    #: holds its pictures, so a running batch takes no new rows and each step repeats :meth:`step_inputs`
+    cross_attention = False
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -79,6 +82,22 @@ class MediaProcessing:
 
     def _process(self, blobs: list[bytes], where: list[str], kinds: list[str]) -> MediaInputs:
         raise NotImplementedError
+
+    def batch_inputs(self, rows: list[MediaInputs | None], input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's media inputs for a padded batch (``rows`` in order, None for a row without
+        media): by default each tensor of the rows joined along its first dimension. ``input_ids``
+        is for models whose inputs depend on where the placeholders stand (training and serving
+        both batch through here)."""
+        import torch  # why here: data code imports this module without torch
+
+        parts = [row for row in rows if row is not None and row.tensors]
+        keys = dict.fromkeys(key for part in parts for key in part.tensors)
+        return {key: torch.cat([part.tensors[key] for part in parts if key in part.tensors]) for key in keys}
+
+    def step_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inputs every decoding step passes again (one row per batch row), from the prefill's
+        :meth:`batch_inputs`; none by default."""
+        return {}
 
     def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Per token: 0 text, 1 image, 2 video (what M-RoPE position ids are built from)."""

@@ -90,15 +90,16 @@ def batch_media(
     refs_per_row: list[list[str]], input_ids: torch.Tensor, media: MediaProcessing
 ) -> dict[str, Any]:
     """Model inputs for a batch's media (rows in order), plus M-RoPE token types where the model needs them."""
-    refs = [ref for row in refs_per_row for ref in row]
-    if not refs:
+    if not any(refs_per_row):
         return {}
     try:
-        inputs = load_media(refs, media)
+        rows = [load_media(refs, media) if refs else None for refs in refs_per_row]
     except MediaDrop as exc:  # the file changed since encoding
         raise ValueError(f"cannot load the media of a training batch: {exc.detail}") from None
     out: dict[str, Any] = {
-        k: v for k, v in inputs.tensors.items() if k != SECONDS_PER_GRID or media.time_positions
+        k: v
+        for k, v in media.batch_inputs(rows, input_ids).items()
+        if k != SECONDS_PER_GRID or media.time_positions
     }
     if media.mrope:
         out["mm_token_type_ids"] = media.token_types(input_ids)
