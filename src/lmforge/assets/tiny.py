@@ -49,6 +49,9 @@ class TinyRecipe:
     # Redraw matrix weights with this std, so that greedy output depends on the input (with the
     # default 0.02 a tiny random model answers every prompt, picture or not, with the same token).
     weight_std: float | None = None
+    # Set tanh gates (Mllama's cross-attention ``*_gate``, zero at initialisation) to 1, so that
+    # the pictures reach the text as in a trained model.
+    open_gates: bool = False
 
 
 def _qwen_vl(config_class: str, vision: dict[str, Any]) -> TinyRecipe:
@@ -170,6 +173,7 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
             "image_std": [0.26862954, 0.26130258, 0.27577711],
         },
         weight_std=0.15,
+        open_gates=True,
     ),
 }
 
@@ -240,6 +244,11 @@ def _build(arch: str, folder: Path) -> None:
             for parameter in model.parameters():
                 if parameter.dim() >= 2:
                     parameter.normal_(0.0, recipe.weight_std)
+    if recipe.open_gates:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name.endswith("_gate"):
+                    parameter.fill_(1.0)
     if recipe.preprocessor is not None:
         settings = dict(recipe.preprocessor)
         processor_class = getattr(transformers, settings.pop("class"))

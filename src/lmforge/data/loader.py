@@ -207,6 +207,13 @@ def refuse_lost_media(
                     f"Qwen2-Audio) or a text dataset, or remove "
                     f"{', '.join(repr(k) for k in kinds)} from its columns in dataset_info.json to train on the text alone"
                 )
+            untaken = [k for k in kinds if media is not None and k.removesuffix("s") not in media.kinds]
+            if media is not None and untaken:  # e.g. videos for Llama 3.2 Vision: every sample would drop
+                raise ConfigError(
+                    f"{key} '{spec.name}' has a {untaken[0]!r} column, but the model takes text and "
+                    f"{', '.join(sorted(media.kinds))} only; choose a model that takes {untaken[0]} or remove "
+                    f"{untaken[0]!r} from its columns in dataset_info.json"
+                )
             if kinds and packing:
                 raise ConfigError(
                     f"packing cannot hold media samples yet ({key} '{spec.name}' has {' and '.join(kinds)}); "
