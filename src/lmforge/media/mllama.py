@@ -108,7 +108,7 @@ def picture_spans(ids: list[int], image_token_id: int) -> list[tuple[int, int]]:
     the next one, the last to the end of ``ids``; a run of adjacent picture tokens all see the text
     after the run."""
     places = [i for i, token in enumerate(ids) if token == image_token_id]
-    ends = [*places[1:], len(ids)]
+    ends = [*places[1:], len(ids)] if places else []
     for k in range(len(places) - 2, -1, -1):
         if ends[k] == places[k] + 1:  # the next token is a picture too: see what that one sees
             ends[k] = ends[k + 1]
