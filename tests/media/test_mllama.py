@@ -61,7 +61,11 @@ def hf_processor(processing, tokenizer):
 def test_the_loader_builds_the_image_text_model_and_the_image_token_is_the_real_id(mllama):
     model, tokenizer, processing = mllama
     assert type(model).__name__ == "MllamaForConditionalGeneration"
-    assert processing.placeholders == {"image": 128256} == {"image": tokenizer.convert_tokens_to_ids("<|image|>")}
+    assert (
+        processing.placeholders
+        == {"image": 128256}
+        == {"image": tokenizer.convert_tokens_to_ids("<|image|>")}
+    )
     assert processing.kinds == {"image"}  # no video, no sound
 
 
@@ -90,7 +94,10 @@ def test_a_padded_batch_equals_the_processors_batch_where_tokens_are_real(mllama
     _, tokenizer, processing = mllama
     rows = [
         (prompt_ids(tokenizer, "<image>A short one."), [BLUE]),
-        (prompt_ids(tokenizer, "<image><image>Two pictures side by side, then a longer question?"), [RED, GREEN]),
+        (
+            prompt_ids(tokenizer, "<image><image>Two pictures side by side, then a longer question?"),
+            [RED, GREEN],
+        ),
     ]
     width = max(len(ids) for ids, _ in rows)
     pad = tokenizer.convert_tokens_to_ids("<|eot_id|>")
@@ -129,7 +136,10 @@ def test_picture_spans_match_transformers_token_masks(ids):
 def reference_generate(model, tokenizer, processing, ids, pictures, max_new):
     """transformers' generate from MllamaProcessor's tensors for the same prompt."""
     out = hf_processor(processing, tokenizer)(
-        text=tokenizer.decode(ids), images=[[pil(p) for p in pictures]], add_special_tokens=False, return_tensors="pt"
+        text=tokenizer.decode(ids),
+        images=[[pil(p) for p in pictures]],
+        add_special_tokens=False,
+        return_tensors="pt",
     )
     generated = model.generate(**out, max_new_tokens=max_new, do_sample=False)
     return tokenizer.decode(generated[0, len(ids) :], skip_special_tokens=True)
@@ -174,7 +184,9 @@ def test_requests_decode_like_generate_and_batch_only_with_as_many_pictures(mlla
             assert text == reference_generate(model, tokenizer, processing, ids, pictures, 10)
         else:
             tensor = torch.tensor([ids])
-            out = model.generate(input_ids=tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=10, do_sample=False)
+            out = model.generate(
+                input_ids=tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=10, do_sample=False
+            )
             assert text == tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
         assert count == 10
     assert results[0][0] != results[1][0]  # the picture reaches the model
@@ -187,7 +199,9 @@ def test_two_choices_of_a_picture_request_each_see_the_picture(mllama):
 
     async def run():
         await engine.start()
-        out = await collect(engine, ids, SamplingOptions(max_new_tokens=6, temperature=0, n=2), processing.process([GREEN]))
+        out = await collect(
+            engine, ids, SamplingOptions(max_new_tokens=6, temperature=0, n=2), processing.process([GREEN])
+        )
         await engine.close()
         return out
 
@@ -202,6 +216,8 @@ def test_image_max_pixels_bounds_the_picture_before_tiling(mllama):
     wide = png((9, 99, 199), (400, 100))
     # 400x100 takes two tiles side by side; bounded to 56x14 first, it fits in one
     full, bounded = processing.process([wide]), small.process([wide])
-    assert full.tensors["aspect_ratio_ids"].tolist() == [[2]] and bounded.tensors["aspect_ratio_ids"].tolist() == [[1]]
+    assert full.tensors["aspect_ratio_ids"].tolist() == [[2]] and bounded.tensors[
+        "aspect_ratio_ids"
+    ].tolist() == [[1]]
     assert full.tensors["aspect_ratio_mask"].tolist() == [[[1, 1]]]
     assert bounded.tensors["aspect_ratio_mask"].tolist() == [[[1, 0]]]

@@ -376,7 +376,7 @@ class HuggingFaceEngine(Engine):
                 if not active:
                     cache = attention = None
             joinable = not self._fixed_batches and _joinable(cache)
-            if active and attention is not None and joinable:
+            if active and attention is not None and cache is not None and joinable:
                 attention = _trim_left_padding(cache, attention)
             if (active and not joinable) or len(active) >= self.max_batch:
                 continue

@@ -83,7 +83,9 @@ class MediaProcessing:
     def _process(self, blobs: list[bytes], where: list[str], kinds: list[str]) -> MediaInputs:
         raise NotImplementedError
 
-    def batch_inputs(self, rows: list[MediaInputs | None], input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch_inputs(
+        self, rows: list[MediaInputs | None], input_ids: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """The model's media inputs for a padded batch (``rows`` in order, None for a row without
         media): by default each tensor of the rows joined along its first dimension. ``input_ids``
         is for models whose inputs depend on where the placeholders stand (training and serving

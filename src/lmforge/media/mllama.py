@@ -36,7 +36,12 @@ class MllamaProcessing(VisionProcessing):
     cross_attention = True
 
     def __init__(
-        self, image_processor: Any, *, image_token_id: int, max_pixels: int = 768 * 768, min_pixels: int = 32 * 32
+        self,
+        image_processor: Any,
+        *,
+        image_token_id: int,
+        max_pixels: int = 768 * 768,
+        min_pixels: int = 32 * 32,
     ) -> None:
         super().__init__(
             image_processor, image_token_id=image_token_id, max_pixels=max_pixels, min_pixels=min_pixels
@@ -70,7 +75,9 @@ class MllamaProcessing(VisionProcessing):
         tensors = {key: out[key] for key in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}
         return MediaInputs(tensors, [(self.placeholders["image"], 1)] * len(pictures))
 
-    def batch_inputs(self, rows: list[MediaInputs | None], input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch_inputs(
+        self, rows: list[MediaInputs | None], input_ids: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Each row's pictures padded to the batch's most (zero pixels, aspect ratio id 0, first
         tile unmasked: the image processor's own padding), and the cross-attention mask."""
         pictured = [row for row in rows if row is not None and row.items]
