@@ -35,7 +35,8 @@ def tiny_model() -> Callable[[str], Path]:
     """Factory: ``tiny_model("llama")`` -> folder with a tiny random-weight model and its real tokenizer.
 
     Arches: ``llama`` (SmolLM2 tokenizer, 49k vocab: the fast default), ``qwen2`` (Qwen2.5
-    tokenizer), ``qwen3``, ``llama3``, ``qwen2_vl`` (Qwen2-VL with a tiny vision tower and a PIL image processor).
+    tokenizer), ``qwen3``, ``llama3``, ``qwen2_vl`` (Qwen2-VL with a tiny vision tower and a PIL image processor),
+    ``mllama`` (Llama 3.2 Vision: a tiled vision tower, one cross-attention layer).
     """
     from lmforge.assets import tiny_model as build
 
