@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from lmforge.media.audio import AudioProcessing
 from lmforge.media.inputs import MediaProcessing
+from lmforge.media.llava import LlavaProcessing
 from lmforge.media.vision import VisionProcessing
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 GRID_VISION_MODELS = {"qwen2_vl", "qwen2_5_vl"}
 # Model types whose audio encoder reads Whisper log-mel features of up to 30 s.
 WHISPER_AUDIO_MODELS = {"qwen2_audio"}
+# Model types that crop every picture to one square and fill a fixed number of image tokens.
+FIXED_VISION_MODELS = {"llava"}
 
 
 def media_processing_for(
@@ -29,11 +32,13 @@ def media_processing_for(
 ) -> MediaProcessing | None:
     """The media processing of a supported multimodal model folder; None for a text model."""
     model_type = getattr(model_config, "model_type", None)
-    if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS:
+    if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS | FIXED_VISION_MODELS:
         return None
-    if not (Path(path) / "preprocessor_config.json").is_file():
+    if not any((Path(path) / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
         logger.warning("%s has no preprocessor_config.json; media will be refused", path)
         return None
     if model_type in WHISPER_AUDIO_MODELS:
         return AudioProcessing.for_model(model_config, path)
+    if model_type in FIXED_VISION_MODELS:
+        return LlavaProcessing.for_model(model_config, path, model_args)
     return VisionProcessing.for_model(model_config, path, model_args)
