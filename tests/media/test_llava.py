@@ -81,7 +81,9 @@ def test_the_processor_config_decides_the_count(llava, tmp_path):
     folder = tmp_path / "full"
     shutil.copytree(path, folder)
     settings = json.loads((folder / "processor_config.json").read_text())
-    (folder / "processor_config.json").write_text(json.dumps({**settings, "vision_feature_select_strategy": "full"}))
+    (folder / "processor_config.json").write_text(
+        json.dumps({**settings, "vision_feature_select_strategy": "full"})
+    )
     config = AutoConfig.from_pretrained(folder)
     processing = media_processing_for(config, str(folder), ModelArguments())
     processor = AutoProcessor.from_pretrained(folder)
@@ -106,7 +108,10 @@ def served(llava, messages):
 
 
 def image(data: bytes) -> dict:
-    return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode()}}
+    return {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode()},
+    }
 
 
 def test_a_served_prompt_is_the_processors_prefill(llava):
@@ -131,7 +136,10 @@ def test_a_served_prompt_is_the_processors_prefill(llava):
 def test_an_image_request_decodes_like_generate_and_the_picture_matters(llava):
     _, model, tokenizer, processing = llava
     engine = HuggingFaceEngine(model, tokenizer, context_length=2048, media=processing)
-    prompts = [served(llava, [{"role": "user", "content": [image(p), {"type": "text", "text": "Hi?"}]}]) for p in (RED, BLUE)]
+    prompts = [
+        served(llava, [{"role": "user", "content": [image(p), {"type": "text", "text": "Hi?"}]}])
+        for p in (RED, BLUE)
+    ]
     text_only = served(llava, [{"role": "user", "content": "Hi?"}])[0]
 
     async def run():

@@ -58,7 +58,9 @@ def test_the_reply_depends_on_the_picture_and_usage_counts_its_tokens(client):
     red = ask(client, image(data_url(RED)))
     blue = ask(client, image(data_url(BLUE)))
     text_only = ask(client)
-    assert red.choices[0].message.content and red.choices[0].message.content != blue.choices[0].message.content
+    assert (
+        red.choices[0].message.content and red.choices[0].message.content != blue.choices[0].message.content
+    )
     # a 56 px crop in 14 px patches: 16 image tokens, and the sentencepiece word start "▁" that
     # "USER: <image>" leaves before them
     assert red.usage.prompt_tokens == text_only.usage.prompt_tokens + 16 + 1
@@ -74,7 +76,10 @@ def test_a_streamed_picture_reply_equals_the_whole_one(client):
 
 def test_video_and_sound_are_refused_naming_the_part(client):
     clip = {"type": "video_url", "video_url": {"url": data_url(mp4([(200, 30, 30)] * 4), "video/mp4")}}
-    sound = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav(300)).decode(), "format": "wav"}}
+    sound = {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(wav(300)).decode(), "format": "wav"},
+    }
     for part in (clip, sound):
         with pytest.raises(openai.BadRequestError) as info:
             ask(client, image(data_url(RED)), part)

@@ -246,7 +246,9 @@ def _build(arch: str, folder: Path) -> None:
         preprocessor = getattr(transformers, settings.pop("class"))(**settings)
         if family:  # the family's processor (tokenizer + image processor) writes its own config too
             family_class = getattr(transformers, family.pop("class"))
-            family_class(image_processor=preprocessor, tokenizer=tokenizer, **family).save_pretrained(str(folder))
+            family_class(image_processor=preprocessor, tokenizer=tokenizer, **family).save_pretrained(
+                str(folder)
+            )
         preprocessor.save_pretrained(str(folder))  # preprocessor_config.json, as released checkpoints have
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,

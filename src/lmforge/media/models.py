@@ -34,7 +34,9 @@ def media_processing_for(
     model_type = getattr(model_config, "model_type", None)
     if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS | FIXED_VISION_MODELS:
         return None
-    if not any((Path(path) / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
+    if not any(
+        (Path(path) / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")
+    ):
         logger.warning("%s has no preprocessor_config.json; media will be refused", path)
         return None
     if model_type in WHISPER_AUDIO_MODELS:
