@@ -36,7 +36,8 @@ def tiny_model() -> Callable[[str], Path]:
 
     Arches: ``llama`` (SmolLM2 tokenizer, 49k vocab: the fast default), ``qwen2`` (Qwen2.5
     tokenizer), ``qwen3``, ``llama3``, ``qwen2_vl`` (Qwen2-VL with a tiny vision tower and a PIL image processor),
-    ``mllama`` (Llama 3.2 Vision: a tiled vision tower, one cross-attention layer).
+    ``mllama`` (Llama 3.2 Vision: a tiled vision tower, one cross-attention layer),
+    ``llava`` (LLaVA-1.5: CLIP tower, Llama decoder, mistral v1 sentencepiece with ``<image>``, 16 tokens a picture).
     """
     from lmforge.assets import tiny_model as build
 

@@ -175,6 +175,42 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
         weight_std=0.15,
         open_gates=True,
     ),
+    # LLaVA-1.5: a CLIP vision tower (2 layers: features come from the second to last), a two-layer
+    # projector and a Llama decoder with a Llama-2-style sentencepiece vocabulary plus <image>.
+    # 56 px pictures in 14 px patches: 16 image tokens (the CLS token dropped, "default" strategy).
+    "llava": TinyRecipe(
+        "LlavaConfig",
+        "mistral_v1",
+        end_of_turn=("</s>",),
+        tower=(
+            "vision_config",
+            {
+                "model_type": "clip_vision_model",
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": 56,
+                "patch_size": 14,
+                "projection_dim": 32,
+            },
+        ),
+        media_token_ids={"image_token_index": "<image>"},
+        added_tokens=("<image>",),
+        preprocessor={
+            "class": "CLIPImageProcessorPil",
+            "size": {"shortest_edge": 56},
+            "crop_size": {"height": 56, "width": 56},
+            # saved with the tokenizer as the family's processor (processor_config.json)
+            "processor": {
+                "class": "LlavaProcessor",
+                "patch_size": 14,
+                "vision_feature_select_strategy": "default",
+                "num_additional_image_tokens": 1,
+            },
+        },
+        weight_std=0.15,
+    ),
 }
 
 
@@ -251,8 +287,14 @@ def _build(arch: str, folder: Path) -> None:
                     parameter.fill_(1.0)
     if recipe.preprocessor is not None:
         settings = dict(recipe.preprocessor)
-        processor_class = getattr(transformers, settings.pop("class"))
-        processor_class(**settings).save_pretrained(str(folder))
+        family = dict(settings.pop("processor", None) or {})
+        preprocessor = getattr(transformers, settings.pop("class"))(**settings)
+        if family:  # the family's processor (tokenizer + image processor) writes its own config too
+            family_class = getattr(transformers, family.pop("class"))
+            family_class(image_processor=preprocessor, tokenizer=tokenizer, **family).save_pretrained(
+                str(folder)
+            )
+        preprocessor.save_pretrained(str(folder))  # preprocessor_config.json, as released checkpoints have
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos_ids if len(eos_ids) > 1 else eos_ids[0],

@@ -196,7 +196,7 @@ def refuse_lost_media(
 ) -> None:
     """Datasets with media columns train only where their media reach the model: never with the
     pictures, videos or sounds silently left out (the model would learn answers about media it
-    never saw), so a text model or packing refuses them."""
+    never saw), so a text model, a model that does not take one of their kinds, or packing refuses them."""
     for key, specs in (("dataset", train_specs), ("eval_dataset", eval_specs)):
         for spec in specs:
             kinds = media_columns(spec)
@@ -204,15 +204,17 @@ def refuse_lost_media(
                 raise ConfigError(
                     f"{key} '{spec.name}' has {' and '.join(kinds)} columns, but the model takes text only "
                     f"and its media would be silently ignored; choose a multimodal model (Qwen2-VL, Qwen2.5-VL, "
-                    f"Qwen2-Audio) or a text dataset, or remove "
+                    f"Qwen2-Audio, LLaVA-1.5) or a text dataset, or remove "
                     f"{', '.join(repr(k) for k in kinds)} from its columns in dataset_info.json to train on the text alone"
                 )
-            untaken = [k for k in kinds if media is not None and k.removesuffix("s") not in media.kinds]
-            if media is not None and untaken:  # e.g. videos for Llama 3.2 Vision: every sample would drop
+            taken = sorted(media.kinds) if media is not None else []
+            lost = [kind for kind in kinds if taken and kind.removesuffix("s") not in taken]
+            if lost:
+                columns = " and ".join(f"the {kind} column {getattr(spec.columns, kind)!r}" for kind in lost)
                 raise ConfigError(
-                    f"{key} '{spec.name}' has a {untaken[0]!r} column, but the model takes text and "
-                    f"{', '.join(sorted(media.kinds))} only; choose a model that takes {untaken[0]} or remove "
-                    f"{untaken[0]!r} from its columns in dataset_info.json"
+                    f"{key} '{spec.name}' has {columns}, but the model takes {', '.join(taken)} only; "
+                    f"choose a model that takes {' and '.join(lost)}, or remove "
+                    f"{', '.join(repr(k) for k in lost)} from its columns in dataset_info.json"
                 )
             if kinds and packing:
                 raise ConfigError(

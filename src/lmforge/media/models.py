@@ -1,4 +1,13 @@
-"""Which multimodal models lmforge prepares media for, and the processing each one gets."""
+"""Which multimodal models lmforge prepares media for, and the processing each one gets.
+
+One row per model type: the :class:`MediaProcessing` subclass that counts its placeholders and
+builds its tensors. The families differ in how a picture reaches the language model:
+
+- grid (Qwen2-VL, Qwen2.5-VL): one placeholder repeated ``grid.prod() / merge_size**2`` times;
+- fixed (LLaVA-1.5): every picture cropped to one square, a fixed number of image tokens;
+- cross-attention (Llama 3.2 Vision): one ``<|image|>`` token, features read by cross-attention;
+- Whisper audio (Qwen2-Audio): log-mel features of up to 30 s.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +17,44 @@ from typing import TYPE_CHECKING
 
 from lmforge.media.audio import AudioProcessing
 from lmforge.media.inputs import MediaProcessing
+from lmforge.media.llava import LlavaProcessing
 from lmforge.media.mllama import MllamaProcessing
 from lmforge.media.vision import VisionProcessing
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from transformers import PretrainedConfig
 
     from lmforge.config.model import ModelArguments
 
 logger = logging.getLogger(__name__)
 
-# Model types whose image and video features fill repeated placeholder tokens and whose
-# processor reports a (t, h, w) grid per item; their tokens count grid.prod() / merge_size**2.
-GRID_VISION_MODELS = {"qwen2_vl", "qwen2_5_vl"}
-# Model types whose audio encoder reads Whisper log-mel features of up to 30 s.
-WHISPER_AUDIO_MODELS = {"qwen2_audio"}
-# Model types that read pictures through cross-attention layers, one <|image|> token each.
-CROSS_ATTENTION_VISION_MODELS = {"mllama"}
+
+
+def _audio(model_config: PretrainedConfig, path: str, model_args: ModelArguments) -> MediaProcessing:
+    return AudioProcessing.for_model(model_config, path)
+
+
+#: model_type -> how its processing is built from (model config, folder, model arguments)
+PROCESSING: dict[str, Callable[[PretrainedConfig, str, ModelArguments], MediaProcessing]] = {
+    "qwen2_vl": VisionProcessing.for_model,
+    "qwen2_5_vl": VisionProcessing.for_model,
+    "llava": LlavaProcessing.for_model,
+    "mllama": MllamaProcessing.for_model,
+    "qwen2_audio": _audio,
+}
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 def media_processing_for(
     model_config: PretrainedConfig, path: str, model_args: ModelArguments
 ) -> MediaProcessing | None:
     """The media processing of a supported multimodal model folder; None for a text model."""
-    model_type = getattr(model_config, "model_type", None)
-    if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS | CROSS_ATTENTION_VISION_MODELS:
+    build = PROCESSING.get(getattr(model_config, "model_type", None) or "")
+    if build is None:
         return None
-    if not (Path(path) / "preprocessor_config.json").is_file():
+    if not any((Path(path) / name).is_file() for name in PROCESSOR_FILES):
         logger.warning("%s has no preprocessor_config.json; media will be refused", path)
         return None
-    if model_type in WHISPER_AUDIO_MODELS:
-        return AudioProcessing.for_model(model_config, path)
-    if model_type in CROSS_ATTENTION_VISION_MODELS:
-        return MllamaProcessing.for_model(model_config, path, model_args)
-    return VisionProcessing.for_model(model_config, path, model_args)
+    return build(model_config, path, model_args)

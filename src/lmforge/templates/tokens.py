@@ -59,9 +59,13 @@ class ControlTokens:
     def found(self, text: str) -> bool:
         return self.pattern is not None and self.pattern.search(text) is not None
 
-    def in_conversation(self, conv: Conversation) -> bool:
-        """Whether any text of the conversation holds a control string (the data stage counts these)."""
-        return self.pattern is not None and any(self.found(text) for text in conversation_texts(conv))
+    def in_conversation(self, conv: Conversation, placeholders: tuple[str, ...] = ()) -> bool:
+        """Whether any text of the conversation holds a control string (the data stage counts these);
+        media ``placeholders`` that are also control strings (LLaVA's ``<image>``) do not count."""
+        if self.pattern is None:
+            return False
+        texts = conversation_texts(conv)
+        return any(self.found(_without(text, placeholders)) for text in texts)
 
     def mark(self, text: str) -> str:
         assert self.pattern is not None
@@ -199,7 +203,8 @@ def encode_conversations(
     if split_special_tokens is None:
         split_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
     control = control_tokens(tokenizer, template)
-    flagged = [control.in_conversation(conv) for conv in convs]
+    placeholders = media_placeholders(template)
+    flagged = [control.in_conversation(conv, placeholders) for conv in convs]
     split = split_special_tokens and control.backend is not None
     rendered = [
         unmark(render_one(mark_conversation(conv, control, template)))
@@ -215,6 +220,20 @@ def encode_conversations(
     return samples
 
 
+def media_placeholders(template: ChatTemplate) -> tuple[str, ...]:
+    """The dataset placeholders (``<image>``, ...) of the media kinds the template writes. They stay
+    placeholders even where one is also the family's own token (LLaVA's ``<image>``): each stands
+    for a medium, and the media count checks them, so they are never forged control text."""
+    kinds = ("image", "video", "audio")
+    return tuple(f"<{kind}>" for kind in kinds if getattr(template, f"{kind}_token", ""))
+
+
+def _without(text: str, placeholders: tuple[str, ...]) -> str:
+    for placeholder in placeholders:
+        text = text.replace(placeholder, " ")
+    return text
+
+
 def mark_conversation(conv: Conversation, control: ControlTokens, template: ChatTemplate) -> Conversation:
     """The conversation with each control string in its text wrapped in ``OPEN``/``CLOSE``.
 
@@ -222,13 +241,16 @@ def mark_conversation(conv: Conversation, control: ControlTokens, template: Chat
     reads them as the reasoning's bounds, as the family's official template does.
     """
     keep_think = template.thinking != "none"
+    media = media_placeholders(template)
+    kept = (*media, THINK_OPEN, THINK_CLOSE) if keep_think else media
 
     def mark(text: str, *, assistant: bool = False) -> str:
         if not text or not control.found(text):
             return text
-        if assistant and keep_think:
-            pieces = re.split(f"({re.escape(THINK_OPEN)}|{re.escape(THINK_CLOSE)})", text)
-            return "".join(p if p in (THINK_OPEN, THINK_CLOSE) else control.mark(p) for p in pieces)
+        keep = kept if assistant else media
+        if keep:
+            pieces = re.split("(" + "|".join(re.escape(k) for k in keep) + ")", text)
+            return "".join(p if p in keep else control.mark(p) if p else p for p in pieces)
         return control.mark(text)
 
     def mark_optional(text: str | None) -> str | None:

@@ -105,7 +105,11 @@ TEMPLATES: list[Template] = [
     ),
     # ---- LLaVA: Vicuna v1's format with <image> ----
     replace(
-        VICUNA, name="llava", families="LLaVA 1.5 (text format)", image_token="<image>", note=MEDIA_LATER
+        VICUNA,
+        name="llava",
+        families="LLaVA 1.5",
+        image_token="<image>",
+        note="pictures trained and served (model_type llava, huggingface backend); no video or sound",
     ),
     replace(
         VICUNA,
