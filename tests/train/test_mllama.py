@@ -117,7 +117,9 @@ def test_datasets_with_media_mllama_cannot_take_are_refused_naming_the_column(
         encoded(settings(tiny_model("mllama"), shared_data, tmp_path, dataset=dataset))
     message = str(info.value)
     assert "\n" not in message
-    assert f"dataset '{dataset}' has the {column} column '{column}', but the model takes image only" in message
+    assert (
+        f"dataset '{dataset}' has the {column} column '{column}', but the model takes image only" in message
+    )
 
 
 def test_lmforge_train_lora_on_mllm_demo_lowers_the_loss_with_the_towers_frozen(

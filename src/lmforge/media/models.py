@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-
 def _audio(model_config: PretrainedConfig, path: str, model_args: ModelArguments) -> MediaProcessing:
     return AudioProcessing.for_model(model_config, path)
 
