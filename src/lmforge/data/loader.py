@@ -207,6 +207,13 @@ def refuse_lost_media(
                     f"Qwen2-Audio) or a text dataset, or remove "
                     f"{', '.join(repr(k) for k in kinds)} from its columns in dataset_info.json to train on the text alone"
                 )
+            refused = [k for k in kinds if media is not None and k.removesuffix("s") not in media.kinds]
+            if refused and media is not None:
+                raise ConfigError(
+                    f"{key} '{spec.name}' has a {refused[0]} column ('{getattr(spec.columns, refused[0])}'), "
+                    f"but the model takes only {' and '.join(sorted(media.kinds))}; choose another dataset or "
+                    f"remove '{refused[0]}' from its columns in dataset_info.json to train without them"
+                )
             if kinds and packing:
                 raise ConfigError(
                     f"packing cannot hold media samples yet ({key} '{spec.name}' has {' and '.join(kinds)}); "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmforge.media.audio import AudioProcessing
 from lmforge.media.inputs import MediaProcessing
+from lmforge.media.llama4 import Llama4Processing
 from lmforge.media.vision import VisionProcessing
 
 if TYPE_CHECKING:
@@ -22,6 +24,8 @@ logger = logging.getLogger(__name__)
 GRID_VISION_MODELS = {"qwen2_vl", "qwen2_5_vl"}
 # Model types whose audio encoder reads Whisper log-mel features of up to 30 s.
 WHISPER_AUDIO_MODELS = {"qwen2_audio"}
+# Model types whose pictures are tiles plus a global view, each placeholder a structured token run.
+TILED_VISION_MODELS = {"llama4"}
 
 
 def media_processing_for(
@@ -29,11 +33,14 @@ def media_processing_for(
 ) -> MediaProcessing | None:
     """The media processing of a supported multimodal model folder; None for a text model."""
     model_type = getattr(model_config, "model_type", None)
-    if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS:
+    if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS | TILED_VISION_MODELS:
         return None
     if not (Path(path) / "preprocessor_config.json").is_file():
         logger.warning("%s has no preprocessor_config.json; media will be refused", path)
         return None
+    if model_type in TILED_VISION_MODELS:
+        settings = json.loads((Path(path) / "preprocessor_config.json").read_text(encoding="utf-8"))
+        return Llama4Processing.for_model(model_config, path, model_args, settings)
     if model_type in WHISPER_AUDIO_MODELS:
         return AudioProcessing.for_model(model_config, path)
     return VisionProcessing.for_model(model_config, path, model_args)

@@ -248,6 +248,7 @@ def _media_module_patterns(args: FinetuningArguments) -> list[tuple[str, bool]]:
     return [
         ("visual", args.freeze_vision_tower),
         ("vision_tower", args.freeze_vision_tower),
+        ("vision_model", args.freeze_vision_tower),  # Llama 4
         ("audio_tower", args.freeze_vision_tower),
         ("multi_modal_projector", args.freeze_multi_modal_projector),
     ]
