@@ -24,7 +24,9 @@ def test_a_merged_llama4_export_loads_in_transformers_and_sees_the_picture(tiny_
     source = str(tiny_model("llama4"))
     torch.manual_seed(0)
     base = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)", init_lora_weights=False)
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)", init_lora_weights=False
+    )
     get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
 
     target = tmp_path / "llama4-export"
@@ -39,7 +41,10 @@ def test_a_merged_llama4_export_loads_in_transformers_and_sees_the_picture(tiny_
     result = run_export(tmp_path, settings)
     assert result.returncode == 0, result.stderr
     saved = json.loads((target / "preprocessor_config.json").read_text(encoding="utf-8"))
-    assert saved["image_processor_type"] == "Llama4ImageProcessor" and saved["size"] == {"height": 56, "width": 56}
+    assert saved["image_processor_type"] == "Llama4ImageProcessor" and saved["size"] == {
+        "height": 56,
+        "width": 56,
+    }
     assert "<|header_start|>" in AutoTokenizer.from_pretrained(target).chat_template
 
     config = AutoConfig.from_pretrained(target)

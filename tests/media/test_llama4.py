@@ -71,7 +71,13 @@ def official(l4):
     return official_processor(path, processing)
 
 
-PICTURES = {"wide": (90, 60), "square": (56, 56), "banner": (220, 50), "tall": (40, 130), "small": (34, 31)}  # above image_min_pixels (32x32), which would upscale it first
+PICTURES = {
+    "wide": (90, 60),
+    "square": (56, 56),
+    "banner": (220, 50),
+    "tall": (40, 130),
+    "small": (34, 31),
+}  # above image_min_pixels (32x32), which would upscale it first
 
 
 @pytest.mark.parametrize("sizes", [["wide"], ["square", "banner"], ["tall", "small", "wide"]])

@@ -62,18 +62,23 @@ def test_health_says_the_model_takes_pictures(server):
 
 
 def test_the_reply_depends_on_the_picture_and_usage_counts_the_processors_tokens(client, tiny_model):
+    from transformers import AutoConfig
+
     from lmforge.config.model import ModelArguments
     from lmforge.media.models import media_processing_for
-    from transformers import AutoConfig
 
     red, blue = ask(client, image(data_url(RED))), ask(client, image(data_url(BLUE)))
     assert red.choices[0].message.content != blue.choices[0].message.content
     assert red.usage.completion_tokens == 6
     path = str(tiny_model("llama4"))
-    processor = official_processor(path, media_processing_for(AutoConfig.from_pretrained(path), path, ModelArguments()))
+    processor = official_processor(
+        path, media_processing_for(AutoConfig.from_pretrained(path), path, ModelArguments())
+    )
     for reply, picture in ((red, RED), (blue, BLUE)):
         content = [{"type": "image"}, {"type": "text", "text": "What is in this picture?"}]
-        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
         expected = processor(text=text, images=[Image.open(io.BytesIO(picture))], return_tensors="pt")
         assert reply.usage.prompt_tokens == expected["input_ids"].shape[1]
 
@@ -93,7 +98,10 @@ def test_two_pictures_in_one_message_both_count(client):
 @pytest.mark.parametrize(
     "part",
     [
-        {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav(300)).decode(), "format": "wav"}},
+        {
+            "type": "input_audio",
+            "input_audio": {"data": base64.b64encode(wav(300)).decode(), "format": "wav"},
+        },
         {"type": "video_url", "video_url": {"url": data_url(mp4([(200, 30, 30)] * 4), "video/mp4")}},
     ],
 )

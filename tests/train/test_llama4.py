@@ -73,10 +73,17 @@ def test_encoded_samples_and_batches_equal_what_llama4_processor_builds(tiny_mod
         assert torch.equal(batch["pixel_values"], expected["pixel_values"].float())
         runs = {media.placeholders["image"], *media.run_token_ids.values()}
         assert all(
-            label == IGNORE for token, label in zip(sample["input_ids"], sample["labels"], strict=True) if token in runs
+            label == IGNORE
+            for token, label in zip(sample["input_ids"], sample["labels"], strict=True)
+            if token in runs
         )
-    trained = tokenizer.decode([t for t, label in zip(sample["input_ids"], sample["labels"], strict=True) if label != IGNORE])
-    assert trained == "He's Thomas Muller from Bayern Munich.<|eot|>Because he's sliding on his knees to celebrate.<|eot|>"
+    trained = tokenizer.decode(
+        [t for t, label in zip(sample["input_ids"], sample["labels"], strict=True) if label != IGNORE]
+    )
+    assert (
+        trained
+        == "He's Thomas Muller from Bayern Munich.<|eot|>Because he's sliding on his knees to celebrate.<|eot|>"
+    )
 
 
 def test_the_loss_sees_the_pictures(tiny_model, shared_data, tmp_path):
@@ -86,7 +93,9 @@ def test_the_loss_sees_the_pictures(tiny_model, shared_data, tmp_path):
 
     path = tiny_model("llama4")
     _, tokenizer, media, bundle = encoded(settings(path, shared_data, tmp_path))
-    batch = TrainingCollator(pad_token_id=tokenizer.pad_token_id, media=media)([bundle.train[0], bundle.train[2]])
+    batch = TrainingCollator(pad_token_id=tokenizer.pad_token_id, media=media)(
+        [bundle.train[0], bundle.train[2]]
+    )
     model = auto_model_class(AutoConfig.from_pretrained(path)).from_pretrained(path).eval()
     with torch.no_grad():
         loss = model(**batch).loss
@@ -132,7 +141,9 @@ def test_lmforge_train_lowers_the_loss_on_mllm_demo_with_the_towers_frozen(tiny_
 
 
 @pytest.mark.parametrize("dataset,column", [("mllm_video_demo", "videos"), ("mllm_audio_demo", "audios")])
-def test_a_dataset_with_video_or_sound_is_refused_naming_its_column(tiny_model, shared_data, tmp_path, dataset, column):
+def test_a_dataset_with_video_or_sound_is_refused_naming_its_column(
+    tiny_model, shared_data, tmp_path, dataset, column
+):
     config = build_config(settings(tiny_model("llama4"), shared_data, tmp_path, dataset=dataset))
     tokenizer = load_tokenizer(config.model)
     template = resolve_template(config.data.template, tokenizer)
@@ -154,7 +165,9 @@ def test_the_towers_are_frozen_unless_the_config_unfreezes_them(tiny_model, fine
         config = build_config({"model_name_or_path": str(path), "finetuning_type": finetuning_type, **keys})
         model = auto_model_class(AutoConfig.from_pretrained(path)).from_pretrained(path)
         model = prepare_trainable(model, config.model, config.finetuning)
-        return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and f".{part}." in f".{n}")
+        return sum(
+            p.numel() for n, p in model.named_parameters() if p.requires_grad and f".{part}." in f".{n}"
+        )
 
     assert trainable("vision_model") == 0 and trainable("multi_modal_projector") == 0
     assert trainable("vision_model", freeze_vision_tower=False) > 0

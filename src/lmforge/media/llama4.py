@@ -71,7 +71,9 @@ def resize_uint8(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return pixels
     native = "AVX2" in torch.backends.cpu.get_cpu_capability()
     batch = pixels[None] if native else pixels[None].float()
-    out = torch.nn.functional.interpolate(batch, size=list(size), mode="bilinear", align_corners=False, antialias=True)
+    out = torch.nn.functional.interpolate(
+        batch, size=list(size), mode="bilinear", align_corners=False, antialias=True
+    )
     return out[0] if native else out[0].round_().to(torch.uint8)
 
 
@@ -154,8 +156,9 @@ class Llama4Processing(VisionProcessing):
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path)
-        ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (*RUN_TOKENS, "<|image|>")}
-        missing = [token for token, i in ids.items() if i is None or i == tokenizer.unk_token_id]
+        found = {token: tokenizer.convert_tokens_to_ids(token) for token in (*RUN_TOKENS, "<|image|>")}
+        ids = {token: i for token, i in found.items() if isinstance(i, int) and i != tokenizer.unk_token_id}
+        missing = sorted(set(found) - set(ids))
         if missing:
             raise ValueError(f"{path}: the tokenizer lacks Llama 4's image tokens {missing}")
         vision = model_config.vision_config
