@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lmforge.media.inputs import MediaInputError, MediaInputs
+from lmforge.errors import ConfigError
+from lmforge.media.inputs import MediaInputs
 from lmforge.media.vision import VisionProcessing
 
 if TYPE_CHECKING:
@@ -160,9 +161,12 @@ class Llama4Processing(VisionProcessing):
         ids = {token: i for token, i in found.items() if isinstance(i, int) and i != tokenizer.unk_token_id}
         missing = sorted(set(found) - set(ids))
         if missing:
-            raise ValueError(f"{path}: the tokenizer lacks Llama 4's image tokens {missing}")
+            raise ConfigError(f"{path}: the tokenizer lacks Llama 4's image tokens {', '.join(missing)}")
         vision = model_config.vision_config
-        tiler = Llama4Tiler(settings)
+        try:
+            tiler = Llama4Tiler(settings)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{path}/preprocessor_config.json: {exc}") from None
         patches = (tiler.tile // int(vision.patch_size)) ** 2
         return cls(
             tiler,
@@ -175,14 +179,14 @@ class Llama4Processing(VisionProcessing):
 
     def _process(self, blobs: list[bytes], where: list[str], kinds: list[str]) -> MediaInputs:
         pictures = [self._decode(data, name) for data, name in zip(blobs, where, strict=True)]
+        if not pictures:
+            return MediaInputs()
         out = self.image_processor(pictures)
         inputs = MediaInputs(tensors={"pixel_values": out["pixel_values"].float()})  # bf16 values, exactly
         for index, (rows, cols) in enumerate(out["aspect_ratios"].tolist()):
             run = self.token_run(rows, cols)
             inputs.items.append((self.placeholders["image"], len(run)))
             inputs.runs[index] = run
-        if inputs.tensors["pixel_values"].shape[0] == 0:
-            raise MediaInputError(f"{where[0]}: the image gave no tiles")
         return inputs
 
     def token_run(self, rows: int, cols: int) -> list[int]:
