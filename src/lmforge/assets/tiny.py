@@ -8,6 +8,7 @@ vocabulary but runs in milliseconds. Each one is built once with a fixed seed in
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,10 @@ class TinyRecipe:
     # Set tanh gates (Mllama's cross-attention ``*_gate``, zero at initialisation) to 1, so that
     # the pictures reach the text as in a trained model.
     open_gates: bool = False
+    # The family's official chat template where the base tokenizer asset carries another one
+    # ("module:attribute" in transformers), and its end-of-sequence token when that differs too.
+    chat_template: str = ""
+    eos_token: str = ""
 
 
 def _qwen_vl(config_class: str, vision: dict[str, Any]) -> TinyRecipe:
@@ -77,6 +82,77 @@ def _qwen_vl(config_class: str, vision: dict[str, Any]) -> TinyRecipe:
         weight_std=0.15,
     )
 
+
+# Llama 4: a mixture-of-experts text model (2 experts, every second layer MoE) and a vision tower
+# over 56x56 tiles of 14x14 patches (4 tokens a tile after its 2x2 pixel shuffle). No Llama 4
+# tokenizer is available offline: Llama 3's vocabulary with Llama 4's special tokens added, and the
+# official template from transformers' Llama4Processor. Its image processor needs torchvision,
+# so its settings are written as JSON (lmforge's media/llama4.py implements the preprocessing).
+LLAMA4_RECIPE = TinyRecipe(
+    "Llama4Config",
+    "llama3",
+    {
+        "head_dim": 16,
+        "intermediate_size_mlp": 128,
+        "num_local_experts": 2,
+        "interleave_moe_layer_step": 2,
+        "attention_chunk_size": 2048,
+    },
+    end_of_turn=("<|eot|>", "<|eom|>"),
+    tower=(
+        "vision_config",
+        {
+            "hidden_size": 32,
+            "intermediate_size": 128,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 56,
+            "patch_size": 14,
+            "pixel_shuffle_ratio": 0.5,
+            "projector_input_dim": 64,
+            "projector_output_dim": 64,
+            "vision_output_dim": 64,
+        },
+    ),
+    media_token_ids={
+        "image_token_index": "<|patch|>",
+        "boi_token_index": "<|image_start|>",
+        "eoi_token_index": "<|image_end|>",
+    },
+    added_tokens=(
+        "<|header_start|>",
+        "<|header_end|>",
+        "<|eom|>",
+        "<|eot|>",
+        "<|python_start|>",
+        "<|python_end|>",
+        "<|finetune_right_pad|>",
+        "<|image_start|>",
+        "<|image_end|>",
+        "<|tile_x_separator|>",
+        "<|tile_y_separator|>",
+        "<|image|>",
+        "<|patch|>",
+    ),
+    preprocessor={
+        "image_processor_type": "Llama4ImageProcessor",
+        "processor_class": "Llama4Processor",
+        "size": {"height": 56, "width": 56},
+        "max_patches": 4,
+        "resize_to_max_canvas": False,
+        "do_resize": True,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True,
+        "resample": 2,
+    },
+    weight_std=0.15,
+    chat_template="transformers.models.llama4.processing_llama4:chat_template",
+    eos_token="<|eot|>",
+)
 
 TINY_ARCHES: dict[str, TinyRecipe] = {
     "qwen2": TinyRecipe("Qwen2Config", "qwen2_5", end_of_turn=("<|im_end|>", "<|endoftext|>")),
@@ -211,6 +287,7 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
         },
         weight_std=0.15,
     ),
+    "llama4": LLAMA4_RECIPE,
 }
 
 
@@ -249,6 +326,11 @@ def _build(arch: str, folder: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(get_asset(recipe.tokenizer)))
     if recipe.added_tokens:
         tokenizer.add_tokens(list(recipe.added_tokens), special_tokens=True)
+    if recipe.chat_template:
+        module, _, name = recipe.chat_template.partition(":")
+        tokenizer.chat_template = getattr(importlib.import_module(module), name)
+    if recipe.eos_token:
+        tokenizer.eos_token = recipe.eos_token
     vocab_size = -(-len(tokenizer) // 64) * 64  # round up, as real checkpoints pad their embeddings
     eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in recipe.end_of_turn]
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
@@ -285,7 +367,11 @@ def _build(arch: str, folder: Path) -> None:
             for name, parameter in model.named_parameters():
                 if name.endswith("_gate"):
                     parameter.fill_(1.0)
-    if recipe.preprocessor is not None:
+    if recipe.preprocessor is not None and "class" not in recipe.preprocessor:
+        # a processor class that cannot be built here (Llama 4's needs torchvision): its saved settings
+        text = json.dumps(recipe.preprocessor, indent=2)
+        (folder / "preprocessor_config.json").write_text(text + "\n", encoding="utf-8")
+    elif recipe.preprocessor is not None:
         settings = dict(recipe.preprocessor)
         family = dict(settings.pop("processor", None) or {})
         preprocessor = getattr(transformers, settings.pop("class"))(**settings)

@@ -38,6 +38,10 @@ class MediaInputs:
 
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     items: list[tuple[int, int]] = field(default_factory=list)  # (placeholder token id, tokens), in order
+    # item index -> the token run that replaces its placeholder, for models whose media tokens are
+    # structured (Llama 4: image start, tile patches and separators, image end); other items repeat
+    # their placeholder. An item with a run counts len(run) tokens.
+    runs: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def tokens_per_item(self) -> list[int]:
@@ -110,16 +114,35 @@ class MediaProcessing:
         return types
 
     def expand(self, prompt_ids: list[int], inputs: MediaInputs) -> list[int]:
-        """``prompt_ids`` with each placeholder repeated once per feature of its medium."""
-        return repeat_each(prompt_ids, self.repeats(prompt_ids, inputs))
+        """``prompt_ids`` with each placeholder repeated once per feature of its medium (or
+        replaced by the medium's token run, where it has one)."""
+        times = self.repeats(prompt_ids, inputs)
+        if not inputs.runs:
+            return repeat_each(prompt_ids, times)
+        runs = self.runs_at(prompt_ids, inputs)
+        out: list[int] = []
+        for position, (token, n) in enumerate(zip(prompt_ids, times, strict=True)):
+            out.extend(runs[position] if position in runs else [token] * n)
+        return out
+
+    def runs_at(self, prompt_ids: list[int], inputs: MediaInputs) -> dict[int, list[int]]:
+        """Prompt position -> the token run that replaces the placeholder there (items with one)."""
+        if not inputs.runs:
+            return {}
+        queues: dict[int, list[int]] = defaultdict(list)
+        for index, (token, _) in enumerate(inputs.items):
+            queues[token].append(index)
+        iters = {token: iter(indexes) for token, indexes in queues.items()}
+        found = {position: next(iters[t]) for position, t in enumerate(prompt_ids) if t in iters}
+        return {position: inputs.runs[i] for position, i in found.items() if i in inputs.runs}
 
     def repeats(self, prompt_ids: list[int], inputs: MediaInputs) -> list[int]:
         """How many times each token of ``prompt_ids`` stands in the model's input (1, or a
         medium's feature count for its placeholder); a placeholder count that does not match
         the media is a :class:`MediaInputError`. Training repeats labels by the same counts."""
         queues: dict[int, list[int]] = defaultdict(list)
-        for token, count in inputs.items:
-            queues[token].append(count)
+        for index, (token, count) in enumerate(inputs.items):
+            queues[token].append(len(inputs.runs[index]) if index in inputs.runs else count)
         for kind, token in self.placeholders.items():
             places = sum(1 for t in prompt_ids if t == token)
             if places != len(queues[token]):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch and the processors load only when a multimodal model 
     from lmforge.conversation import Conversation
 
 MEDIA_COLUMN = "media"
+IGNORE_INDEX = -100  # the label the loss skips (templates.results.IGNORE_INDEX, a layer above)
 KINDS = (("images", "image"), ("videos", "video"), ("audios", "audio"))
 
 
@@ -72,12 +73,17 @@ def load_media(refs: list[str], media: MediaProcessing) -> MediaInputs:
 def expand_sample(
     ids: list[int], labels: list[int], refs: list[str], media: MediaProcessing
 ) -> tuple[list[int], list[int]]:
-    """``ids`` and ``labels`` with each placeholder repeated once per feature of its medium."""
+    """``ids`` and ``labels`` with each placeholder repeated once per feature of its medium (or
+    replaced by its token run, whose labels are ignored)."""
     inputs = load_media(refs, media)
     try:
         times = media.repeats(ids, inputs)
     except MediaInputError as exc:
         raise MediaDrop("media placeholders do not match", str(exc)) from None
+    if inputs.runs:
+        runs = media.runs_at(ids, inputs)
+        labels = [IGNORE_INDEX if position in runs else label for position, label in enumerate(labels)]
+        return media.expand(ids, inputs), repeat_each(labels, times)
     return repeat_each(ids, times), repeat_each(labels, times)
 
 

@@ -192,9 +192,15 @@ def _apply_lora(
             )
     parts = {part for name, _ in model.named_modules() for part in name.split(".")}
     excluded = [pattern for pattern, frozen in _media_module_patterns(args) if frozen and pattern in parts]
+    # a tower's modules, or the module itself (Llama 3.2 Vision's projector is one Linear); Llama 4's
+    # towers are top-level modules
+    exclude = [rf"(.*\.)?({'|'.join(excluded)})(\..*)?"] if excluded else []
+    # a mixture-of-experts router that subclasses nn.Linear but returns a tuple (Llama 4's):
+    # PEFT's LoRA layer cannot wrap it, so "all" leaves it as it is
+    routers = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if _is_tuple_router(m)}
+    exclude += [rf".*\.{name}" for name in sorted(routers)]
     lora_config = LoraConfig(
-        # a tower's modules, or the module itself (Llama 3.2 Vision's projector is one Linear)
-        exclude_modules=rf".*\.({'|'.join(excluded)})(\..*)?" if excluded else None,
+        exclude_modules="|".join(exclude) if exclude else None,
         # a sequence classifier (reward model) saves its score head with the adapter (modules_to_save)
         task_type=TaskType.SEQ_CLS if _is_sequence_classifier(model) else TaskType.CAUSAL_LM,
         r=args.lora_rank,
@@ -249,7 +255,7 @@ def _media_module_patterns(args: FinetuningArguments) -> list[tuple[str, bool]]:
     return [
         ("visual", args.freeze_vision_tower),
         ("vision_tower", args.freeze_vision_tower),
-        ("vision_model", args.freeze_vision_tower),  # Llama 3.2 Vision
+        ("vision_model", args.freeze_vision_tower),  # Llama 3.2 Vision, Llama 4
         ("audio_tower", args.freeze_vision_tower),
         ("multi_modal_projector", args.freeze_multi_modal_projector),
     ]
@@ -259,6 +265,10 @@ def frozen_media_module(name: str, args: FinetuningArguments) -> bool:
     """True for a parameter of a tower or projector the config keeps frozen (LLaMA-Factory's defaults)."""
     parts = name.split(".")
     return any(pattern in parts and frozen for pattern, frozen in _media_module_patterns(args))
+
+
+def _is_tuple_router(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) and type(module).__name__.endswith("Router")
 
 
 def _linear_module_names(model: nn.Module) -> set[str]:

@@ -144,19 +144,19 @@ def load_model(
 def auto_model_class(
     config: PretrainedConfig,
 ) -> Any:  # an Auto* class (transformers keeps their base private)
-    """AutoModelForCausalLM, or the multimodal class for Qwen2-VL, Llama 3.2 Vision (image-text) and Qwen2-Audio."""
+    """AutoModelForCausalLM, or the multimodal class for Qwen2-VL, Llama 3.2 Vision, Llama 4 (image-text) and Qwen2-Audio."""
     import transformers
     from transformers.models.auto import modeling_auto
 
     model_type = getattr(config, "model_type", None)
-    # Llama 3.2 Vision's type maps to a text-only causal LM too; a config with a vision tower
-    # takes pictures, so the image-text class comes first for it.
-    vision = getattr(config, "vision_config", None) is not None
-    if vision and model_type in modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+    image_text = model_type in modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    # Llama 3.2 Vision and Llama 4 are in the causal-LM mapping too, which would build their
+    # text part alone; a config with a vision tower takes pictures, so the image-text class wins
+    if image_text and getattr(config, "vision_config", None) is not None:
         return transformers.AutoModelForImageTextToText
     if model_type in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return transformers.AutoModelForCausalLM
-    if model_type in modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+    if image_text:
         return transformers.AutoModelForImageTextToText
     multimodal = getattr(modeling_auto, "MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES", {})
     if model_type in multimodal and hasattr(transformers, "AutoModelForMultimodalLM"):
