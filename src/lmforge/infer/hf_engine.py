@@ -433,6 +433,12 @@ class HuggingFaceEngine(Engine):
     ) -> torch.Tensor:
         """M-RoPE position ids (3, rows, width) from the model; each row keeps its offset for decoding."""
         assert self.media is not None
+        own = getattr(self.media, "rope_positions", None)  # a model whose rope index differs (Qwen2.5-Omni)
+        if own is not None:
+            positions, deltas = own(self.model, input_ids, attention, media)
+            for row, delta in zip(rows, deltas.view(-1).tolist(), strict=True):
+                row.delta = int(delta)
+            return positions  # type: ignore[no-any-return]
         positions, deltas = self.model.model.get_rope_index(
             input_ids,
             mm_token_type_ids=self.media.token_types(input_ids),

@@ -17,7 +17,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch loads only when tensors are made, not when data code imports this
     import torch
@@ -87,6 +87,17 @@ class MediaProcessing:
             if kind in self.placeholders:
                 types += code * (input_ids == self.placeholders[kind]).int()
         return types
+
+    def batch_inputs(self, input_ids: torch.Tensor) -> dict[str, Any]:
+        """Model inputs besides the media tensors that a training batch needs (M-RoPE token types)."""
+        return {"mm_token_type_ids": self.token_types(input_ids)} if self.mrope else {}
+
+    def expand_labeled(
+        self, ids: list[int], labels: list[int], inputs: MediaInputs
+    ) -> tuple[list[int], list[int]]:
+        """``ids`` and ``labels`` (a training sample) with each placeholder expanded for its medium."""
+        times = self.repeats(ids, inputs)
+        return repeat_each(ids, times), repeat_each(labels, times)
 
     def expand(self, prompt_ids: list[int], inputs: MediaInputs) -> list[int]:
         """``prompt_ids`` with each placeholder repeated once per feature of its medium."""

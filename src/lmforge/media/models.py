@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from lmforge.media.audio import AudioProcessing
 from lmforge.media.inputs import MediaProcessing
+from lmforge.media.omni import OMNI_MODELS, OmniProcessing
 from lmforge.media.vision import VisionProcessing
 
 if TYPE_CHECKING:
@@ -29,11 +30,13 @@ def media_processing_for(
 ) -> MediaProcessing | None:
     """The media processing of a supported multimodal model folder; None for a text model."""
     model_type = getattr(model_config, "model_type", None)
-    if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS:
+    if model_type not in GRID_VISION_MODELS | WHISPER_AUDIO_MODELS | OMNI_MODELS:
         return None
     if not (Path(path) / "preprocessor_config.json").is_file():
         logger.warning("%s has no preprocessor_config.json; media will be refused", path)
         return None
+    if model_type in OMNI_MODELS:
+        return OmniProcessing.for_model(model_config, path, model_args)
     if model_type in WHISPER_AUDIO_MODELS:
         return AudioProcessing.for_model(model_config, path)
     return VisionProcessing.for_model(model_config, path, model_args)

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputError, MediaInputs, MediaProcessing, repeat_each
+from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputError, MediaInputs, MediaProcessing
 
 if TYPE_CHECKING:  # torch and the processors load only when a multimodal model trains
     import torch
@@ -75,10 +75,9 @@ def expand_sample(
     """``ids`` and ``labels`` with each placeholder repeated once per feature of its medium."""
     inputs = load_media(refs, media)
     try:
-        times = media.repeats(ids, inputs)
+        return media.expand_labeled(ids, labels, inputs)
     except MediaInputError as exc:
         raise MediaDrop("media placeholders do not match", str(exc)) from None
-    return repeat_each(ids, times), repeat_each(labels, times)
 
 
 def placeholder_counts(ids: list[int], media: MediaProcessing) -> Counter[int]:
@@ -100,6 +99,5 @@ def batch_media(
     out: dict[str, Any] = {
         k: v for k, v in inputs.tensors.items() if k != SECONDS_PER_GRID or media.time_positions
     }
-    if media.mrope:
-        out["mm_token_type_ids"] = media.token_types(input_ids)
+    out.update(media.batch_inputs(input_ids))
     return out

@@ -134,11 +134,24 @@ def load_model(
             model = auto_class.from_pretrained(path, **kwargs)
         except (OSError, ValueError) as exc:
             raise _load_error("model", path, exc) from None
+    model = _omni_thinker(model)
     if not trainable:
         model = merge_adapters(model, model_args.adapter_name_or_path or [])
         model.eval()
         model.requires_grad_(False)
     return model
+
+
+def _omni_thinker(model: PreTrainedModel) -> PreTrainedModel:
+    """A full Qwen2.5-Omni model (thinker and talker) -> its thinker, the part lmforge trains and serves."""
+    if getattr(model.config, "model_type", None) != "qwen2_5_omni":
+        return model
+    logger.info(
+        "Qwen2.5-Omni: training/serving its thinker (text from pictures, video and sound); the talker "
+        "(speech output) is out of scope, and an export writes the thinker alone (loads in plain transformers)"
+    )
+    thinker: PreTrainedModel = model.thinker
+    return thinker
 
 
 def auto_model_class(
