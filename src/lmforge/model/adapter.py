@@ -193,7 +193,8 @@ def _apply_lora(
     parts = {part for name, _ in model.named_modules() for part in name.split(".")}
     excluded = [pattern for pattern, frozen in _media_module_patterns(args) if frozen and pattern in parts]
     lora_config = LoraConfig(
-        exclude_modules=rf".*\.({'|'.join(excluded)})\..*" if excluded else None,
+        # the towers sit at the root of some models (Qwen2.5-Omni's thinker: ``visual.``, ``audio_tower.``)
+        exclude_modules=rf"(.*\.)?({'|'.join(excluded)})\..*" if excluded else None,
         # a sequence classifier (reward model) saves its score head with the adapter (modules_to_save)
         task_type=TaskType.SEQ_CLS if _is_sequence_classifier(model) else TaskType.CAUSAL_LM,
         r=args.lora_rank,
