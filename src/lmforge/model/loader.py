@@ -121,6 +121,7 @@ def load_model(
         kwargs["attn_implementation"] = attention
     if model_args.quantization_bit is not None:
         kwargs["quantization_config"] = _bnb_config(model_args)
+    config = _omni_thinker(config, kwargs)
     auto_class = auto_model_class(config)
     if num_labels is not None:
         from transformers import AutoModelForSequenceClassification
@@ -134,7 +135,6 @@ def load_model(
             model = auto_class.from_pretrained(path, **kwargs)
         except (OSError, ValueError) as exc:
             raise _load_error("model", path, exc) from None
-    model = _omni_thinker(model)
     if not trainable:
         model = merge_adapters(model, model_args.adapter_name_or_path or [])
         model.eval()
@@ -142,15 +142,18 @@ def load_model(
     return model
 
 
-def _omni_thinker(model: PreTrainedModel) -> PreTrainedModel:
-    """A full Qwen2.5-Omni model (thinker and talker) -> its thinker, the part lmforge trains and serves."""
-    if getattr(model.config, "model_type", None) != "qwen2_5_omni":
-        return model
+def _omni_thinker(config: PretrainedConfig, kwargs: dict[str, Any]) -> PretrainedConfig:
+    """A full Qwen2.5-Omni folder (thinker and talker) loads its thinker alone, the part lmforge trains
+    and serves: the thinker's config, and its weights without their ``thinker.`` prefix."""
+    if getattr(config, "model_type", None) != "qwen2_5_omni":
+        return config
     logger.info(
-        "Qwen2.5-Omni: training/serving its thinker (text from pictures, video and sound); the talker "
-        "(speech output) is out of scope, and an export writes the thinker alone (loads in plain transformers)"
+        "Qwen2.5-Omni: loading its thinker (text from pictures, video and sound); the talker (speech "
+        "output) is out of scope, and an export writes the thinker alone (it loads in plain transformers)"
     )
-    thinker: PreTrainedModel = model.thinker
+    thinker: PretrainedConfig = config.thinker_config
+    kwargs["config"] = thinker
+    kwargs["key_mapping"] = {r"^thinker\.": ""}
     return thinker
 
 
