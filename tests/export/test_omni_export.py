@@ -11,7 +11,7 @@ import torch
 import yaml
 from transformers import AutoConfig, AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
 
-from tests.helpers.media import png, wav
+from tests.helpers.media import png
 
 
 def run_export(tmp_path, settings):
@@ -24,10 +24,10 @@ def run_export(tmp_path, settings):
 
 def media_batch(folder):
     """A picture and a sound clip through the exported folder's own processors, with their prompt."""
-    from PIL import Image
     import io
 
     import numpy as np
+    from PIL import Image
 
     pixels = AutoImageProcessor.from_pretrained(folder)(
         images=[Image.open(io.BytesIO(png((200, 20, 20), (56, 56))))], return_tensors="pt"
@@ -52,7 +52,9 @@ def lora_adapter_for(path, folder):
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft = get_peft_model(
+        model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     peft.save_pretrained(folder)
 
 
@@ -90,7 +92,11 @@ def test_the_merged_thinker_and_its_processors_load_in_plain_transformers(tiny_m
 def test_a_full_omni_folder_exports_its_thinker(tiny_model, tmp_path):
     """Qwen2_5OmniForConditionalGeneration (here without its talker weights, enable_audio_output false)
     is loaded, and its thinker is what lmforge exports, with a line saying so."""
-    from transformers import AutoModelForImageTextToText, Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+    from transformers import (
+        AutoModelForImageTextToText,
+        Qwen2_5OmniConfig,
+        Qwen2_5OmniForConditionalGeneration,
+    )
 
     source = tiny_model("qwen2_5_omni")
     thinker = AutoConfig.from_pretrained(source)
@@ -99,7 +105,12 @@ def test_a_full_omni_folder_exports_its_thinker(tiny_model, tmp_path):
     model = Qwen2_5OmniForConditionalGeneration(full).eval()
     folder = tmp_path / "full-omni"
     model.save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.jinja"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "chat_template.jinja",
+    ):
         shutil.copy(source / name, folder / name)
     assert AutoConfig.from_pretrained(folder).model_type == "qwen2_5_omni"
     target = tmp_path / "thinker-export"

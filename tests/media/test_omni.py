@@ -87,7 +87,9 @@ def test_the_prefill_equals_the_official_processors(omni, use_audio_in_video):
         video, audio = media.placeholders["video"], media.placeholders["audio"]
         start = ours.index(media.bounds["audio_start_token_id"]) + 1
         runs = ours[start : start + 8 + 50 + 8 + 25 + 1]
-        assert runs == [video] * 8 + [audio] * 50 + [video] * 8 + [audio] * 25 + [media.bounds["audio_end_token_id"]]
+        assert runs == [video] * 8 + [audio] * 50 + [video] * 8 + [audio] * 25 + [
+            media.bounds["audio_end_token_id"]
+        ]
 
 
 def test_use_audio_in_video_needs_a_clip_after_each_video(omni):

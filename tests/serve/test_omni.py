@@ -41,7 +41,10 @@ def ask(client, *parts):
 
 
 def image(picture: bytes) -> dict:
-    return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(picture).decode()}}
+    return {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(picture).decode()},
+    }
 
 
 def sound(clip: bytes) -> dict:
@@ -53,8 +56,14 @@ def test_health_lists_pictures_video_and_sound(server):
 
 
 def test_a_picture_is_answered_and_usage_counts_its_tokens(client):
-    red, blue, text_only = ask(client, image(png((200, 20, 20)))), ask(client, image(png((20, 20, 200)))), ask(client)
-    assert red.choices[0].message.content and red.choices[0].message.content != blue.choices[0].message.content
+    red, blue, text_only = (
+        ask(client, image(png((200, 20, 20)))),
+        ask(client, image(png((20, 20, 200)))),
+        ask(client),
+    )
+    assert (
+        red.choices[0].message.content and red.choices[0].message.content != blue.choices[0].message.content
+    )
     # 90x60 -> a 4x6 patch grid merged 2x2: 6 <|IMAGE|> tokens between <|vision_bos|> and <|vision_eos|>
     assert red.usage.prompt_tokens == text_only.usage.prompt_tokens + 6 + 2
 

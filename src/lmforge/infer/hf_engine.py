@@ -438,7 +438,7 @@ class HuggingFaceEngine(Engine):
             positions, deltas = own(self.model, input_ids, attention, media)
             for row, delta in zip(rows, deltas.view(-1).tolist(), strict=True):
                 row.delta = int(delta)
-            return positions  # type: ignore[no-any-return]
+            return positions
         positions, deltas = self.model.model.get_rope_index(
             input_ids,
             mm_token_type_ids=self.media.token_types(input_ids),

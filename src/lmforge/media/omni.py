@@ -64,11 +64,18 @@ class OmniProcessing(MediaProcessing):
         self.seconds_per_chunk = seconds_per_chunk
 
     @classmethod
-    def for_model(cls, model_config: PretrainedConfig, path: str, model_args: ModelArguments) -> OmniProcessing:
+    def for_model(
+        cls, model_config: PretrainedConfig, path: str, model_args: ModelArguments
+    ) -> OmniProcessing:
         config = thinker_config(model_config)
         bounds = {
             key: int(getattr(config, key))
-            for key in ("vision_start_token_id", "vision_end_token_id", "audio_start_token_id", "audio_end_token_id")
+            for key in (
+                "vision_start_token_id",
+                "vision_end_token_id",
+                "audio_start_token_id",
+                "audio_end_token_id",
+            )
         }
         return cls(
             VisionProcessing.for_model(config, path, model_args),
@@ -88,7 +95,9 @@ class OmniProcessing(MediaProcessing):
         heard = [i for i, kind in enumerate(kinds) if kind == "audio"]
         pick = lambda idx, items: [items[i] for i in idx]  # noqa: E731
         sight = self.vision.process(pick(seen, blobs), pick(seen, where), pick(seen, kinds)) if seen else None
-        sound = self.audio.process(pick(heard, blobs), pick(heard, where), pick(heard, kinds)) if heard else None
+        sound = (
+            self.audio.process(pick(heard, blobs), pick(heard, where), pick(heard, kinds)) if heard else None
+        )
         inputs = MediaInputs()
         items: dict[int, tuple[int, int]] = {}
         for part, idx in ((sight, seen), (sound, heard)):
@@ -163,7 +172,9 @@ class OmniProcessing(MediaProcessing):
                 ]
                 next(queues[video])
                 audio_times = list(range(next(queues[audio])))
-                body = _chunked(video_times, audio_times, int(self.position_id_per_seconds * self.seconds_per_chunk))
+                body = _chunked(
+                    video_times, audio_times, int(self.position_id_per_seconds * self.seconds_per_chunk)
+                )
                 label = labels[i]
                 del out_ids[-1], out_labels[-1]  # <|vision_bos|> is written again below
                 merged = [
@@ -199,7 +210,7 @@ class OmniProcessing(MediaProcessing):
         """Position ids (3, rows, width) and each row's offset, from the thinker's ``get_rope_index``."""
         thinker = getattr(model, "thinker", model)
         mask = media.get("feature_attention_mask")
-        return thinker.get_rope_index(  # type: ignore[no-any-return]
+        return thinker.get_rope_index(
             input_ids,
             image_grid_thw=media.get("image_grid_thw"),
             video_grid_thw=media.get("video_grid_thw"),
