@@ -51,9 +51,17 @@ def picture(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
-def test_the_thinker_class_and_all_three_kinds(omni):
-    _, _, model, _ = omni
+def test_the_tiny_thinker_asset_and_all_three_kinds(omni):
+    """The tiny folder: a thinker config naming the Omni tokens its tokenizer adds, and one
+    preprocessor_config.json holding the image processor's and the feature extractor's settings."""
+    from transformers import AutoFeatureExtractor, AutoImageProcessor
+
+    path, config, model, tokenizer = omni
     assert type(model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
+    for key, token in (("image_token_id", "<|IMAGE|>"), ("audio_start_token_id", "<|audio_bos|>")):
+        assert getattr(config, key) == tokenizer.convert_tokens_to_ids(token)
+    assert type(AutoImageProcessor.from_pretrained(path)).__name__ == "Qwen2VLImageProcessorPil"
+    assert type(AutoFeatureExtractor.from_pretrained(path)).__name__ == "WhisperFeatureExtractor"
     assert processing(omni).kinds == {"image", "video", "audio"}
 
 

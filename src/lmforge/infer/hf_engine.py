@@ -47,6 +47,7 @@ from lmforge.infer.engine import (
 from lmforge.infer.sampling import TokenSampler, choose_tokens
 from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputs, MediaProcessing
 from lmforge.media.models import media_processing_for
+from lmforge.media.omni import VIDEO_SECONDS
 from lmforge.model.loader import load_model, load_tokenizer, model_path
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
     from lmforge.config import Config
 
 logger = logging.getLogger(__name__)
+
+# seconds per video patch: rotary positions are built from them, so never rounded to half precision
+TIME_KEYS = (SECONDS_PER_GRID, VIDEO_SECONDS)
 
 
 class _End:
@@ -420,7 +424,7 @@ class HuggingFaceEngine(Engine):
         out = {}
         for key in dict.fromkeys(key for part in parts for key in part.tensors):
             joined = torch.cat([part.tensors[key] for part in parts if key in part.tensors], dim=0).to(device)
-            out[key] = joined.to(dtype) if joined.is_floating_point() and key != SECONDS_PER_GRID else joined
+            out[key] = joined.to(dtype) if joined.is_floating_point() and key not in TIME_KEYS else joined
         return out
 
     def _media_positions(
