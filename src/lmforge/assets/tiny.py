@@ -57,6 +57,10 @@ class TinyRecipe:
     # ("module:attribute" in transformers), and its end-of-sequence token when that differs too.
     chat_template: str = ""
     eos_token: str = ""
+    # A model with several towers (Qwen2.5-Omni: vision and audio): the other towers' config keys
+    # and settings, and the other processors whose settings share preprocessor_config.json.
+    extra_towers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra_preprocessors: tuple[dict[str, Any], ...] = ()
 
 
 def _qwen_vl(config_class: str, vision: dict[str, Any]) -> TinyRecipe:
@@ -288,6 +292,66 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
         weight_std=0.15,
     ),
     "llama4": LLAMA4_RECIPE,
+    # Qwen2.5-Omni's thinker (what lmforge trains and serves; the talker is out of scope): a
+    # Qwen2.5-VL-style vision tower and a Whisper-style audio tower, both projecting into the
+    # language model; the Qwen2.5 vocabulary with the Omni media tokens added.
+    "qwen2_5_omni": TinyRecipe(
+        "Qwen2_5OmniThinkerConfig",
+        "qwen2_5",
+        {
+            "head_dim": 16,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        },
+        end_of_turn=("<|im_end|>", "<|endoftext|>"),
+        tower=(
+            "vision_config",
+            {
+                "depth": 1,
+                "hidden_size": 32,
+                "out_hidden_size": TINY_SIZES["hidden_size"],
+                "num_heads": 2,
+                "intermediate_size": 64,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "window_size": 56,
+                "fullatt_block_indexes": [0],
+            },
+        ),
+        extra_towers={
+            "audio_config": {
+                "d_model": 32,
+                "encoder_layers": 1,
+                "encoder_attention_heads": 2,
+                "encoder_ffn_dim": 64,
+                "num_mel_bins": 128,
+                "max_source_positions": 1500,
+                "n_window": 100,
+                "output_dim": TINY_SIZES["hidden_size"],
+            }
+        },
+        media_token_ids={
+            "image_token_index": "<|IMAGE|>",
+            "video_token_index": "<|VIDEO|>",
+            "audio_token_index": "<|AUDIO|>",
+            "vision_start_token_id": "<|vision_bos|>",
+            "vision_end_token_id": "<|vision_eos|>",
+            "audio_start_token_id": "<|audio_bos|>",
+            "audio_end_token_id": "<|audio_eos|>",
+        },
+        added_tokens=(
+            "<|AUDIO|>",
+            "<|audio_bos|>",
+            "<|audio_eos|>",
+            "<|vision_bos|>",
+            "<|vision_eos|>",
+            "<|IMAGE|>",
+            "<|VIDEO|>",
+        ),
+        preprocessor={"class": "Qwen2VLImageProcessorPil", "min_pixels": 56 * 56, "max_pixels": 224 * 224},
+        extra_preprocessors=({"class": "WhisperFeatureExtractor", "feature_size": 128},),
+        weight_std=0.15,
+    ),
 }
 
 
@@ -298,8 +362,11 @@ def _recipe(arch: str) -> TinyRecipe:
 
 
 def _fingerprint(arch: str) -> str:
-    recipe = _recipe(arch)
-    data = {"version": TINY_VERSION, "seed": SEED, "sizes": TINY_SIZES, "recipe": asdict(recipe)}
+    recipe = asdict(_recipe(arch))
+    for key in ("extra_towers", "extra_preprocessors"):  # fields added later: older recipes keep their key
+        if not recipe[key]:
+            del recipe[key]
+    data = {"version": TINY_VERSION, "seed": SEED, "sizes": TINY_SIZES, "recipe": recipe}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -354,7 +421,11 @@ def _build(arch: str, folder: Path) -> None:
         tower_key, tower = recipe.tower
         media_ids = {key: tokenizer.convert_tokens_to_ids(tok) for key, tok in recipe.media_token_ids.items()}
         config = config_class(
-            text_config=text_settings, **{tower_key: tower}, tie_word_embeddings=tie, **media_ids
+            text_config=text_settings,
+            **{tower_key: tower},
+            **recipe.extra_towers,
+            tie_word_embeddings=tie,
+            **media_ids,
         )
         model = auto_model_class(config).from_config(config, dtype=torch.float32)
     if recipe.weight_std is not None:
@@ -381,6 +452,7 @@ def _build(arch: str, folder: Path) -> None:
                 str(folder)
             )
         preprocessor.save_pretrained(str(folder))  # preprocessor_config.json, as released checkpoints have
+        _merge_preprocessors(folder, recipe.extra_preprocessors)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos_ids if len(eos_ids) > 1 else eos_ids[0],
@@ -388,6 +460,20 @@ def _build(arch: str, folder: Path) -> None:
     )
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
+
+
+def _merge_preprocessors(folder: Path, extra: tuple[dict[str, Any], ...]) -> None:
+    """Add further processors' settings to preprocessor_config.json, as a real Omni folder holds
+    its image processor's and its feature extractor's settings in that one file."""
+    import transformers
+
+    target = folder / "preprocessor_config.json"
+    merged = json.loads(target.read_text(encoding="utf-8"))
+    for settings in extra:
+        settings = dict(settings)
+        processor = getattr(transformers, settings.pop("class"))(**settings)
+        merged = {**processor.to_dict(), **merged}
+    target.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def tiny_model(arch: str, root: Path | None = None) -> Path:

@@ -112,6 +112,10 @@ class ModelArguments:
     video_maxlen: int = field(
         default=128, metadata={"help": "Most frames taken from one video, spread over the whole clip."}
     )
+    use_audio_in_video: bool = field(
+        default=False,
+        metadata={"help": "Qwen2.5-Omni: each video takes the sound clip written after it (<video><audio>)."},
+    )
     # export
     export_dir: str | None = field(
         default=None, metadata={"help": "Where `lmforge export` writes the merged model."}

@@ -203,8 +203,8 @@ def refuse_lost_media(
             if kinds and media is None:
                 raise ConfigError(
                     f"{key} '{spec.name}' has {' and '.join(kinds)} columns, but the model takes text only "
-                    f"and its media would be silently ignored; choose a multimodal model (Qwen2-VL, Qwen2.5-VL, "
-                    f"Qwen2-Audio, LLaVA-1.5) or a text dataset, or remove "
+                    f"and its media would be silently ignored; choose a multimodal model (Qwen2-VL, Qwen2.5-VL, Qwen2.5-Omni, "
+                    f"Qwen2-Audio, LLaVA-1.5, Llama 3.2 Vision, Llama 4) or a text dataset, or remove "
                     f"{', '.join(repr(k) for k in kinds)} from its columns in dataset_info.json to train on the text alone"
                 )
             taken = sorted(media.kinds) if media is not None else []

@@ -52,6 +52,7 @@ from lmforge.infer.engine import (
 from lmforge.infer.sampling import TokenSampler, choose_tokens
 from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputs, MediaProcessing
 from lmforge.media.models import media_processing_for
+from lmforge.media.omni import VIDEO_SECONDS
 from lmforge.model.loader import load_model, load_tokenizer, model_path
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ if TYPE_CHECKING:
     from lmforge.config import Config
 
 logger = logging.getLogger(__name__)
+
+# seconds per video patch: rotary positions are built from them, so never rounded to half precision
+TIME_KEYS = (SECONDS_PER_GRID, VIDEO_SECONDS)
 
 
 class _End:
@@ -438,7 +442,7 @@ class HuggingFaceEngine(Engine):
         out = {}
         for key, joined in self.media.batch_inputs(parts, input_ids.cpu()).items():
             joined = joined.to(device)
-            out[key] = joined.to(dtype) if joined.is_floating_point() and key != SECONDS_PER_GRID else joined
+            out[key] = joined.to(dtype) if joined.is_floating_point() and key not in TIME_KEYS else joined
         return out
 
     def _media_positions(
@@ -451,6 +455,12 @@ class HuggingFaceEngine(Engine):
     ) -> torch.Tensor:
         """M-RoPE position ids (3, rows, width) from the model; each row keeps its offset for decoding."""
         assert self.media is not None
+        own = getattr(self.media, "rope_positions", None)  # a model whose rope index differs (Qwen2.5-Omni)
+        if own is not None:
+            positions, deltas = own(self.model, input_ids, attention, media)
+            for row, delta in zip(rows, deltas.view(-1).tolist(), strict=True):
+                row.delta = int(delta)
+            return positions
         positions, deltas = self.model.model.get_rope_index(
             input_ids,
             mm_token_type_ids=self.media.token_types(input_ids),

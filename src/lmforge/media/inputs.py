@@ -17,12 +17,13 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch loads only when tensors are made, not when data code imports this
     import torch
     from PIL import Image
 
+IGNORE_INDEX = -100  # the label the loss skips (templates.results.IGNORE_INDEX, a layer above)
 NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
 # Seconds per temporal video patch: an input to Qwen2.5-VL's rotary positions, not to every model.
 SECONDS_PER_GRID = "second_per_grid_ts"
@@ -112,6 +113,22 @@ class MediaProcessing:
             if kind in self.placeholders:
                 types += code * (input_ids == self.placeholders[kind]).int()
         return types
+
+    def training_extras(self, input_ids: torch.Tensor) -> dict[str, Any]:
+        """Model inputs besides the media tensors that a training batch needs (M-RoPE token types)."""
+        return {"mm_token_type_ids": self.token_types(input_ids)} if self.mrope else {}
+
+    def expand_labeled(
+        self, ids: list[int], labels: list[int], inputs: MediaInputs
+    ) -> tuple[list[int], list[int]]:
+        """``ids`` and ``labels`` (a training sample) with each placeholder expanded for its medium;
+        the labels of a token run are ignored (they are media, not text to learn)."""
+        times = self.repeats(ids, inputs)
+        if not inputs.runs:
+            return repeat_each(ids, times), repeat_each(labels, times)
+        runs = self.runs_at(ids, inputs)
+        labels = [IGNORE_INDEX if position in runs else label for position, label in enumerate(labels)]
+        return self.expand(ids, inputs), repeat_each(labels, times)
 
     def expand(self, prompt_ids: list[int], inputs: MediaInputs) -> list[int]:
         """``prompt_ids`` with each placeholder repeated once per feature of its medium (or

@@ -7,7 +7,8 @@ builds its tensors. The families differ in how a picture reaches the language mo
 - fixed (LLaVA-1.5): every picture cropped to one square, a fixed number of image tokens;
 - tiled (Llama 4): tiles plus a global view, each placeholder a structured token run;
 - cross-attention (Llama 3.2 Vision): one ``<|image|>`` token, features read by cross-attention;
-- Whisper audio (Qwen2-Audio): log-mel features of up to 30 s.
+- Whisper audio (Qwen2-Audio): log-mel features of up to 30 s;
+- omni (Qwen2.5-Omni's thinker): grid pictures and video and Whisper sound in one prompt.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lmforge.media.inputs import MediaProcessing
 from lmforge.media.llama4 import Llama4Processing
 from lmforge.media.llava import LlavaProcessing
 from lmforge.media.mllama import MllamaProcessing
+from lmforge.media.omni import OMNI_MODELS, OmniProcessing
 from lmforge.media.vision import VisionProcessing
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ PROCESSING: dict[str, Callable[[PretrainedConfig, str, ModelArguments], MediaPro
     "mllama": MllamaProcessing.for_model,
     "llama4": _llama4,
     "qwen2_audio": _audio,
+    **dict.fromkeys(OMNI_MODELS, OmniProcessing.for_model),
 }
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 

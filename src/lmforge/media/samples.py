@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputError, MediaInputs, MediaProcessing, repeat_each
+from lmforge.media.inputs import SECONDS_PER_GRID, MediaInputError, MediaInputs, MediaProcessing
 
 if TYPE_CHECKING:  # torch and the processors load only when a multimodal model trains
     import torch
@@ -24,7 +24,6 @@ if TYPE_CHECKING:  # torch and the processors load only when a multimodal model 
     from lmforge.conversation import Conversation
 
 MEDIA_COLUMN = "media"
-IGNORE_INDEX = -100  # the label the loss skips (templates.results.IGNORE_INDEX, a layer above)
 KINDS = (("images", "image"), ("videos", "video"), ("audios", "audio"))
 
 
@@ -77,14 +76,9 @@ def expand_sample(
     replaced by its token run, whose labels are ignored)."""
     inputs = load_media(refs, media)
     try:
-        times = media.repeats(ids, inputs)
+        return media.expand_labeled(ids, labels, inputs)
     except MediaInputError as exc:
         raise MediaDrop("media placeholders do not match", str(exc)) from None
-    if inputs.runs:
-        runs = media.runs_at(ids, inputs)
-        labels = [IGNORE_INDEX if position in runs else label for position, label in enumerate(labels)]
-        return media.expand(ids, inputs), repeat_each(labels, times)
-    return repeat_each(ids, times), repeat_each(labels, times)
 
 
 def placeholder_counts(ids: list[int], media: MediaProcessing) -> Counter[int]:
@@ -107,6 +101,5 @@ def batch_media(
         for k, v in media.batch_inputs(rows, input_ids).items()
         if k != SECONDS_PER_GRID or media.time_positions
     }
-    if media.mrope:
-        out["mm_token_type_ids"] = media.token_types(input_ids)
+    out.update(media.training_extras(input_ids))
     return out

@@ -121,6 +121,7 @@ def load_model(
         kwargs["attn_implementation"] = attention
     if model_args.quantization_bit is not None:
         kwargs["quantization_config"] = _bnb_config(model_args)
+    config = _omni_thinker(config, kwargs)
     auto_class = auto_model_class(config)
     if num_labels is not None:
         from transformers import AutoModelForSequenceClassification
@@ -139,6 +140,21 @@ def load_model(
         model.eval()
         model.requires_grad_(False)
     return model
+
+
+def _omni_thinker(config: PretrainedConfig, kwargs: dict[str, Any]) -> PretrainedConfig:
+    """A full Qwen2.5-Omni folder (thinker and talker) loads its thinker alone, the part lmforge trains
+    and serves: the thinker's config, and its weights without their ``thinker.`` prefix."""
+    if getattr(config, "model_type", None) != "qwen2_5_omni":
+        return config
+    logger.info(
+        "Qwen2.5-Omni: loading its thinker (text from pictures, video and sound); the talker (speech "
+        "output) is out of scope, and an export writes the thinker alone (it loads in plain transformers)"
+    )
+    thinker: PretrainedConfig = config.thinker_config
+    kwargs["config"] = thinker
+    kwargs["key_mapping"] = {r"^thinker\.": ""}
+    return thinker
 
 
 def auto_model_class(

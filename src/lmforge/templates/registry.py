@@ -85,6 +85,7 @@ TEMPLATES: dict[str, Template] = {
             image_token="<|vision_bos|><|IMAGE|><|vision_eos|>",
             video_token="<|vision_bos|><|VIDEO|><|vision_eos|>",
             audio_token="<|audio_bos|><|AUDIO|><|audio_eos|>",
+            note="media: pictures, video, sound (the thinker; speech output out of scope)",
         ),
         _QWEN3,
         replace(
