@@ -17,7 +17,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch loads only when tensors are made, not when data code imports this
     import torch
@@ -38,6 +38,10 @@ class MediaInputs:
 
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     items: list[tuple[int, int]] = field(default_factory=list)  # (placeholder token id, tokens), in order
+    # Each item as decoded and bounded before its tensors were made (a PIL picture; a video's
+    # frames with the seconds between two; a mono float clip at the extractor's rate): for an
+    # engine that runs the model's processor itself (vLLM), so it sees what the counts came from.
+    decoded: list[Any] = field(default_factory=list)
 
     @property
     def tokens_per_item(self) -> list[int]:
