@@ -231,3 +231,23 @@ def make_scripted_model(
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def with_checkpoint_weight_names(source: Path, folder: Path) -> Path:
+    """A copy of a tiny Qwen2-Audio whose weights carry the published checkpoints' names.
+
+    transformers 5.19 saves its language model as ``language_model.model.model.*``; real
+    Qwen2-Audio checkpoints (and vLLM 0.32's loader) name it ``language_model.model.*``.
+    transformers loads either.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, folder, dirs_exist_ok=True)
+    weights = load_file(folder / "model.safetensors")
+    renamed = {
+        k.replace("language_model.model.model.", "language_model.model."): v for k, v in weights.items()
+    }
+    save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder

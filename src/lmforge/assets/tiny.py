@@ -157,6 +157,30 @@ LLAMA4_RECIPE = TinyRecipe(
     chat_template="transformers.models.llama4.processing_llama4:chat_template",
     eos_token="<|eot|>",
 )
+def _qwen2_audio(**text: Any) -> TinyRecipe:
+    """A Qwen2-Audio recipe (``text``: language-model settings over :data:`TINY_SIZES`)."""
+    return TinyRecipe(
+        "Qwen2AudioConfig",
+        "qwen2_5",
+        text,
+        end_of_turn=("<|im_end|>", "<|endoftext|>"),
+        tower=(
+            "audio_config",
+            {
+                "d_model": 32,
+                "encoder_layers": 1,
+                "encoder_attention_heads": 2,
+                "encoder_ffn_dim": 64,
+                "num_mel_bins": 128,
+                "max_source_positions": 1500,
+            },
+        ),
+        media_token_ids={"audio_token_index": "<|AUDIO|>"},
+        added_tokens=("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"),
+        preprocessor={"class": "WhisperFeatureExtractor", "feature_size": 128},
+        weight_std=0.15,
+    )
+
 
 TINY_ARCHES: dict[str, TinyRecipe] = {
     "qwen2": TinyRecipe("Qwen2Config", "qwen2_5", end_of_turn=("<|im_end|>", "<|endoftext|>")),
@@ -198,21 +222,10 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
     ),
     # Qwen2-Audio: a Whisper-style encoder over 128 log-mel bins; its tokenizer (Qwen2.5's
     # vocabulary) adds the three audio tokens.
-    "qwen2_audio": TinyRecipe(
-        "Qwen2AudioConfig",
-        "qwen2_5",
-        end_of_turn=("<|im_end|>", "<|endoftext|>"),
-        tower=(
-            "audio_config",
-            {
-                "d_model": 32,
-                "encoder_layers": 1,
-                "encoder_attention_heads": 2,
-                "encoder_ffn_dim": 64,
-                "num_mel_bins": 128,
-                "max_source_positions": 1500,
-            },
-        ),
+    "qwen2_audio": _qwen2_audio(),
+    # Qwen2-Audio with 32-wide language-model heads (2 heads of 64), which vLLM's CPU attention
+    # takes: the multimodal model the vllm backend's media tests run here.
+    "qwen2_audio_h32": _qwen2_audio(num_attention_heads=2, num_key_value_heads=1),
         media_token_ids={"audio_token_index": "<|AUDIO|>"},
         added_tokens=("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"),
         preprocessor={"class": "WhisperFeatureExtractor", "feature_size": 128},

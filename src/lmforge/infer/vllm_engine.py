@@ -4,6 +4,11 @@ Imported only when ``infer_backend: vllm`` is chosen. A LoRA adapter is served t
 vLLM's ``LoRARequest`` (the base weights stay untouched), so the adapter folder must be one
 that plain PEFT saved. vLLM starts its engine core in a subprocess; ``lmforge``'s entry
 points guard their ``__main__`` for that.
+
+Media: the server fetches and decodes them as for the huggingface engine (``serve/media_fetch.py``,
+``media/``), which also counts each medium's tokens, so limits and ``usage`` count what the
+model sees. vLLM runs the model's own processor and repeats each placeholder itself, so it gets
+our prompt with one placeholder per medium and the decoded media as ``multi_modal_data``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from transformers import AutoConfig, PretrainedConfig
 
 from lmforge.errors import ConfigError
@@ -28,6 +34,8 @@ from lmforge.infer.engine import (
     default_stop_token_ids,
     model_context_length,
 )
+from lmforge.media.inputs import MediaProcessing
+from lmforge.media.models import media_processing_for
 from lmforge.model.loader import load_tokenizer, model_path
 
 if TYPE_CHECKING:
@@ -37,6 +45,17 @@ if TYPE_CHECKING:
     from lmforge.media.inputs import MediaInputs
 
 logger = logging.getLogger(__name__)
+
+# The media vLLM 0.32 takes per model type (its processors' ``get_supported_mm_limits``).
+# Llama 3.2 Vision (``mllama``) is not there: vLLM dropped it in 0.10.2.
+VLLM_MEDIA: dict[str, frozenset[str]] = {
+    "qwen2_vl": frozenset({"image", "video"}),
+    "qwen2_5_vl": frozenset({"image", "video"}),
+    "qwen2_audio": frozenset({"audio"}),
+    "qwen2_5_omni": frozenset({"image", "video", "audio"}),
+    "llava": frozenset({"image"}),
+    "llama4": frozenset({"image"}),
+}
 
 
 def import_vllm() -> Any:
@@ -81,12 +100,14 @@ class VllmEngine(Engine):
         context_length: int,
         lora: Any,  # vllm's LoRARequest, or None
         capacity: int,
+        media: MediaProcessing | None = None,
     ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.context_length = context_length
         self.lora = lora
         self.capacity = capacity
+        self.media = media
         self.eos_ids = default_stop_token_ids(tokenizer)
         self.inflight = 0
         self.tokens_generated = 0
@@ -114,6 +135,7 @@ class VllmEngine(Engine):
         tokenizer = load_tokenizer(config.model)
         model_config = _model_config(config, path)
         _check_cpu_head_size(model_config)
+        media = vllm_media_processing(model_config, path, config)
         kwargs = engine_arguments(config, path)
         if "max_model_len" not in (config.serving.vllm_config or {}):
             kwargs["max_model_len"] = min(
@@ -132,6 +154,7 @@ class VllmEngine(Engine):
             context_length=context,
             lora=lora,
             capacity=serving.max_concurrent_requests + serving.max_queued_requests,
+            media=media,
         )
 
     async def close(self) -> None:
@@ -178,30 +201,35 @@ class VllmEngine(Engine):
     ) -> AsyncGenerator[GenerationChunk, None]:
         if not prompt_ids:
             raise EngineRejected("the prompt holds no tokens", "prompt")
-        if media is not None:  # the service refuses media first (this engine's ``media`` is None)
-            raise ValueError("the vllm engine serves text only")
+        media = media if media is not None and media.items else None
+        if media is not None and self.media is None:  # the service refuses such media first
+            raise ValueError("the served model takes text only")
+        prompt = vllm_prompt(list(prompt_ids), media, self.media)
         if self.inflight >= self.capacity:
             raise EngineOverloaded(f"the server is busy ({self.inflight} requests in flight); retry later")
         self.inflight += 1
-        return self._stream(list(prompt_ids), options)
+        return self._stream(prompt, len(prompt_ids), options)
 
     async def _stream(
-        self, prompt_ids: list[int], options: SamplingOptions
+        self, prompt: dict[str, Any], prompt_tokens: int, options: SamplingOptions
     ) -> AsyncGenerator[GenerationChunk, None]:
-        # why here: vllm is optional (import_vllm has checked it is there)
-        from vllm.inputs import TokensPrompt
-
         request_id = f"lmforge-{uuid.uuid4().hex}"
         counts = [0] * options.n
         open_choices = set(range(options.n))
         try:
             stream = self.engine.generate(
-                TokensPrompt(prompt_token_ids=prompt_ids),
-                self.sampling_params(options),
-                request_id,
-                lora_request=self.lora,
+                prompt, self.sampling_params(options), request_id, lora_request=self.lora
             )
             async for output in stream:
+                seen = output.prompt_token_ids
+                if seen is not None and len(seen) != prompt_tokens:
+                    # our media token counts disagree with the model's processor in vLLM
+                    logger.warning(
+                        "vLLM's prompt holds %d tokens where lmforge counted %d (usage counts lmforge's)",
+                        len(seen),
+                        prompt_tokens,
+                    )
+                    prompt_tokens = len(seen)
                 for piece in output.outputs:
                     new = len(piece.token_ids)
                     counts[piece.index] += new
@@ -227,6 +255,97 @@ class VllmEngine(Engine):
             if open_choices:
                 self.requests_cancelled += 1
                 await self.engine.abort(request_id)
+
+
+def vllm_media_processing(
+    model_config: PretrainedConfig, path: str, config: Config
+) -> MediaProcessing | None:
+    """The media processing of a multimodal model, less the kinds vLLM does not take for it.
+
+    It decodes, bounds and counts each medium exactly as the huggingface engine does; vLLM gets
+    the decoded media (``MediaInputs.decoded``) and runs the model's own processor on them.
+    """
+    processing = media_processing_for(model_config, path, config.model)
+    if processing is None:
+        return None
+    model_type = str(getattr(model_config, "model_type", ""))
+    takes = VLLM_MEDIA.get(model_type, frozenset())
+    refused = sorted(processing.kinds - takes)
+    if refused:
+        logger.warning(
+            "vLLM takes no %s input for %s models; it will be refused", ", ".join(refused), model_type
+        )
+        processing.placeholders = {k: v for k, v in processing.placeholders.items() if k in takes}
+    return processing if processing.placeholders else None
+
+
+def collapse_placeholders(prompt_ids: list[int], items: list[tuple[int, int]]) -> list[int]:
+    """``prompt_ids`` with each medium's run of placeholder tokens (``items``: token, count, in
+    order) cut back to the one placeholder the chat template wrote, which vLLM repeats itself."""
+    left: dict[int, list[int]] = {}
+    for token, count in items:
+        left.setdefault(token, []).append(count)
+    out: list[int] = []
+    i = 0
+    while i < len(prompt_ids):
+        token = prompt_ids[i]
+        out.append(token)
+        counts = left.get(token)
+        if not counts:
+            i += 1
+            continue
+        count = counts.pop(0)
+        if prompt_ids[i : i + count] != [token] * count:
+            raise ValueError(f"the prompt does not repeat media token {token} {count} times at {i}")
+        i += count
+    if any(left.values()):
+        raise ValueError("the prompt holds fewer media placeholders than the request has media")
+    return out
+
+
+def vllm_prompt(
+    prompt_ids: list[int], media: MediaInputs | None, processing: MediaProcessing | None
+) -> dict[str, Any]:
+    """vLLM's ``TokensPrompt`` for our prompt (placeholders already repeated) and its media.
+
+    ``multi_modal_data`` lists the decoded media per kind, in prompt order: a picture as the PIL
+    image our bounds gave, a video as its frames (an array, frames x height x width x 3) with
+    the metadata vLLM's video processors read, a clip as mono samples at the model's rate.
+    """
+    if media is None or not media.items:
+        return {"prompt_token_ids": prompt_ids}
+    if processing is None or len(media.decoded) != len(media.items):
+        raise EngineRejected(
+            "infer_backend: vllm cannot pass this model's media yet (its media processing keeps no "
+            "decoded media); serve it with infer_backend: huggingface",
+            "messages",
+        )
+    kinds = {token: kind for kind, token in processing.placeholders.items()}
+    data: dict[str, list[Any]] = {}
+    for (token, _count), item in zip(media.items, media.decoded, strict=True):
+        kind = kinds[token]
+        data.setdefault(kind, []).append(_video_item(item) if kind == "video" else item)
+    return {
+        "prompt_token_ids": collapse_placeholders(prompt_ids, media.items),
+        "multi_modal_data": data,
+    }
+
+
+def _video_item(item: tuple[list[Any], float]) -> tuple[Any, dict[str, Any]]:
+    """Sampled frames and the seconds between two as vLLM's (frames, metadata) video item: the
+    frames are the ones to use (no sampling again), at the rate they were sampled at."""
+    frames, seconds_per_frame = item
+    array = np.stack([np.asarray(frame.convert("RGB")) for frame in frames])
+    fps = 1.0 / seconds_per_frame if seconds_per_frame > 0 else 1.0
+    metadata = {
+        "fps": fps,
+        "duration": len(frames) / fps,
+        "total_num_frames": len(frames),
+        "frames_indices": list(range(len(frames))),
+        "video_backend": "pyav",
+        "do_sample_frames": False,
+    }
+    return array, metadata
 
 
 def _model_config(config: Config, path: str) -> PretrainedConfig:

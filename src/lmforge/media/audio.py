@@ -57,6 +57,7 @@ class AudioProcessing(MediaProcessing):
         return MediaInputs(
             {"input_features": out["input_features"], "feature_attention_mask": mask},
             [(token, int(n)) for n in tokens.tolist()],
+            decoded=clips,
         )
 
     def _decode(self, data: bytes, name: str) -> np.ndarray:

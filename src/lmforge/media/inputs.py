@@ -43,6 +43,10 @@ class MediaInputs:
     # structured (Llama 4: image start, tile patches and separators, image end); other items repeat
     # their placeholder. An item with a run counts len(run) tokens.
     runs: dict[int, list[int]] = field(default_factory=dict)
+    # Each item as decoded and bounded before its tensors were made (a PIL picture; a video's
+    # frames with the seconds between two; a mono float clip at the extractor's rate): for an
+    # engine that runs the model's processor itself (vLLM), so it sees what the counts came from.
+    decoded: list[Any] = field(default_factory=list)
 
     @property
     def tokens_per_item(self) -> list[int]:

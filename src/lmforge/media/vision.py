@@ -97,13 +97,16 @@ class VisionProcessing(MediaProcessing):
 
     def _process(self, blobs: list[bytes], where: list[str], kinds: list[str]) -> MediaInputs:
         pictures, picture_names, videos = [], [], []
+        decoded: list[Any] = []
         for data, name, kind in zip(blobs, where, kinds, strict=True):
             if kind == "video":
                 videos.append(self._video_patches(data, name))
+                decoded.append(videos[-1][3])
             else:
                 pictures.append(self._decode(data, name))
                 picture_names.append(name)
-        inputs = MediaInputs()
+                decoded.append(pictures[-1])
+        inputs = MediaInputs(decoded=decoded)
         image_counts: list[int] = []
         if pictures:
             try:
@@ -115,10 +118,10 @@ class VisionProcessing(MediaProcessing):
             image_counts = self._token_counts(out["image_grid_thw"])
         video_counts: list[int] = []
         if videos:
-            inputs.tensors["pixel_values_videos"] = torch.cat([patches for patches, _, _ in videos])
-            grid = torch.cat([g for _, g, _ in videos])
+            inputs.tensors["pixel_values_videos"] = torch.cat([patches for patches, _, _, _ in videos])
+            grid = torch.cat([g for _, g, _, _ in videos])
             # seconds each temporal patch spans (Qwen2.5-VL spaces its time positions by it)
-            inputs.tensors[SECONDS_PER_GRID] = torch.tensor([seconds for _, _, seconds in videos])
+            inputs.tensors[SECONDS_PER_GRID] = torch.tensor([seconds for _, _, seconds, _ in videos])
             inputs.tensors["video_grid_thw"] = grid
             video_counts = self._token_counts(grid)
         images_left, videos_left = iter(image_counts), iter(video_counts)
@@ -154,9 +157,11 @@ class VisionProcessing(MediaProcessing):
             raise MediaInputError(f"{name}: the image data is damaged or truncated") from None
         return bounded(picture, self.max_pixels, self.min_pixels)
 
-    def _video_patches(self, data: bytes, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """The clip's sampled frames as (patches, grid) in the model's temporal-patch layout, and
-        the seconds one temporal patch spans."""
+    def _video_patches(
+        self, data: bytes, name: str
+    ) -> tuple[torch.Tensor, torch.Tensor, float, tuple[list[Image.Image], float]]:
+        """The clip's sampled frames as (patches, grid) in the model's temporal-patch layout, the
+        seconds one temporal patch spans, and the frames themselves with the seconds between two."""
         frames, seconds_per_frame = self._frames(data, name)
         size = frames[0].size  # a stream may change resolution midway; patches need one grid
         frames = [
@@ -172,7 +177,7 @@ class VisionProcessing(MediaProcessing):
             raise MediaInputError(f"{name}: the video frames cannot be processed ({exc})") from None
         patch_size = int(getattr(self.image_processor, "patch_size", 14))
         patches, grid = join_temporal_patches(out["pixel_values"], out["image_grid_thw"], step, patch_size)
-        return patches, grid, step * seconds_per_frame
+        return patches, grid, step * seconds_per_frame, (frames, seconds_per_frame)
 
     def _frames(self, data: bytes, name: str) -> tuple[list[Image.Image], float]:
         """Frames sampled evenly over the clip, and the seconds between two of them."""
