@@ -157,6 +157,8 @@ LLAMA4_RECIPE = TinyRecipe(
     chat_template="transformers.models.llama4.processing_llama4:chat_template",
     eos_token="<|eot|>",
 )
+
+
 def _qwen2_audio(**text: Any) -> TinyRecipe:
     """A Qwen2-Audio recipe (``text``: language-model settings over :data:`TINY_SIZES`)."""
     return TinyRecipe(
@@ -226,11 +228,6 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
     # Qwen2-Audio with 32-wide language-model heads (2 heads of 64), which vLLM's CPU attention
     # takes: the multimodal model the vllm backend's media tests run here.
     "qwen2_audio_h32": _qwen2_audio(num_attention_heads=2, num_key_value_heads=1),
-        media_token_ids={"audio_token_index": "<|AUDIO|>"},
-        added_tokens=("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"),
-        preprocessor={"class": "WhisperFeatureExtractor", "feature_size": 128},
-        weight_std=0.15,
-    ),
     # Llama 3.2 Vision: Llama 3's vocabulary with <|image|> added (id 128256, as in the real model),
     # a tiled vision tower (56 px tiles of 14 px patches, at most 2 tiles) and the text model's
     # second layer a cross-attention layer. Its embeddings hold 8 rows more than the output head,
