@@ -82,7 +82,8 @@ class LlavaProcessing(VisionProcessing):
         height, width = pixels.shape[-2:]
         count = (height // self.patch_size) * (width // self.patch_size) + self.extra_tokens
         token = self.placeholders["image"]
-        return MediaInputs({"pixel_values": pixels}, [(token, int(count))] * len(pictures))
+        # decoded: the bounded pictures, for an engine that runs the processor itself (vLLM)
+        return MediaInputs({"pixel_values": pixels}, [(token, int(count))] * len(pictures), decoded=pictures)
 
 
 def _processor_counts(folder: Path) -> dict[str, Any]:
