@@ -209,7 +209,7 @@ def _lm_dpo_run(opts, precompute: bool) -> dict:
     """``lmforge train`` on the same DPO config LLaMA-Factory runs (bench/llamafactory/runner.py)."""
     name = "dpo_precomputed" if precompute else "dpo"
     work = OUT / "lmforge" / name
-    config = lf.dpo_config(max_steps=opts.max_steps, output_dir=work / "output")
+    config = lf.dpo_config(max_steps=opts.max_steps, output_dir=work / "output", max_samples=opts.dpo_samples)
     config["precompute_ref_log_probs"] = precompute
     config["disable_tqdm"] = True
     work.mkdir(parents=True, exist_ok=True)
@@ -241,7 +241,7 @@ def lm_dpo(opts) -> dict:
 
 
 def lf_dpo(opts) -> dict:
-    r = lf.dpo(max_steps=opts.max_steps)
+    r = lf.dpo(max_steps=opts.max_steps, max_samples=opts.dpo_samples)
     # LLaMA-Factory has no precomputed reference: its side of those lines is its one run
     r.update({f"precomputed_{key}": value for key, value in list(r.items())})
     return r
@@ -949,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.predict_samples = 16 if quick else PREDICT_SAMPLES
     if quick and opts.max_steps is None:
         opts.max_steps = 2
+    opts.dpo_samples = 2 * opts.max_steps * 2 if quick else None  # the pairs quick's steps train, twice over
     opts.mode = "quick" if quick else ("full" if not opts.max_steps else f"max_steps {opts.max_steps}")
     if quick:
         opts.mode = (

@@ -33,15 +33,15 @@ IGNORE_INDEX = -100
 
 
 def _data_stage(config: dict) -> tuple[dict, float, float]:
-    """Run the data stage of an SFT/PT config: (dataset module, tokenizer seconds, data seconds)."""
+    """Run the data stage of a training config: (dataset module, tokenizer seconds, data seconds)."""
     model_args, data_args, training_args, _finetuning_args, _generating_args = get_train_args(dict(config))
     t0 = time.perf_counter()
     tokenizer_module = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
     t1 = time.perf_counter()
-    module = get_dataset(
-        template, model_args, data_args, training_args, stage=config["stage"], **tokenizer_module
-    )
+    # LLaMA-Factory's DPO workflow prepares its pairs as stage "rm" (its loader refuses "dpo")
+    stage = "rm" if config["stage"] == "dpo" else config["stage"]
+    module = get_dataset(template, model_args, data_args, training_args, stage=stage, **tokenizer_module)
     t2 = time.perf_counter()
     return module, t1 - t0, t2 - t1
 

@@ -221,10 +221,16 @@ def train_config(*, packing: bool, max_steps: int | None, output_dir: Path, bf16
     return config
 
 
-def dpo_config(*, max_steps: int | None, output_dir: Path) -> dict:
-    """The train row's model and LoRA, as DPO (sigmoid, beta 0.1) on dpo_en_demo[:100], batch 2, cutoff 512."""
+def dpo_config(*, max_steps: int | None, output_dir: Path, max_samples: int | None = None) -> dict:
+    """The train row's model and LoRA, as DPO (sigmoid, beta 0.1) on dpo_en_demo[:100], batch 2, cutoff 512.
+
+    ``max_samples`` (--quick) takes fewer pairs: a precomputed reference runs over every pair
+    before training, however few steps train.
+    """
     config = train_config(packing=False, max_steps=max_steps, output_dir=output_dir)
     del config["packing"]
+    if max_samples:
+        config["max_samples"] = max_samples
     config.update(
         stage="dpo",
         pref_beta=0.1,
@@ -236,9 +242,9 @@ def dpo_config(*, max_steps: int | None, output_dir: Path) -> dict:
     return config
 
 
-def dpo(*, max_steps: int | None = None, timeout_s: float = 3600) -> dict:
+def dpo(*, max_steps: int | None = None, max_samples: int | None = None, timeout_s: float = 3600) -> dict:
     """Pairs/s, trained tokens/s (chosen + rejected answers) and peak RSS of one LLaMA-Factory DPO run."""
-    config = dpo_config(max_steps=max_steps, output_dir=WORK / "dpo_output")
+    config = dpo_config(max_steps=max_steps, output_dir=WORK / "dpo_output", max_samples=max_samples)
     counts = _count_tokens(config, "dpo")
     results, log, wall, rss = _run_train(config, "dpo", timeout_s)
     steps = [row for row in log if "loss" in row and "current_steps" in row]

@@ -165,6 +165,93 @@ def test_precomputed_reference_equals_the_live_one_and_holds_no_weights(llama: s
     torch.testing.assert_close(batch["ref_logps"], expected)
 
 
+@pytest.fixture
+def reference_runs(monkeypatch, tmp_path: Path) -> dict[str, int]:
+    """A fresh cache, and counts of references built and reference passes run (``Reference.active``)."""
+    from lmforge.train import dpo, kto
+    from lmforge.train.reference import Reference
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    counts = {"built": 0, "passes": 0}
+    active = Reference.active
+
+    def counted_active(self, policy):
+        counts["passes"] += 1
+        return active(self, policy)
+
+    def counted_build(module):
+        build = module.build_reference
+
+        def counted(*args, **kwargs):
+            counts["built"] += 1
+            return build(*args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(Reference, "active", counted_active)
+    for module in (dpo, kto):
+        monkeypatch.setattr(module, "build_reference", counted_build(module))
+    return counts
+
+
+def run_counts(counts: dict[str, int]) -> tuple[int, int]:
+    seen = (counts["built"], counts["passes"])
+    counts.update(built=0, passes=0)
+    return seen
+
+
+def test_precomputed_reference_is_cached_with_the_data_and_read_back(
+    llama: str, tmp_path: Path, reference_runs: dict[str, int]
+) -> None:
+    """A second run with the same data and reference builds and runs no reference, and trains the
+    same; a changed reference (its adapter rewritten in place) is computed again."""
+    from tests.helpers.serving import make_lora_adapter
+
+    rows = pairs(llama)
+    adapter = make_lora_adapter(Path(llama), tmp_path / "adapters" / "ref")
+
+    def run(name: str, **overrides: Any) -> list[dict[str, Any]]:
+        values = settings(llama, tmp_path / name, precompute_ref_log_probs=True, do_eval=True, **overrides)
+        train(values, rows[:8], rows[8:10])
+        return [r for r in log_records(tmp_path / name) if "loss" in r]
+
+    first = run("first")
+    built, passes = run_counts(reference_runs)
+    assert built == 1 and passes == 3  # 8 training + 2 eval pairs, 4 pairs a pass
+    entries = list((tmp_path / "cache" / "datasets" / "reference").iterdir())
+    assert len(entries) == 2 and all((e / "report.json").is_file() for e in entries)  # train and eval
+    assert not [e for e in entries if e.name.startswith(".")]  # written, then renamed
+
+    second = run("second")
+    assert run_counts(reference_runs) == (0, 0)  # read from the cache: no reference built or run
+    assert [r["loss"] for r in second] == pytest.approx([r["loss"] for r in first], abs=1e-6)
+    assert [r["rewards/chosen"] for r in second] == pytest.approx(
+        [r["rewards/chosen"] for r in first], abs=1e-6
+    )
+
+    with_adapter = run("ref_adapter", ref_model=llama, ref_model_adapters=str(adapter))
+    assert run_counts(reference_runs) == (1, 3)  # another reference: computed
+    assert with_adapter[0]["rewards/chosen"] != pytest.approx(first[0]["rewards/chosen"], abs=1e-6)
+    make_lora_adapter(Path(llama), adapter, targets=("k_proj", "o_proj"))  # the same folder, new weights
+    rewritten = run("ref_adapter_rewritten", ref_model=llama, ref_model_adapters=str(adapter))
+    assert run_counts(reference_runs) == (1, 3)
+    assert rewritten[0]["rewards/chosen"] != pytest.approx(with_adapter[0]["rewards/chosen"], abs=1e-6)
+
+
+def test_kto_precomputed_reference_is_read_back_from_the_cache(
+    llama: str, tmp_path: Path, reference_runs: dict[str, int]
+) -> None:
+    values = settings(
+        llama, tmp_path / "a", stage="kto", per_device_train_batch_size=6, precompute_ref_log_probs=True
+    )
+    train(values, kto_rows(llama))
+    assert run_counts(reference_runs) == (1, 12)  # 24 examples and their partners, 4 a pass
+    train({**values, "output_dir": str(tmp_path / "b")}, kto_rows(llama))
+    assert run_counts(reference_runs) == (0, 0)
+    firsts = [[r for r in log_records(tmp_path / name) if "loss" in r][0] for name in "ab"]
+    assert firsts[0]["loss"] == pytest.approx(firsts[1]["loss"], abs=1e-6)
+
+
 def test_orpo_and_simpo_use_no_reference(llama: str, tmp_path: Path) -> None:
     for loss in ("orpo", "simpo"):
         out = tmp_path / loss

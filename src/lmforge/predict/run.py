@@ -1,7 +1,8 @@
 """``do_predict``: which kind of prediction a config asks for, on which model, into which folder.
 
 ``predict_with_generate: true`` generates replies and scores them (:mod:`.generate`);
-``false`` measures loss and perplexity on the references (:mod:`.loss`). After training in
+``false`` measures loss and perplexity on the references (:mod:`.perplexity`); ``stage: rm``
+scores the chosen and rejected answer of each eval pair (:mod:`.rewards`). After training in
 the same run, the model predicted with is the one just trained: the adapter saved in
 ``output_dir`` on top of the base model (LoRA), or the full model saved there.
 """
@@ -48,6 +49,10 @@ def run_prediction(config: Config) -> dict[str, Any]:
     output_dir = config.training_kwargs.get("output_dir")
     if not output_dir:
         raise ConfigError("config key 'output_dir' is required: the folder for generated_predictions.jsonl")
+    if config.finetuning.stage == "rm":  # a reward model scores each answer of the eval pairs
+        from lmforge.predict.rewards import run_reward_scores
+
+        return run_reward_scores(config, Path(output_dir), out=sys.stdout)
     if config.training_kwargs.get("predict_with_generate"):
         from lmforge.predict.generate import run_generation
 

@@ -18,6 +18,7 @@ import torch
 
 from lmforge.config import Config
 from lmforge.data.batching import TrainingCollator
+from lmforge.data.preference import PAIR_COLUMNS
 from lmforge.media.samples import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference_losses import PAIR_LOSSES, sft_term
@@ -31,6 +32,7 @@ from lmforge.train.preference_trainer import (
     whole_dataset,
 )
 from lmforge.train.reference import Reference, build_reference
+from lmforge.train.reference_cache import ReferenceCache
 from lmforge.train.workflow import (
     PreparedData,
     TrainingOutcome,
@@ -91,19 +93,28 @@ def pair_reference(
     datasets: tuple[TrainSet, TrainSet | None],
 ) -> tuple[Reference | None, tuple[TrainSet, TrainSet | None]]:
     """The reference to run while training (none for orpo/simpo), or none and the datasets with its
-    log-probabilities as columns (``precompute_ref_log_probs``)."""
+    log-probabilities as columns (``precompute_ref_log_probs``; read from the cache when this
+    reference already ran over this data, train/reference_cache.py)."""
     if not PAIR_LOSSES[config.finetuning.pref_loss].uses_reference:
         return None, datasets
-    reference = build_reference(config, model, model.dtype)
     if not config.finetuning.precompute_ref_log_probs:
-        return reference, datasets
+        return build_reference(config, model, model.dtype), datasets
 
-    def ref_columns(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def ref_columns(reference: Reference, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return dict(zip(REF_COLUMNS, reference_log_probs(reference, model, batch)[0].chunk(2), strict=True))
 
     train_set = whole_dataset(datasets[0], "dpo")
     eval_set = whole_dataset(datasets[1], "dpo") if datasets[1] is not None else None
-    return None, precompute_reference(args, reference, model, collator, (train_set, eval_set), ref_columns)
+    cache = ReferenceCache.for_run(config, model.dtype, stage="dpo", reads=(*PAIR_COLUMNS, MEDIA_COLUMN))
+    return None, precompute_reference(
+        args,
+        lambda: build_reference(config, model, model.dtype),
+        model,
+        collator,
+        (train_set, eval_set),
+        ref_columns,
+        cache,
+    )
 
 
 @dataclass

@@ -32,6 +32,7 @@ from lmforge.train.preference_trainer import (
     whole_dataset,
 )
 from lmforge.train.reference import Reference, build_reference
+from lmforge.train.reference_cache import ReferenceCache
 from lmforge.train.workflow import (
     PreparedData,
     TrainingOutcome,
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+KTO_READS = ("input_ids", "labels", "kl_input_ids", "kl_labels")  # what the reference passes read
+
 
 def train(
     config: Config, *, callbacks: Sequence[TrainerCallback] = (), data: PreparedData | None = None
@@ -73,13 +76,15 @@ def train(
     run.chunked_loss = chunked_loss_allowed(run)  # sequence_log_probs projects in chunks itself
 
     collator = KTOCollator(pad_token_id=run.tokenizer.pad_token_id)
-    reference = build_reference(config, model, model.dtype)
-    precomputed = config.finetuning.precompute_ref_log_probs
-    if precomputed:  # then released: nothing of the reference is held while training
+    live: Reference | None = None
+    if (
+        config.finetuning.precompute_ref_log_probs
+    ):  # then released: nothing of the reference is held while training
         train_set, eval_set = precompute_partner_reference(
-            run.args, reference, model, collator, (train_set, eval_set)
+            config, run.args, model, collator, (train_set, eval_set)
         )
-    live = None if precomputed else reference
+    else:
+        live = build_reference(config, model, model.dtype)
     trainer = KTOTrainer(
         **trainer_inputs(run, model, train_set, eval_set, collator),
         settings=loss_settings(config),
@@ -91,21 +96,31 @@ def train(
 
 
 def precompute_partner_reference(
+    config: Config,
     args: Seq2SeqTrainingArguments,
-    reference: Reference,
     model: TrainableModel,
     collator: KTOCollator,
     datasets: tuple[Dataset, Dataset | None],
 ) -> tuple[Dataset, Dataset | None]:
-    """The reference's log-probabilities of each example and of its partner, as columns."""
+    """The reference's log-probabilities of each example and of its partner, as columns (from the
+    cache when this reference already ran over these examples and partners)."""
 
-    def ref_columns(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def ref_columns(reference: Reference, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {
             "ref_logps": reference_log_probs(reference, model, batch)[0],
             "ref_kl_logps": reference_log_probs(reference, model, partner_batch(batch))[0],
         }
 
-    return precompute_reference(args, reference, model, collator, datasets, ref_columns)
+    cache = ReferenceCache.for_run(config, model.dtype, stage="kto", reads=KTO_READS)
+    return precompute_reference(
+        args,
+        lambda: build_reference(config, model, model.dtype),
+        model,
+        collator,
+        datasets,
+        ref_columns,
+        cache,
+    )
 
 
 def add_mismatched_partners(dataset: Dataset, cutoff_len: int, *, seed: int) -> Dataset:

@@ -22,6 +22,7 @@ from lmforge.media.samples import MEDIA_COLUMN
 from lmforge.model.loss import sequence_log_probs
 from lmforge.train.preference_losses import LossSettings
 from lmforge.train.reference import Reference
+from lmforge.train.reference_cache import ReferenceCache
 from lmforge.train.trainer import LmforgeTrainer
 
 if TYPE_CHECKING:
@@ -119,23 +120,41 @@ class PreferenceTrainer(LmforgeTrainer):
 
 def precompute_reference(
     args: Seq2SeqTrainingArguments,
-    reference: Reference,
+    make_reference: Callable[[], Reference],
     policy: TrainableModel,
     collator: Callable[[list[dict[str, Any]]], Batch],
     datasets: tuple[Dataset, Dataset | None],
-    values: Callable[[Batch], dict[str, torch.Tensor]],
+    values: Callable[[Reference, Batch], dict[str, torch.Tensor]],
+    cache: ReferenceCache | None = None,
 ) -> tuple[Dataset, Dataset | None]:
-    """Run the reference once over each dataset, in order, keeping ``values(batch)`` as columns;
-    then release it, so that nothing of the reference is held or run while training."""
-    policy.to(args.device)  # type: ignore[arg-type]  # transformers' decorator on PreTrainedModel.to hides its signature
-    was_training = policy.training
-    policy.eval()
-    train = _reference_columns(datasets[0], collator, args, values)
-    eval_set = _reference_columns(datasets[1], collator, args, values) if datasets[1] is not None else None
-    policy.train(was_training)
-    reference.release(policy)
-    logger.info("reference log-probabilities computed once for %d training rows", len(train))
+    """Each dataset with ``values(reference, batch)`` as columns, from ``cache`` where it holds them;
+    otherwise the reference (``make_reference()``, built only then) runs once over the dataset, in
+    order, and is released, so that nothing of it is held or run while training."""
+    found = [cache.load(d) if cache is not None and d is not None else None for d in datasets]
+    missing = [(i, d) for i, d in enumerate(datasets) if d is not None and found[i] is None]
+    if missing:
+        reference = make_reference()
+        policy.to(args.device)  # type: ignore[arg-type]  # transformers' decorator on PreTrainedModel.to hides its signature
+        was_training = policy.training
+        policy.eval()
+        for i, dataset in missing:
+            columns = _reference_columns(dataset, collator, args, lambda b: values(reference, b))
+            if cache is not None and args.should_save:  # one process writes the entry
+                cache.store(dataset, columns)
+            found[i] = columns
+        policy.train(was_training)
+        reference.release(policy)
+        rows = sum(len(dataset) for _, dataset in missing)
+        logger.info("reference log-probabilities computed once for %d rows", rows)
+    train = _with_columns(datasets[0], found[0])
+    eval_set = _with_columns(datasets[1], found[1]) if datasets[1] is not None else None
     return train, eval_set
+
+
+def _with_columns(dataset: Dataset, columns: dict[str, list[float]] | None) -> Dataset:
+    for name, column in (columns or {}).items():
+        dataset = dataset.add_column(name, column)
+    return dataset
 
 
 def _reference_columns(
@@ -143,7 +162,7 @@ def _reference_columns(
     collator: Callable[[list[dict[str, Any]]], Batch],
     args: Seq2SeqTrainingArguments,
     values: Callable[[Batch], dict[str, torch.Tensor]],
-) -> Dataset:
+) -> dict[str, list[float]]:
     columns: dict[str, list[float]] = defaultdict(list)
     size = args.per_device_eval_batch_size
     for start in range(0, len(dataset), size):
@@ -151,9 +170,7 @@ def _reference_columns(
         batch = {k: v.to(args.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         for name, value in values(batch).items():
             columns[name] += value.tolist()
-    for name, column in columns.items():
-        dataset = dataset.add_column(name, column)
-    return dataset
+    return dict(columns)
 
 
 def refuse_media(stage: str, *datasets: Dataset | None) -> None:

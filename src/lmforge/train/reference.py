@@ -13,7 +13,9 @@ Rules (issue 14, point 3):
 - orpo and simpo: no reference.
 
 ``precompute_ref_log_probs`` runs the reference once over the dataset before training; then
-the frozen copy is released and no reference runs while training.
+the frozen copy is released and no reference runs while training. The values are cached with
+the encoded dataset (train/reference_cache.py): a rerun with the same data and reference
+builds no reference at all.
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REFERENCE_ADAPTER = "reference"
+ReferenceKind = Literal["adapter_off", "sft_adapter", "frozen_model"]
 
 
 @dataclass
 class Reference:
     """Where reference log-probabilities come from during training."""
 
-    kind: Literal["adapter_off", "sft_adapter", "frozen_model"]
+    kind: ReferenceKind
     model: PreTrainedModel | None = None  # frozen_model only
 
     @contextlib.contextmanager
@@ -86,21 +89,31 @@ def _peft(policy: TrainableModel) -> PeftModel:
     return policy
 
 
+def reference_kind(config: Config) -> ReferenceKind:
+    """Which rule above applies to ``config`` (known before any weights load)."""
+    finetuning = config.finetuning
+    if finetuning.ref_model or finetuning.finetuning_type != "lora":
+        return "frozen_model"
+    if config.model.adapter_name_or_path and not finetuning.create_new_adapter:
+        return "sft_adapter"
+    return "adapter_off"
+
+
 def build_reference(config: Config, policy: TrainableModel, dtype: torch.dtype) -> Reference:
     """The reference for ``policy`` by the rules above (callers skip this for orpo/simpo)."""
-    finetuning = config.finetuning
-    if finetuning.ref_model:
-        return Reference("frozen_model", _load_frozen(config, dtype, from_ref_model=True))
-    if finetuning.finetuning_type == "lora":
-        adapters = list(config.model.adapter_name_or_path or [])
-        if adapters and not finetuning.create_new_adapter:
-            _peft(policy).load_adapter(adapters[-1], adapter_name=REFERENCE_ADAPTER, is_trainable=False)
-            logger.info("reference: the SFT model (adapter %s, frozen copy)", adapters[-1])
-            return Reference("sft_adapter")
+    kind = reference_kind(config)
+    if config.finetuning.ref_model:
+        return Reference(kind, _load_frozen(config, dtype, from_ref_model=True))
+    if kind == "sft_adapter":
+        adapter = list(config.model.adapter_name_or_path or [])[-1]
+        _peft(policy).load_adapter(adapter, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+        logger.info("reference: the SFT model (adapter %s, frozen copy)", adapter)
+        return Reference(kind)
+    if kind == "adapter_off":
         logger.info("reference: the base model with the adapter switched off")
-        return Reference("adapter_off")
+        return Reference(kind)
     logger.info("reference: a frozen copy of %s", config.model.model_name_or_path)
-    return Reference("frozen_model", _load_frozen(config, dtype, from_ref_model=False))
+    return Reference(kind, _load_frozen(config, dtype, from_ref_model=False))
 
 
 def _load_frozen(config: Config, dtype: torch.dtype, *, from_ref_model: bool) -> PreTrainedModel:
