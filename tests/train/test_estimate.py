@@ -233,7 +233,8 @@ def test_training_run_follows_the_estimate_and_records_its_accuracy(
 # real SmolLM2-135M LoRA runs (bench settings: alpaca_en_demo x100, lora_target all, rank 8, fp32, 2 steps,
 # checkpointing off), AMD EPYC without native bf16, 2026-12-04: (cutoff, batch, predicted MiB by the
 # formula then, measured peak RSS MiB). Old formula (no malloc term, q/k rotary copies counted):
-# 4,970 and 3,097 MiB (-18% / -13%). bench/RESULTS.md "Issue 15" has the probes behind the formula.
+# 4,970 and 3,097 MiB (-18% / -13%). Also measured, stage dpo (dpo_en_demo x20, batch 2 pairs, cutoff 256,
+# 1 step): 3,958 predicted, 3,693 measured (old formula 2,109). bench/RESULTS.md "Issue 15" has the probes.
 MEASURED_SMOLLM2 = [(512, 4, 6644.3, 6062.9), (256, 4, 3876.4, 3576.9)]
 RUNTIME_MIB = 550  # "runtime and data (measured)" of those runs' estimates (lmforge estimate: 542-549)
 
