@@ -109,6 +109,14 @@ def format_report(report: dict[str, Any]) -> str:
             rows.append(
                 ("CPU bf16", ("native: " if cpu_bf16["native"] else "not native: ") + cpu_bf16["detail"])
             )
+        auto = torch_info.get("infer_dtype_auto")
+        if auto:
+            rows.append(
+                (
+                    "infer_dtype auto",
+                    f"{auto['name']} for chat, serving, prediction, export ({auto['reason']})",
+                )
+            )
         rates = torch_info.get("cpu_matmul_gflops") or {}
         if rates:
             rows.append(
@@ -191,6 +199,7 @@ def _torch_info() -> dict[str, Any]:
         "device_count": 0,
         "cpu_bf16": None,
         "cpu_matmul_gflops": {},
+        "infer_dtype_auto": None,
     }
     try:
         import torch  # why here: the report works without torch, and says it is missing
@@ -208,6 +217,8 @@ def _torch_info() -> dict[str, Any]:
         info["cuda_available"] = False
     support = hardware.cpu_bf16_support()
     info["cpu_bf16"] = {"native": support.native, "detail": support.detail}
+    auto = hardware.inference_dtype("auto")
+    info["infer_dtype_auto"] = {"name": auto.name, "reason": auto.reason}
     info["cpu_matmul_gflops"] = cpu_matmul_rates()
     return info
 

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
 
 from lmforge.cli import estimate as estimate_cli
 from lmforge.config import build_config, hardware
-from lmforge.train.estimate import MIB, ModelShape, estimate_run
+from lmforge.train.estimate import MIB, RETAINED_PART, ModelShape, Workload, estimate_run, estimate_training
 from tests.helpers.training import encoded_samples, settings, train
 
 GIB = 2**30
@@ -38,6 +38,82 @@ def test_shape_counts_match_the_real_model_and_its_lora(tiny_model: Any) -> None
     lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
     trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     assert shape.lora_parameters(4, ["q_proj", "v_proj", "down_proj"]) == trainable
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["one-length", "padded"])
+def test_activations_are_the_tensors_autograd_saves(tiny_model: Any, padded: bool) -> None:
+    """The per-token count against the tensors a real LoRA forward saves for backward (weights aside),
+    with SDPA's padding mask and repeated k/v when rows differ in length."""
+    from peft import LoraConfig, get_peft_model
+
+    from lmforge.model.loss import chunked_causal_lm_loss
+
+    path = tiny_model("llama")
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(path))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa"),
+        LoraConfig(r=4, target_modules=list(shape.linear_shapes)),
+    )
+    rows, length = 3, 40
+    ids = torch.randint(0, 1000, (rows, length))
+    mask = torch.ones(rows, length, dtype=torch.long)
+    if padded:
+        mask[0, -7:] = 0
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    causal_lm = model.base_model.model
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        hidden = causal_lm.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        chunked_causal_lm_loss(hidden, causal_lm.lm_head.weight, ids)
+    counted = (
+        shape.layers
+        * rows
+        * length
+        * 4
+        * shape.activation_elements_per_token(4 * 7, full=False, eager=False, row=length, padded=padded)
+    )
+    assert abs(sum(saved.values()) - counted) <= 0.03 * counted, (sum(saved.values()), counted)
+
+
+def test_pairs_count_both_rows_and_their_longer_answer(tiny_model: Any, tmp_path: Path) -> None:
+    """dpo/rm run chosen and rejected as rows of one batch, padded to the longer of the two."""
+    path = str(tiny_model("llama"))
+    samples = encoded_samples(path)
+    pairs = Dataset.from_list(
+        [
+            {
+                "chosen_input_ids": a["input_ids"],
+                "chosen_labels": a["labels"],
+                "rejected_input_ids": b["input_ids"],
+                "rejected_labels": b["labels"],
+            }
+            for a, b in zip(samples[::2], samples[1::2], strict=True)
+        ]
+    )
+    config = build_config(settings(path, tmp_path / "out", stage="dpo", cutoff_len=256))
+    work = Workload.from_dataset(config, pairs, packing=False)
+    longest = max(len(s["input_ids"]) for s in samples)
+    assert work.rows == 8 and work.longest_row == longest < 256  # batch 4: 8 rows, not cutoff-long
+    trained = sum(sum(1 for t in s["labels"] if t != -100) for s in samples) / len(pairs)
+    assert work.trained_per_row == pytest.approx(trained)
+    model_config = AutoConfig.from_pretrained(path)
+    dpo = estimate_training(config, model_config, pairs, packing=False, dtype=torch.float32)
+    sft = estimate_training(
+        build_config(settings(path, tmp_path / "out", cutoff_len=256)),
+        model_config,
+        Dataset.from_list(samples),
+        packing=False,
+        dtype=torch.float32,
+    )
+    assert dpo.memory["activations"] > 1.5 * sft.memory["activations"]  # twice the rows
+    assert dpo.step_flops > 2 * sft.step_flops  # twice the rows, and the reference's forward
 
 
 def _estimate(tiny_model: Any, tmp_path: Path, **overrides: Any) -> Any:
@@ -86,7 +162,10 @@ def test_auto_checkpointing_turns_on_when_the_run_would_not_fit(
     runtime = probe.memory["runtime and data (measured)"]
     # free memory between the checkpointed and the full need: only checkpointing makes it fit
     need_without = probe.peak - runtime
-    need_with = need_without - probe.memory["activations"] + probe.activations_other
+    share = probe.memory.get(RETAINED_PART, 0.0) / probe.memory["activations"]
+    need_with = (
+        need_without - probe.memory["activations"] * (1 + share) + probe.activations_other * (1 + share)
+    )
     free_memory(int((need_with + need_without) / 2 / 0.85))
     estimate = _estimate(tiny_model, tmp_path)
     assert estimate.gradient_checkpointing is True and estimate.fits
@@ -151,13 +230,56 @@ def test_training_run_follows_the_estimate_and_records_its_accuracy(
     assert step_predicted > 0
 
 
+# real SmolLM2-135M LoRA runs (bench settings: alpaca_en_demo x100, lora_target all, rank 8, fp32, 2 steps,
+# checkpointing off), AMD EPYC without native bf16, 2026-12-04: (cutoff, batch, predicted MiB by the
+# formula then, measured peak RSS MiB). Old formula (no malloc term, q/k rotary copies counted):
+# 4,970 and 3,097 MiB (-18% / -13%). Also measured, stage dpo (dpo_en_demo x20, batch 2 pairs, cutoff 256,
+# 1 step): 3,958 predicted, 3,693 measured (old formula 2,109). bench/RESULTS.md "Issue 15" has the probes.
+MEASURED_SMOLLM2 = [(512, 4, 6644.3, 6062.9), (256, 4, 3876.4, 3576.9)]
+RUNTIME_MIB = 550  # "runtime and data (measured)" of those runs' estimates (lmforge estimate: 542-549)
+
+
+@pytest.mark.parametrize(("cutoff", "batch", "predicted", "measured"), MEASURED_SMOLLM2)
+def test_recorded_smollm2_runs_are_within_a_fifth_of_the_formula(
+    asset: Any, shared_data: Path, tmp_path: Path, cutoff: int, batch: int, predicted: float, measured: float
+) -> None:
+    """The formula today against the recorded runs, no weights loaded: the process's own RSS
+    (a test runner's) is replaced by what the runs measured at that point."""
+    from lmforge.data import load_sft_datasets
+    from lmforge.model.loader import load_tokenizer
+    from lmforge.templates import resolve_template
+
+    config = build_config(
+        {
+            "model_name_or_path": str(asset("smollm2")),
+            "template": "chatml",
+            "dataset": "alpaca_en_demo",
+            "dataset_dir": str(shared_data),
+            "max_samples": 100,
+            "cutoff_len": cutoff,
+            "per_device_train_batch_size": batch,
+            "max_steps": 2,
+            "lora_rank": 8,
+            "lora_target": "all",
+            "output_dir": str(tmp_path / "out"),
+        }
+    )
+    tokenizer = load_tokenizer(config.model)
+    data = load_sft_datasets(config, tokenizer, resolve_template("chatml", tokenizer), "sft")
+    estimate = estimate_run(config, data.train, dtype=torch.float32, packing=False, log_table=False)
+    assert estimate is not None and estimate.gradient_checkpointing is False
+    peak = (estimate.peak - estimate.memory["runtime and data (measured)"]) / MIB + RUNTIME_MIB
+    assert abs(peak - predicted) <= 0.02 * predicted  # the formula the record was made with
+    assert abs(peak - measured) <= 0.20 * measured
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # a shared 2-core machine under load takes minutes a step
 def test_estimate_against_the_benchmarks_smollm2_lora_run(
     asset: Any, shared_data: Path, tmp_path: Path
 ) -> None:
     """bench/train.py's SmolLM2-135M LoRA row (alpaca_en_demo, batch 4, cutoff 512, fp32), 2 steps:
-    the predicted peak within 25% of the measured RSS; both step times are printed (a shared
+    the predicted peak within 20% of the measured RSS; both step times are printed (a shared
     machine's load makes the measured one noisy, so it is recorded, not asserted)."""
     from lmforge.train import run_training
 
@@ -186,6 +308,6 @@ def test_estimate_against_the_benchmarks_smollm2_lora_run(
         f"checkpointing {metrics['gradient_checkpointing']}, MFU {metrics['mfu']}"
     )
     print(line)
-    assert abs(metrics["estimated_peak_mib"] - metrics["peak_rss_mib"]) <= 0.25 * metrics["peak_rss_mib"], (
+    assert abs(metrics["estimated_peak_mib"] - metrics["peak_rss_mib"]) <= 0.20 * metrics["peak_rss_mib"], (
         line
     )

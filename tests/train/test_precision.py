@@ -12,16 +12,14 @@ import torch
 from transformers import TrainerCallback
 
 from lmforge.config import build_config, hardware
+from tests.helpers.hardware import CAPABLE, INCAPABLE, fake_cpu_report
 from tests.helpers.training import settings, train
-
-CAPABLE = {"cpu_name": "Fake Xeon", "amx_bf16": True, "avx512_bf16": True, "avx2": True}
-INCAPABLE = {"cpu_name": "Fake EPYC", "amx_bf16": False, "avx512_bf16": False, "avx2": True}
 
 
 @pytest.fixture
 def fake_cpu(monkeypatch: pytest.MonkeyPatch) -> Any:
     def use(report: dict[str, Any]) -> None:
-        monkeypatch.setattr(hardware, "cpu_features", lambda: report)
+        fake_cpu_report(monkeypatch, report)
 
     return use
 

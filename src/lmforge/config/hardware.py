@@ -64,6 +64,37 @@ def cpu_bf16_support() -> Bf16Support:
     )
 
 
+@dataclass(frozen=True)
+class InferenceDtype:
+    name: str
+    """The torch dtype's name (``bfloat16``, ``float32``...), what both backends are given."""
+    reason: str
+    """Why, in words ``lmforge env`` and a fallback warning can carry."""
+
+
+def inference_dtype(requested: str) -> InferenceDtype:
+    """What ``infer_dtype: requested`` loads the weights in on this machine.
+
+    ``auto`` takes the fast dtype of the hardware, by the same detection training uses: bf16 on a
+    GPU that has it (else fp16), bf16 on a CPU that computes it natively, fp32 on other CPUs (an
+    emulated bf16 matmul is slower than fp32). ``float16`` without a GPU falls back to fp32, as
+    ``fp16: true`` does in training; ``bfloat16`` and ``float32`` are kept as asked.
+    """
+    import torch  # only when a model is about to load (or env asks)
+
+    gpu = torch.cuda.is_available()
+    if requested == "auto":
+        if gpu:
+            if torch.cuda.is_bf16_supported():
+                return InferenceDtype("bfloat16", "the GPU computes bf16")
+            return InferenceDtype("float16", "the GPU lacks bf16")
+        support = cpu_bf16_support()
+        return InferenceDtype("bfloat16" if support.native else "float32", support.detail)
+    if requested == "float16" and not gpu:
+        return InferenceDtype("float32", "float16 needs a GPU (CPUs have no fast fp16)")
+    return InferenceDtype(requested, "as infer_dtype asks")
+
+
 def matmul_rate(
     dtype: torch.dtype, shape: tuple[int, int, int] = (256, 256, 256), budget_s: float = 0.1
 ) -> float:

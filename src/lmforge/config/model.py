@@ -66,7 +66,7 @@ class ModelArguments:
     infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = field(
         default="auto",
         metadata={
-            "help": "Weights' dtype for chat, serving, eval and export: auto (the checkpoint's), float16, bfloat16 or float32."
+            "help": "Weights' dtype for chat, serving, eval and export: auto (bf16 where the GPU or CPU computes it natively, else fp16 on a GPU, fp32 on a CPU), float16 (a GPU; fp32 on a CPU), bfloat16 or float32."
         },
     )
     hf_hub_token: str | None = field(

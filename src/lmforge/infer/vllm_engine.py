@@ -36,7 +36,7 @@ from lmforge.infer.engine import (
 )
 from lmforge.media.inputs import MediaProcessing
 from lmforge.media.models import media_processing_for
-from lmforge.model.loader import load_tokenizer, model_path
+from lmforge.model.loader import inference_dtype_name, load_tokenizer, model_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -77,7 +77,9 @@ def engine_arguments(config: Config, model_path: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "model": model_path,
         "tokenizer": model_path,
-        "dtype": config.model.infer_dtype if config.model.infer_dtype != "auto" else "auto",
+        # the dtype the huggingface backend would load (vLLM's own "auto" takes the checkpoint's,
+        # bf16 for SmolLM2 even where the CPU only emulates it)
+        "dtype": inference_dtype_name(config.model.infer_dtype),
         "max_model_len": serving.vllm_maxlen,
         "gpu_memory_utilization": serving.vllm_gpu_util,
         "enforce_eager": serving.vllm_enforce_eager,

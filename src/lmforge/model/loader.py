@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.config import hardware
 from lmforge.config.finetuning import FinetuningArguments
 from lmforge.config.model import ModelArguments
 from lmforge.config.requirements import check_model_requirements
@@ -78,15 +79,25 @@ def load_tokenizer(model_args: ModelArguments, *, padding_side: str = "right") -
     return tokenizer
 
 
-def resolve_dtype(name: str) -> torch.dtype | str:
-    """``infer_dtype`` to a torch dtype; ``auto`` keeps bf16/fp16 only where the hardware runs them."""
+def inference_dtype_name(requested: str) -> str:
+    """``infer_dtype`` as this machine runs it (config/hardware.py decides ``auto``); ``float16``
+    on a CPU falls back to float32 with one warning, as ``fp16: true`` does in training."""
+    choice = hardware.inference_dtype(requested)
+    if choice.name != requested and requested != "auto":
+        logger.warning(
+            "infer_dtype: %s: %s; loading the weights in %s", requested, choice.reason, choice.name
+        )
+    elif requested == "auto":
+        logger.info("infer_dtype auto: %s (%s)", choice.name, choice.reason)
+    return choice.name
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``infer_dtype`` to the torch dtype the weights load in (see :func:`inference_dtype_name`)."""
     import torch
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return getattr(torch, name)
+    dtype: torch.dtype = getattr(torch, inference_dtype_name(name))
+    return dtype
 
 
 def load_model(

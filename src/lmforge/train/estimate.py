@@ -38,7 +38,13 @@ OPTIMIZER_STATE_BYTES = {"adamw": 8, "adam": 8, "lion": 4, "sgd": 0, "adafactor"
 # an assumption, not yet calibrated: the shared dev machine was too loaded to measure it (bench/RESULTS.md)
 MATMUL_SHARE = 0.6
 STATS_ROWS = 4096  # rows of the dataset the token counts are read from
-MODULES_PER_BLOCK = 14  # seven linear layers, two norms, rotary, attention, activation, two residual adds
+MODULES_PER_BLOCK = 14
+# glibc's malloc keeps the forward's freed temporaries: besides the tensors autograd saves, the
+# process holds about as much again that it freed but malloc did not hand back (SmolLM2 LoRA runs,
+# bench/RESULTS.md "Issue 15": 0.82-0.94x the saved tensors in four probes, 0.02x in one batch of one
+# row; with MALLOC_MMAP_THRESHOLD_=65536 it is gone). Counted once over, the safe side for `auto`.
+RETAINED_SHARE = 1.0
+RETAINED_PART = "freed, kept by malloc"  # seven linear layers, two norms, rotary, attention, activation, two residual adds
 
 
 @dataclass(frozen=True)
@@ -103,18 +109,24 @@ class ModelShape:
         names = LORA_TARGETS_ALL if "all" in targets else [t for t in targets if t in self.linear_shapes]
         return self.layers * sum(rank * sum(self.linear_shapes[n]) for n in names)
 
-    def activation_elements_per_token(self, lora_modules: int, eager: bool, row: int, padded: bool) -> int:
-        """Elements one decoder block keeps for backward, per token, counted tensor by tensor: each
-        RMSNorm its input, normalised and weighted output (3 hidden); q, its rotated half and its
-        rotary output (3 q-sized), the same for k (3 kv-sized) and v; the attention output and its
-        contiguous copy for o_proj (2 hidden); the MLP's gate, up, activation and product
-        (4 intermediate); LoRA's rank-sized outputs. With a padding mask transformers repeats k and v
-        to every head for SDPA (2 q-sized more)."""
+    def activation_elements_per_token(
+        self, lora_elements: int, *, full: bool, eager: bool, row: int, padded: bool
+    ) -> int:
+        """Elements one decoder block keeps for backward, per token, as autograd saves them (counted
+        tensor by tensor on SmolLM2 with transformers 5, tests/train/test_estimate.py): each RMSNorm's
+        input and weighted output, the latter the next linear layers' input (4 hidden); SDPA's query,
+        key, value and output and a log-sum-exp per head; the MLP's gate, up, activation and product
+        (4 intermediate); each LoRA B's rank-sized input (``lora_elements``). With a padding mask
+        transformers repeats k and v to every head and SDPA keeps the float mask (``row`` per token).
+        Full fine-tuning also keeps each norm's normalised input, for the norm weight's gradient."""
         q = self.heads * self.head_dim
         kv = self.kv_heads * self.head_dim
-        per_token = 6 * self.hidden + 3 * q + 2 * q + 4 * kv + 4 * self.intermediate + 16 * lora_modules
-        if padded and kv < q:
-            per_token += 2 * q
+        kv_kept = q if (padded or eager) and kv < q else kv
+        per_token = 4 * self.hidden + 2 * q + 2 * kv_kept + self.heads + 4 * self.intermediate + lora_elements
+        if padded:
+            per_token += row
+        if full:
+            per_token += 2 * self.hidden
         if eager:  # scores and probabilities, [heads, row] per token
             per_token += 2 * self.heads * row
         return per_token
@@ -128,8 +140,14 @@ class Workload:
     accumulation: int
     longest_row: int  # the longest row a micro-batch may hold: its activations decide the peak
     mean_row: float  # padded length of an average row: it decides the step time
-    trained_per_row: float
+    trained_per_row: float  # per sample: a pair counts its chosen and its rejected answer
     steps: int
+    rows_per_sample: int = 1  # 2 for pairs (dpo, rm): chosen and rejected run as rows of one batch
+
+    @property
+    def rows(self) -> int:
+        """Rows of one micro-batch."""
+        return self.batch * self.rows_per_sample
 
     @classmethod
     def from_dataset(cls, config: Config, dataset: Dataset | None, packing: bool) -> Workload:
@@ -138,13 +156,21 @@ class Workload:
         accumulation = int(kwargs.get("gradient_accumulation_steps", 1))
         cutoff = config.data.cutoff_len
         count = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else 0
-        if dataset is None or not count or "input_ids" not in (dataset.column_names or ()):
-            count, lengths, trained = 1, [cutoff], [cutoff / 2]  # streaming: no counts to read
+        columns = (dataset.column_names or ()) if dataset is not None else ()
+        sides = [""] if "input_ids" in columns else ["chosen_", "rejected_"]
+        if dataset is None or not count or any(f"{side}input_ids" not in columns for side in sides):
+            count, lengths, trained = 1, [cutoff], [cutoff / 2 * len(sides)]  # streaming: no counts to read
         else:
             # an evenly spaced sample of at most STATS_ROWS rows keeps this quick on large datasets
             sample = dataset.select(range(0, count, max(1, count // STATS_ROWS)))
-            lengths = [len(ids) for ids in sample["input_ids"]]
-            trained = [sum(1 for t in labels if t != IGNORE_INDEX) for labels in sample["labels"]]
+            # a pair's two rows are padded to the longer one
+            lengths = [
+                max(map(len, ids)) for ids in zip(*(sample[f"{s}input_ids"] for s in sides), strict=True)
+            ]
+            trained = [
+                sum(1 for labels in pair for t in labels if t != IGNORE_INDEX)
+                for pair in zip(*(sample[f"{s}labels"] for s in sides), strict=True)
+            ]
         scale = count / len(lengths)
         if packing:
             rows = max(1, int(-(-sum(lengths) * scale // cutoff)))
@@ -156,7 +182,7 @@ class Workload:
         max_steps = int(kwargs.get("max_steps", -1) or -1)
         epochs = float(kwargs.get("num_train_epochs", 3.0))
         steps = max_steps if max_steps > 0 else max(1, int(-(-rows // per_step) * epochs))
-        return cls(batch, accumulation, min(longest, cutoff), min(mean, cutoff), per_row, steps)
+        return cls(batch, accumulation, min(longest, cutoff), min(mean, cutoff), per_row, steps, len(sides))
 
 
 @dataclass
@@ -253,17 +279,33 @@ def estimate_training(
 
     act_bytes = 2 if dtype in (torch.bfloat16, torch.float16) else 4
     eager = config.model.flash_attn == "disabled"
-    tokens = work.batch * work.longest_row
-    per_token = shape.activation_elements_per_token(lora_modules, eager, work.longest_row, padded=not packing)
+    tokens = work.rows * work.longest_row
+    per_token = shape.activation_elements_per_token(
+        fin.lora_rank * lora_modules if lora else 0,
+        full=fin.finetuning_type == "full",
+        eager=eager,
+        row=work.longest_row,
+        padded=not packing and work.rows > 1,
+    )
     one_block = tokens * per_token * act_bytes
-    full_activations = shape.layers * one_block + 2 * one_block  # + the backward's gradients of one block
-    checkpointed = shape.layers * tokens * shape.hidden * 4 + 2 * one_block
+    # without checkpointing the peak is the end of the forward: every block's saved tensors and the
+    # loss; with it, each block's input, and in backward one block recomputed
+    full_activations = shape.layers * one_block
+    checkpointed = shape.layers * tokens * shape.hidden * act_bytes + one_block
+    stage = config.finetuning.stage
     trained_rows = min(work.batch * work.trained_per_row, tokens) if chunked_loss else tokens
-    if chunked_loss:
+    if stage == "rm":
+        logits = 0  # a score per row, no vocabulary
+    elif chunked_loss:
         rows = min(max(1, CHUNK_ELEMENTS // shape.vocab), int(trained_rows) or 1)
-        logits = 2 * rows * shape.vocab * 4  # one chunk's logits and its softmax gradient
+        logits = 2 * rows * shape.vocab * 4  # one chunk's logits and logsumexp's shifted copy
     else:
         logits = 3 * tokens * shape.vocab * 4  # logits, their float32 copy, their gradient
+    # a no-grad forward (the reference's, KTO's mismatched partners) runs while the policy's graph is
+    # held: one block's tensors at a time on top
+    no_grad_forwards = _no_grad_forwards(config)
+    if no_grad_forwards:
+        logits += one_block
 
     total, free = _device_memory()
     base = {
@@ -278,13 +320,19 @@ def estimate_training(
     }
     if not lora:
         base.pop("trainable parameters (float32)")
-    without_gc = sum(base.values()) + full_activations + logits
+    if _separate_reference(config):
+        base["reference model (frozen copy)"] = float(shape.parameters * (2 if act_bytes == 2 else 4))
+    retained = RETAINED_SHARE if _malloc_keeps_freed_memory() else 0.0
+    without_gc = sum(base.values()) + full_activations * (1 + retained) + logits
     if gradient_checkpointing is None:
         gradient_checkpointing = (
             free is not None and without_gc - base["runtime and data (measured)"] > HEADROOM * free
         )
     activations = checkpointed if gradient_checkpointing else full_activations
-    memory = {**base, "activations": float(activations), "logits (loss)": float(logits)}
+    memory = {**base, "activations": float(activations)}
+    if retained:
+        memory[RETAINED_PART] = float(activations * retained)
+    memory["logits (loss)"] = float(logits)
 
     flops = _step_flops(
         shape,
@@ -292,6 +340,7 @@ def estimate_training(
         trainable_full=not lora and fin.finetuning_type == "full",
         checkpointing=gradient_checkpointing,
         chunked=chunked_loss,
+        no_grad_forwards=no_grad_forwards,
     )
     rate = _matmul_rate(dtype, tokens, shape.hidden)
     modules = shape.layers * (MODULES_PER_BLOCK + 3 * lora_modules) + 10
@@ -319,11 +368,18 @@ def estimate_training(
 
 
 def _step_flops(
-    shape: ModelShape, work: Workload, *, trainable_full: bool, checkpointing: bool, chunked: bool
+    shape: ModelShape,
+    work: Workload,
+    *,
+    trainable_full: bool,
+    checkpointing: bool,
+    chunked: bool,
+    no_grad_forwards: int = 0,
 ) -> float:
     """Matmul FLOPs of one optimizer step: forward 2 per weight per token; backward 2 more for the
-    input gradients and, for trained weights, 2 more for the weight gradients."""
-    tokens = work.batch * work.accumulation * work.mean_row
+    input gradients and, for trained weights, 2 more for the weight gradients; plus the forwards
+    that run without gradients (a reference model's)."""
+    tokens = work.rows * work.accumulation * work.mean_row
     trained = work.batch * work.accumulation * work.trained_per_row
     block = 2 * shape.layers * shape.block_matmul_params
     attention = 2 * shape.layers * shape.heads * shape.head_dim * work.mean_row  # causal QK^T and AV
@@ -331,7 +387,36 @@ def _step_flops(
     backward = forward * (2 if trainable_full else 1) + tokens * attention
     head = 2 * shape.hidden * shape.vocab * (trained if chunked else tokens)
     recompute = forward if checkpointing else 0.0
-    return forward + backward + recompute + head * (3 if trainable_full else 2)
+    return forward * (1 + no_grad_forwards) + backward + recompute + head * (3 if trainable_full else 2)
+
+
+def _no_grad_forwards(config: Config) -> int:
+    """Forwards of a step's rows run without gradients: the reference (dpo, kto, unless its
+    log-probabilities are precomputed) and KTO's mismatched partners (policy and reference)."""
+    fin = config.finetuning
+    precomputed = fin.precompute_ref_log_probs
+    if fin.stage == "dpo":
+        return 0 if precomputed or fin.pref_loss in ("orpo", "simpo") else 1
+    if fin.stage == "kto":
+        return 1 if precomputed else 3
+    return 0
+
+
+def _separate_reference(config: Config) -> bool:
+    """Whether the reference is a second frozen model (full or freeze tuning, or ``ref_model``),
+    not the policy with its adapter switched off; assumed the size of the policy."""
+    fin = config.finetuning
+    if not _no_grad_forwards(config) or fin.precompute_ref_log_probs:
+        return False
+    return bool(fin.ref_model) or fin.finetuning_type != "lora"
+
+
+def _malloc_keeps_freed_memory() -> bool:
+    """glibc's malloc (Linux) keeps the forward's freed temporaries in the process; a GPU's
+    activations live on the card, where torch's caching allocator is counted as reserved."""
+    import platform
+
+    return not torch.cuda.is_available() and platform.libc_ver()[0] == "glibc"
 
 
 def _advice(config: Config, estimate: Estimate, dtype: torch.dtype) -> list[str]:
