@@ -205,12 +205,15 @@ def _lf_train(opts, packing: bool, bf16: bool = False) -> dict:
     }
 
 
-def _lm_dpo_run(opts, precompute: bool) -> dict:
-    """``lmforge train`` on the same DPO config LLaMA-Factory runs (bench/llamafactory/runner.py)."""
-    name = "dpo_precomputed" if precompute else "dpo"
+def _lm_dpo_run(opts, precompute: bool, checkpointing: bool | None = None) -> dict:
+    """``lmforge train`` on the same DPO config LLaMA-Factory runs (bench/llamafactory/runner.py);
+    ``checkpointing`` sets gradient_checkpointing (None: lmforge's default, auto)."""
+    name = "dpo_precomputed" if precompute else ("dpo_checkpointed" if checkpointing else "dpo")
     work = OUT / "lmforge" / name
     config = lf.dpo_config(max_steps=opts.max_steps, output_dir=work / "output", max_samples=opts.dpo_samples)
     config["precompute_ref_log_probs"] = precompute
+    if checkpointing is not None:
+        config["gradient_checkpointing"] = checkpointing
     config["disable_tqdm"] = True
     work.mkdir(parents=True, exist_ok=True)
     cfg = work / "config.json"
@@ -233,17 +236,22 @@ def _lm_dpo_run(opts, precompute: bool) -> dict:
 
 
 def lm_dpo(opts) -> dict:
-    """Both lmforge runs: the live reference (the adapter switched off), then precomputed log-probs."""
+    """Three lmforge runs: the live reference (the adapter switched off), precomputed log-probs,
+    and the live reference with gradient checkpointing on (LLaMA-Factory's default)."""
     live = _lm_dpo_run(opts, precompute=False)
     precomputed = _lm_dpo_run(opts, precompute=True)
+    checkpointed = _lm_dpo_run(opts, precompute=False, checkpointing=True)
     live.update({f"precomputed_{key}": value for key, value in precomputed.items()})
+    live.update({f"checkpointed_{key}": value for key, value in checkpointed.items()})
     return live
 
 
 def lf_dpo(opts) -> dict:
     r = lf.dpo(max_steps=opts.max_steps, max_samples=opts.dpo_samples)
     # LLaMA-Factory has no precomputed reference: its side of those lines is its one run
-    r.update({f"precomputed_{key}": value for key, value in list(r.items())})
+    plain = list(r.items())
+    r.update({f"precomputed_{key}": value for key, value in plain})
+    r.update({f"checkpointed_{key}": value for key, value in plain})  # its default is checkpointing on
     return r
 
 
@@ -480,6 +488,22 @@ def _rows() -> list[Row]:
                     "precomputed_wall_s",
                     "s",
                     False,
+                ),
+                Metric(
+                    "lmforge gradient_checkpointing: true (as LLaMA-Factory) vs LLaMA-Factory: pairs/s",
+                    "checkpointed_pairs_per_s",
+                    "pairs/s",
+                    True,
+                    ">= 1.5x",
+                    1.5,
+                ),
+                Metric(
+                    "lmforge gradient_checkpointing: true (as LLaMA-Factory) vs LLaMA-Factory: peak RSS",
+                    "checkpointed_peak_rss_mib",
+                    "MiB",
+                    False,
+                    "<= 0.8x",
+                    0.8,
                 ),
             ],
         ),
@@ -949,7 +973,11 @@ def main(argv: list[str] | None = None) -> int:
     opts.predict_samples = 16 if quick else PREDICT_SAMPLES
     if quick and opts.max_steps is None:
         opts.max_steps = 2
-    opts.dpo_samples = 2 * opts.max_steps * 2 if quick else None  # the pairs quick's steps train, twice over
+    # quick: the pairs its steps train, twice over; --max-steps N: the N steps' pairs (batch 2), so a
+    # precomputed reference does not run over pairs that never train
+    opts.dpo_samples = (
+        2 * opts.max_steps * 2 if quick else (2 * opts.max_steps if opts.max_steps else None)
+    )  # the pairs quick's steps train, twice over
     opts.mode = "quick" if quick else ("full" if not opts.max_steps else f"max_steps {opts.max_steps}")
     if quick:
         opts.mode = (
