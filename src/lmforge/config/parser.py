@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from lmforge.config.coerce import coerce_value
+from lmforge.config.environment import use_ray
 from lmforge.config.keys import all_keys, field_types, key_owners, training_field_types
 from lmforge.config.legacy_training_keys import LEGACY_TRAINING_KEYS
 from lmforge.config.llamafactory_keys import NO_DEFAULT, UNSUPPORTED_LLAMAFACTORY_KEYS, UNSUPPORTED_REASONS
@@ -129,6 +130,8 @@ def build_config(values: Mapping[str, object]) -> Config:
     config = Config(
         **{name: CONCERNS[name](**grouped[name]) for name in CONCERNS},
         training_kwargs=training_kwargs,
+        ray_keys=tuple(grouped["ray"]),
+        uses_ray=bool(grouped["ray"]) or use_ray(),
     )
     check_rules(config)
     return config
