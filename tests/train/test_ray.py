@@ -111,3 +111,17 @@ def test_without_ray_a_ray_key_is_one_line_naming_the_extra(
     [line] = [line for line in err.splitlines() if line.startswith("lmforge train: error:")]
     assert "'ray_num_workers'" in line and "pip install 'lmforge[ray]'" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_gpu_per_worker_without_a_gpu_is_one_line() -> None:
+    """LLaMA-Factory's example asks for {GPU: 1}; on a CPU-only machine Ray would wait forever."""
+    from lmforge.config.requirements import cuda_available
+    from lmforge.train.ray_launch import worker_resources
+
+    config = build_config({"ray_num_workers": 2, "resources_per_worker": {"GPU": 1}})
+    if cuda_available():
+        assert worker_resources(config) == ({"GPU": 1.0}, True)
+        return
+    with pytest.raises(ConfigError, match=r"resources_per_worker.*no CUDA GPU.*CPU: 1"):
+        worker_resources(config)
+    assert worker_resources(build_config({"ray_num_workers": 2})) == ({"CPU": 1.0}, False)

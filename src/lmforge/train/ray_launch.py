@@ -18,7 +18,7 @@ from typing import Any
 
 from lmforge.config import Config, load_config
 from lmforge.config.requirements import check_ray_requirements, cuda_available
-from lmforge.errors import LmforgeError
+from lmforge.errors import ConfigError, LmforgeError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,14 @@ def worker_resources(config: Config) -> tuple[dict[str, float], bool]:
         resources = {name: float(amount) for name, amount in given.items()}
     else:
         resources = {"GPU": 1.0} if cuda_available() else {"CPU": 1.0}
-    return resources, resources.get("GPU", 0.0) > 0
+    use_gpu = resources.get("GPU", 0.0) > 0
+    if use_gpu and not cuda_available():
+        # Ray would wait for a GPU no node has, forever
+        raise ConfigError(
+            f"config key 'resources_per_worker' ({given}) asks for a GPU per worker and this machine has "
+            "no CUDA GPU; set resources_per_worker: {CPU: 1} to train on CPU workers"
+        )
+    return resources, use_gpu
 
 
 def run_with_ray(config: Config, argv: list[str]) -> RayOutcome:
