@@ -9,8 +9,9 @@ keeps its keys except:
   the Llama 3 tokenizer, Qwen2 -> tiny qwen2, Qwen2-VL -> tiny qwen2_vl, others -> tiny llama);
   a local path an earlier example writes (``saves/...``, ``models/...``) is kept, and so is a
   pre-quantized hub model (AWQ, GPTQ, AQLM), which no tiny model stands in for;
-- dataset_dir and paths under LLaMA-Factory's data/ (the demo data), max_steps 1, max_samples at most 16 and
-  preprocessing_num_workers 1 (a shared 2-core machine); for chat, max_new_tokens 8;
+- dataset_dir and paths under LLaMA-Factory's data/ (the demo data), max_steps 1, max_samples at most
+  16, gradient_accumulation_steps 1, preprocessing_num_workers 1 and dataloader_num_workers 0 (a
+  shared 2-core machine); for chat, max_new_tokens 8;
 - values tied to the model's size: LLaMA Pro's expanded model is made from the tiny one first
   (``lmforge llama-pro``, as the example's expand.sh does with scripts/llama_pro.py) with as many
   new blocks as the tiny model has layers, and ``freeze_trainable_layers`` follows;
@@ -89,6 +90,10 @@ def swapped_config(path: Path, relative: Path, data_dir: Path) -> dict:
         config["max_samples"] = min(int(config["max_samples"]), MAX_SAMPLES)
     if "preprocessing_num_workers" in config:
         config["preprocessing_num_workers"] = 1
+    if "gradient_accumulation_steps" in config:
+        config["gradient_accumulation_steps"] = 1  # the one step is one micro-batch
+    if "dataloader_num_workers" in config:
+        config["dataloader_num_workers"] = 0
     if config.get("use_llama_pro"):
         config["freeze_trainable_layers"] = LLAMA_PRO_EXPAND
     if "ray_num_workers" in config:
@@ -189,6 +194,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="example folders to run (default: all)")
     parser.add_argument("--match", help="run only the configs whose path contains this")
     parser.add_argument(
+        "--skip", nargs="*", default=(), help="leave out the configs whose path contains one of these"
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         help="run in this folder and keep it (filtered runs reuse what earlier ones saved)",
@@ -198,6 +206,7 @@ def main() -> int:
     folders = set(args.only or ()) or {p.relative_to(root).parts[0] for p in root.iterdir()}
     files = [p for p in root.rglob("*.yaml") if p.relative_to(root).parts[0] in folders]
     files = [p for p in files if not args.match or args.match in str(p.relative_to(root))]
+    files = [p for p in files if not any(part in str(p.relative_to(root)) for part in args.skip)]
     files.sort(key=lambda p: _rank(root, p))
     rows = ["| config | lmforge | outcome | what lmforge said |", "|---|---|---|---|"]
     with contextlib.ExitStack() as stack:
