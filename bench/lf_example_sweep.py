@@ -11,7 +11,7 @@ keeps its keys except:
   pre-quantized hub model (AWQ, GPTQ, AQLM), which no tiny model stands in for;
 - dataset_dir and paths under LLaMA-Factory's data/ (the demo data), max_steps 1, max_samples at most
   16, gradient_accumulation_steps 1, preprocessing_num_workers 1 and dataloader_num_workers 0 (a
-  shared 2-core machine); for chat, max_new_tokens 8;
+  shared 2-core machine); for chat and prediction, max_new_tokens 8;
 - values tied to the model's size: LLaMA Pro's expanded model is made from the tiny one first
   (``lmforge llama-pro``, as the example's expand.sh does with scripts/llama_pro.py) with as many
   new blocks as the tiny model has layers, and ``freeze_trainable_layers`` follows;
@@ -99,8 +99,8 @@ def swapped_config(path: Path, relative: Path, data_dir: Path) -> dict:
     if "ray_num_workers" in config:
         config["ray_num_workers"] = 2
         config["resources_per_worker"] = {"CPU": 1}
-    if command_for(relative) == "chat":
-        config["max_new_tokens"] = 8
+    if command_for(relative) == "chat" or config.get("do_predict"):
+        config["max_new_tokens"] = 8  # a tiny random model's reply: length, not content, costs time
     return config
 
 
