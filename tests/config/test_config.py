@@ -125,6 +125,9 @@ def test_unsupported_stage_is_named():
         ConfigError, match="stage 'ppo' is a LLaMA-Factory stage lmforge does not support yet"
     ):
         build_config({"stage": "ppo"})
+    # LLaMA-Factory's PPO example: the stage is named, not the first PPO-only key in the file
+    with pytest.raises(ConfigError, match="stage 'ppo'"):
+        build_config({"reward_model": "saves/llama3-8b/lora/reward", "stage": "ppo"})
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,16 @@ def main(argv: list[str]) -> int:
     if predicts_only(config):
         run_prediction(config)
         return 0
+    if config.uses_ray:
+        from lmforge.train.ray_launch import run_with_ray  # ray and the training stack: only here
+
+        on_ray = run_with_ray(config, argv)
+        print(
+            f"lmforge train: trained through Ray; outputs in {on_ray.output_dir}, Ray's run in {on_ray.ray_run_folder}"
+        )
+        if on_ray.exit_code == 0 and wants_prediction(config):
+            run_prediction(trained_config(config, on_ray.output_dir))
+        return on_ray.exit_code
     relaunched = maybe_relaunch(argv)
     if relaunched is not None:
         return relaunched

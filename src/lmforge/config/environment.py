@@ -44,6 +44,11 @@ def force_torchrun() -> bool:
     return os.environ.get("FORCE_TORCHRUN", "0").lower() in ("1", "true", "yes")
 
 
+def use_ray() -> bool:
+    """``USE_RAY=1`` (LLaMA-Factory's switch) makes ``lmforge train`` train through Ray Train."""
+    return os.environ.get("USE_RAY", "0").lower() in ("1", "true", "yes")
+
+
 def torchrun_settings() -> dict[str, str]:
     """``NNODES``, ``NODE_RANK``, ``NPROC_PER_NODE``, ``MASTER_ADDR``, ``MASTER_PORT`` for multi-node jobs."""
     return {

@@ -25,6 +25,7 @@ GROUP_SUMMARIES = {
     "generating": "generation defaults for chat, serving and predictions",
     "serving": "the inference backend and the API server",
     "evaluation": "`lmforge eval` multiple-choice benchmarks",
+    "ray": "training through Ray Train on a local Ray cluster (`lmforge[ray]`)",
     TRAINING_GROUP: "transformers' Seq2SeqTrainingArguments (help text is transformers' own)",
 }
 

@@ -35,11 +35,6 @@ UNSUPPORTED_LLAMAFACTORY_KEYS: dict[str, Any] = {
     "offload_folder": "offload",
     "ms_hub_token": None,
     "om_hub_token": None,
-    "ray_run_name": None,
-    "ray_storage_path": "./saves",
-    "ray_num_workers": 1,
-    "resources_per_worker": NO_DEFAULT,
-    "placement_strategy": "PACK",
     # accepted by lmforge once but never read (issue 13): refused unless they ask for what lmforge does
     "tool_format": None,
     "buffer_size": 16384,
@@ -77,15 +72,4 @@ UNSUPPORTED_REASONS: dict[str, str] = {
         "'mixture_of_depths' is not supported: its package (mixture-of-depth 1.2.0, the one LLaMA-Factory uses) "
         "does not import with transformers 5 (it needs transformers.TRANSFORMERS_CACHE, removed in 5.0); remove it"
     ),
-    **{
-        key: f"'{key}' (training through Ray) is not supported yet; remove it, and use torchrun "
-        "(FORCE_TORCHRUN=1 NPROC_PER_NODE=N) for several processes"
-        for key in (
-            "ray_run_name",
-            "ray_storage_path",
-            "ray_num_workers",
-            "resources_per_worker",
-            "placement_strategy",
-        )
-    },
 }

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from lmforge.config.coerce import coerce_value
+from lmforge.config.environment import use_ray
 from lmforge.config.keys import all_keys, field_types, key_owners, training_field_types
 from lmforge.config.legacy_training_keys import LEGACY_TRAINING_KEYS
 from lmforge.config.llamafactory_keys import NO_DEFAULT, UNSUPPORTED_LLAMAFACTORY_KEYS, UNSUPPORTED_REASONS
@@ -99,13 +100,15 @@ def build_config(values: Mapping[str, object]) -> Config:
     training_types = training_field_types()
     grouped: dict[str, dict[str, object]] = {name: {} for name in CONCERNS}
     training_kwargs: dict[str, object] = {}
+    # the stage first: a PPO config's reward_model keys would otherwise be what the message names
+    if values.get("stage") in LLAMAFACTORY_ONLY_STAGES:
+        raise ConfigError(
+            f"stage '{values['stage']}' is a LLaMA-Factory stage lmforge does not support yet "
+            "(use sft, pt, dpo, kto or rm)"
+        )
     for key, raw in values.items():
         if not isinstance(key, str):
             raise ConfigError(f"config key {key!r} must be a string")
-        if key == "stage" and raw in LLAMAFACTORY_ONLY_STAGES:
-            raise ConfigError(
-                f"stage '{raw}' is a LLaMA-Factory stage lmforge does not support yet (use sft, pt, dpo, kto or rm)"
-            )
         if key in owners:
             concern = owners[key]
             grouped[concern][key] = coerce_value(key, raw, field_types(CONCERNS[concern])[key])
@@ -129,6 +132,8 @@ def build_config(values: Mapping[str, object]) -> Config:
     config = Config(
         **{name: CONCERNS[name](**grouped[name]) for name in CONCERNS},
         training_kwargs=training_kwargs,
+        ray_keys=tuple(grouped["ray"]),
+        uses_ray=bool(grouped["ray"]) or use_ray(),
     )
     check_rules(config)
     return config

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,3 +177,12 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def check_ray_requirements(ray_keys: Sequence[str]) -> None:
+    """Ray Train, for a run that asks for it: ``ray_keys`` given in the config, or ``USE_RAY=1``."""
+    if not RAY_TRAIN.installed():
+        where = f"config key '{ray_keys[0]}'" if ray_keys else "USE_RAY=1"
+        raise ConfigError(
+            f"{where} trains through Ray Train, which is not installed: pip install 'lmforge[ray]'"
+        )

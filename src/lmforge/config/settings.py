@@ -13,6 +13,7 @@ from lmforge.config.finetuning import FinetuningArguments
 from lmforge.config.generating import GeneratingArguments
 from lmforge.config.hardware import cpu_bf16_support
 from lmforge.config.model import ModelArguments
+from lmforge.config.ray import RayArguments
 from lmforge.config.requirements import (
     check_model_requirements,
     check_optimizer_requirements,
@@ -36,6 +37,7 @@ CONCERNS: dict[str, type] = {
     "generating": GeneratingArguments,
     "serving": ServingArguments,
     "evaluation": EvaluationArguments,  # lmforge eval (issue 17)
+    "ray": RayArguments,  # training through Ray Train (issue 18)
 }
 
 
@@ -49,6 +51,11 @@ class Config:
     generating: GeneratingArguments = field(default_factory=GeneratingArguments)
     serving: ServingArguments = field(default_factory=ServingArguments)
     evaluation: EvaluationArguments = field(default_factory=EvaluationArguments)  # lmforge eval
+    ray: RayArguments = field(default_factory=RayArguments)
+    ray_keys: tuple[str, ...] = ()
+    """The ray keys the config sets (any of them asks for Ray Train)."""
+    uses_ray: bool = False
+    """Train through Ray Train: the config sets a ray key, or ``USE_RAY=1`` (LLaMA-Factory's switch)."""
     training_kwargs: dict[str, Any] = field(default_factory=dict)
     """Typed values for transformers' Seq2SeqTrainingArguments, as the user gave them."""
     source: Path | None = None

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import signal
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -155,6 +156,10 @@ class SignalStop(TrainerCallback):
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            # a Ray Train worker trains in a thread of its actor; Ray itself stops its workers
+            logger.debug("training outside the main thread: no SIGINT/SIGTERM checkpoint")
+            return
         for signum in self.SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
 
