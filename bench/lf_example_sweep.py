@@ -57,7 +57,7 @@ def command_for(relative: Path) -> str:
 # pre-quantized checkpoints: no tiny model stands in for their packed weights
 PREQUANTIZED = ("-awq", "-gptq", "-aqlm")
 # the tiny model of each family, by a part of the hub id (the first match wins)
-FAMILIES = (("qwen2-vl", "qwen2_vl"), ("llava", "qwen2_vl"), ("llama-3", "llama3"), ("qwen2", "qwen2"))
+FAMILIES = (("qwen2-vl", "qwen2_vl"), ("llava", "llava"), ("llama-3", "llama3"), ("qwen2", "qwen2"))
 LOCAL_PREFIXES = ("saves/", "models/", "output/")
 MAX_SAMPLES = 16
 
