@@ -218,6 +218,9 @@ class Estimate:
         """What all_results.json records of the estimate, beside the measured figures."""
         return {
             "estimated_peak_mib": round(self.peak / MIB, 1),
+            # the peak without what malloc may keep: glibc kept 0.82-0.94x the activations in
+            # runs on a loaded machine, almost nothing in the same run on a quiet one
+            "estimated_peak_low_mib": round((self.peak - self.memory.get(RETAINED_PART, 0.0)) / MIB, 1),
             "estimated_step_seconds": round(self.step_seconds, 3),
             "matmul_peak_gflops": round(self.matmul_gflops, 2),
         }
