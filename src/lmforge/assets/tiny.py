@@ -32,6 +32,31 @@ TINY_SIZES: dict[str, Any] = {
 }
 
 
+# Qwen2.5-VL's vision tower (Qwen2.5-VL, Qwen2.5-Omni): windowed attention, one full-attention
+# block here, and a merger projecting to the language model's width.
+QWEN2_5_VISION: dict[str, Any] = {
+    "depth": 1,
+    "hidden_size": 32,
+    "out_hidden_size": TINY_SIZES["hidden_size"],
+    "num_heads": 2,
+    "intermediate_size": 64,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 56,
+    "fullatt_block_indexes": [0],
+}
+# A Whisper-style audio encoder over 128 log-mel bins (Qwen2-Audio, Qwen2.5-Omni).
+WHISPER_TOWER: dict[str, Any] = {
+    "d_model": 32,
+    "encoder_layers": 1,
+    "encoder_attention_heads": 2,
+    "encoder_ffn_dim": 64,
+    "num_mel_bins": 128,
+    "max_source_positions": 1500,
+}
+
+
 @dataclass(frozen=True)
 class TinyRecipe:
     """A config class from transformers, the asset whose tokenizer it uses, and per-arch settings."""
@@ -168,14 +193,7 @@ def _qwen2_audio(**text: Any) -> TinyRecipe:
         end_of_turn=("<|im_end|>", "<|endoftext|>"),
         tower=(
             "audio_config",
-            {
-                "d_model": 32,
-                "encoder_layers": 1,
-                "encoder_attention_heads": 2,
-                "encoder_ffn_dim": 64,
-                "num_mel_bins": 128,
-                "max_source_positions": 1500,
-            },
+            WHISPER_TOWER,
         ),
         media_token_ids={"audio_token_index": "<|AUDIO|>"},
         added_tokens=("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"),
@@ -209,18 +227,7 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
     # merger projecting to out_hidden_size.
     "qwen2_5_vl": _qwen_vl(
         "Qwen2_5_VLConfig",
-        {
-            "depth": 1,
-            "hidden_size": 32,
-            "out_hidden_size": TINY_SIZES["hidden_size"],
-            "num_heads": 2,
-            "intermediate_size": 64,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 56,
-            "fullatt_block_indexes": [0],
-        },
+        QWEN2_5_VISION,
     ),
     # Qwen2-Audio: a Whisper-style encoder over 128 log-mel bins; its tokenizer (Qwen2.5's
     # vocabulary) adds the three audio tokens.
@@ -315,30 +322,10 @@ TINY_ARCHES: dict[str, TinyRecipe] = {
         end_of_turn=("<|im_end|>", "<|endoftext|>"),
         tower=(
             "vision_config",
-            {
-                "depth": 1,
-                "hidden_size": 32,
-                "out_hidden_size": TINY_SIZES["hidden_size"],
-                "num_heads": 2,
-                "intermediate_size": 64,
-                "patch_size": 14,
-                "spatial_merge_size": 2,
-                "temporal_patch_size": 2,
-                "window_size": 56,
-                "fullatt_block_indexes": [0],
-            },
+            QWEN2_5_VISION,
         ),
         extra_towers={
-            "audio_config": {
-                "d_model": 32,
-                "encoder_layers": 1,
-                "encoder_attention_heads": 2,
-                "encoder_ffn_dim": 64,
-                "num_mel_bins": 128,
-                "max_source_positions": 1500,
-                "n_window": 100,
-                "output_dim": TINY_SIZES["hidden_size"],
-            }
+            "audio_config": {**WHISPER_TOWER, "n_window": 100, "output_dim": TINY_SIZES["hidden_size"]}
         },
         media_token_ids={
             "image_token_index": "<|IMAGE|>",
